@@ -1,0 +1,552 @@
+//! The admin HTTP API on tiny_http (SPEC 5): a fixed set of threads taking requests from one
+//! listener, bearer-token authentication before routing, JSON in and out, and the error
+//! shape every refusal uses. Only this module knows tiny_http; handlers live beside it, one
+//! file per resource.
+
+mod endpoints;
+mod events;
+mod fields;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::delivery;
+use crate::intake::Intake;
+use crate::store::Store;
+
+/// What every handler can reach.
+pub struct Api {
+    pub store: Arc<Store>,
+    pub intake: Intake,
+    pub dispatcher: delivery::Handle,
+    pub config: Config,
+    /// SHA-256 of the admin token.
+    pub token_hash: [u8; 32],
+    stopping: AtomicBool,
+}
+
+impl Api {
+    pub fn new(
+        store: Arc<Store>,
+        intake: Intake,
+        dispatcher: delivery::Handle,
+        config: Config,
+        token_hash: [u8; 32],
+    ) -> Api {
+        Api {
+            store,
+            intake,
+            dispatcher,
+            config,
+            token_hash,
+            stopping: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A refusal, rendered as `{"error": {"code", "message", "field"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: 400,
+            code: "invalid_field",
+            message: message.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(404, "not_found", format!("no such {what}"))
+    }
+
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(409, "conflict", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(503, "unavailable", message)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> ApiError {
+        log::error!("store error while answering a request: {e}");
+        ApiError::unavailable("the store is not answering; try again")
+    }
+}
+
+/// A response before it is written.
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn json(status: u16, value: &Value) -> Reply {
+        Reply {
+            status,
+            body: value.to_string().into_bytes(),
+            content_type: "application/json",
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn empty(status: u16) -> Reply {
+        Reply {
+            status,
+            body: Vec::new(),
+            content_type: "application/json",
+            headers: Vec::new(),
+        }
+    }
+
+    fn error(e: &ApiError) -> Reply {
+        let mut error = json!({"code": e.code, "message": e.message});
+        if let Some(field) = &e.field {
+            error["field"] = Value::from(field.as_str());
+        }
+        Reply::json(e.status, &json!({ "error": error }))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ApiError>;
+
+/// One request as the handlers see it: method, path segments, query and a parsed body.
+pub struct Req {
+    pub method: String,
+    pub segments: Vec<String>,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
+impl Req {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body of an action route, `{}` when none was sent.
+    pub fn body_object(&self) -> Result<&serde_json::Map<String, Value>> {
+        static EMPTY: std::sync::OnceLock<serde_json::Map<String, Value>> =
+            std::sync::OnceLock::new();
+        match &self.body {
+            None => Ok(EMPTY.get_or_init(serde_json::Map::new)),
+            Some(Value::Object(map)) => Ok(map),
+            Some(_) => Err(ApiError::new(
+                400,
+                "invalid_json",
+                "the request body must be a JSON object",
+            )),
+        }
+    }
+}
+
+/// Starts `threads` threads answering requests on `server`.
+pub fn serve(
+    server: Arc<tiny_http::Server>,
+    api: Arc<Api>,
+    threads: usize,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    (0..threads)
+        .map(|i| {
+            let (server, api) = (server.clone(), api.clone());
+            std::thread::Builder::new()
+                .name(format!("api-{i}"))
+                .spawn(move || {
+                    while let Ok(request) = server.recv() {
+                        answer(&api, request);
+                    }
+                })
+        })
+        .collect()
+}
+
+/// Refuses new work from now on with 503, while requests already inside finish.
+pub fn stop(api: &Api, server: &tiny_http::Server) {
+    api.stopping.store(true, Ordering::SeqCst);
+    server.unblock();
+}
+
+fn answer(api: &Api, mut request: tiny_http::Request) {
+    let reply = match handle(api, &mut request) {
+        Ok(reply) => reply,
+        Err(e) => Reply::error(&e),
+    };
+    let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+    let mut headers = vec![
+        ("Content-Type", reply.content_type.to_string()),
+        ("Cache-Control", "no-store".into()),
+    ];
+    headers.extend(reply.headers);
+    for (name, value) in headers {
+        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response.add_header(h);
+        }
+    }
+    // The client may have gone away; there is nobody left to tell.
+    let _ = request.respond(response);
+}
+
+fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
+    let (path, query) = match request.url().split_once('?') {
+        Some((p, q)) => (p.to_string(), parse_query(q)),
+        None => (request.url().to_string(), Vec::new()),
+    };
+    let method = request.method().as_str().to_ascii_uppercase();
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_string(),
+                h.value.as_str().to_string(),
+            )
+        })
+        .collect();
+
+    if path == "/healthz" {
+        return health(api, &method);
+    }
+    let Some(rest) =
+        path.strip_prefix("/api/v1/")
+            .or(if path == "/api/v1" { Some("") } else { None })
+    else {
+        return Err(ApiError::new(
+            404,
+            "not_found",
+            format!("no route for {path}"),
+        ));
+    };
+    authenticate(api, &headers)?;
+    if api.stopping.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable("the server is shutting down"));
+    }
+    let segments: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let body = read_body(api, request, &method, &headers)?;
+    let req = Req {
+        method,
+        segments,
+        query,
+        headers,
+        body,
+    };
+    route(api, &req)
+}
+
+fn health(api: &Api, method: &str) -> Result<Reply> {
+    if method != "GET" && method != "HEAD" {
+        return Err(method_not_allowed("GET"));
+    }
+    if !api.dispatcher.is_alive() {
+        return Ok(Reply::json(
+            503,
+            &json!({"status": "unavailable", "reason": "dispatcher stopped"}),
+        ));
+    }
+    match api.store.health_check() {
+        Ok(()) => Ok(Reply::json(200, &json!({"status": "ok"}))),
+        Err(e) => {
+            log::error!("health check failed: {e}");
+            Ok(Reply::json(
+                503,
+                &json!({"status": "unavailable", "reason": "store not answering"}),
+            ))
+        }
+    }
+}
+
+fn authenticate(api: &Api, headers: &[(String, String)]) -> Result<()> {
+    let unauthorized = || {
+        ApiError::new(
+            401,
+            "unauthorized",
+            "a valid admin token is required: Authorization: Bearer <token>",
+        )
+    };
+    let value = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.trim())
+        .ok_or_else(unauthorized)?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(unauthorized)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(unauthorized());
+    }
+    let hash = crate::secret::hash_token(token.trim());
+    if crate::secret::constant_time_eq(&hash, &api.token_hash) {
+        Ok(())
+    } else {
+        Err(unauthorized())
+    }
+}
+
+fn read_body(
+    api: &Api,
+    request: &mut tiny_http::Request,
+    method: &str,
+    headers: &[(String, String)],
+) -> Result<Option<Value>> {
+    let limit = api.config.server.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            413,
+            "payload_too_large",
+            format!("the request body is over {limit} bytes"),
+        )
+    };
+    if request.body_length().is_some_and(|n| n as u64 > limit) {
+        return Err(too_large());
+    }
+    if method == "GET" || method == "HEAD" || method == "DELETE" {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    request
+        .as_reader()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|_| ApiError::new(400, "invalid_json", "the request body could not be read"))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "a request body must be sent with Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        ApiError::new(
+            400,
+            "invalid_json",
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })
+}
+
+fn method_not_allowed(allow: &str) -> ApiError {
+    ApiError::new(
+        405,
+        "method_not_allowed",
+        format!("this route takes {allow}"),
+    )
+}
+
+fn route(api: &Api, req: &Req) -> Result<Reply> {
+    let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    let m = req.method.as_str();
+    let allow = |methods: &str| -> Result<Reply> {
+        let mut e = method_not_allowed(methods);
+        e.message = format!("{} takes {methods}", req.segments.join("/"));
+        Err(e)
+    };
+    match (segs.as_slice(), m) {
+        (["endpoints"], "GET") => endpoints::list(api, req),
+        (["endpoints"], "POST") => endpoints::create(api, req),
+        (["endpoints"], _) => allow("GET, POST"),
+        (["endpoints", id], "GET") => endpoints::get(api, id),
+        (["endpoints", id], "PATCH") => endpoints::patch(api, id, req),
+        (["endpoints", id], "DELETE") => endpoints::delete(api, id),
+        (["endpoints", _], _) => allow("GET, PATCH, DELETE"),
+        (["endpoints", id, "secret"], "GET") => endpoints::reveal_secret(api, id),
+        (["endpoints", _, "secret"], _) => allow("GET"),
+        (["endpoints", id, "rotate-secret"], "POST") => endpoints::rotate_secret(api, id, req),
+        (["endpoints", id, "test"], "POST") => endpoints::test(api, id, req),
+        (["endpoints", id, "replay"], "POST") => endpoints::replay(api, id, req),
+        (["endpoints", _, "rotate-secret" | "test" | "replay"], _) => allow("POST"),
+        (["event-types"], "GET") => Ok(events::types()),
+        (["event-types"], _) => allow("GET"),
+        (["events"], "GET") => events::list(api, req),
+        (["events"], "POST") => events::publish(api, req),
+        (["events"], _) => allow("GET, POST"),
+        (["events", id], "GET") => events::get(api, id),
+        (["events", _], _) => allow("GET"),
+        (["messages"], "GET") => events::list_messages(api, req),
+        (["messages"], _) => allow("GET"),
+        (["messages", id, "retry"], "POST") => events::retry_message(api, id),
+        (["messages", _, "retry"], _) => allow("POST"),
+        _ => Err(ApiError::new(
+            404,
+            "not_found",
+            format!("no route for /api/v1/{}", req.segments.join("/")),
+        )),
+    }
+}
+
+/// `?limit=` (1–500, default 50) and `?cursor=` (an opaque position from `next_cursor`).
+pub struct Page {
+    pub limit: usize,
+    pub cursor: Option<i64>,
+}
+
+impl Page {
+    pub fn from(req: &Req) -> Result<Page> {
+        let limit = match req.query("limit") {
+            None => 50,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n @ 1..=500) => n,
+                _ => {
+                    return Err(ApiError::field(
+                        "limit",
+                        "limit must be a whole number from 1 to 500",
+                    ));
+                }
+            },
+        };
+        let cursor = match req.query("cursor") {
+            None | Some("") => None,
+            Some(s) => Some(decode_cursor(s).ok_or_else(|| {
+                ApiError::field("cursor", "cursor is not one this server gave out")
+            })?),
+        };
+        Ok(Page { limit, cursor })
+    }
+
+    /// `{"data": [...], "next_cursor": ...}` from one more row than the page holds.
+    pub fn wrap<T>(
+        &self,
+        mut rows: Vec<T>,
+        seq: impl Fn(&T) -> i64,
+        render: impl Fn(&T) -> Result<Value>,
+    ) -> Result<Reply> {
+        let next = if rows.len() > self.limit {
+            rows.truncate(self.limit);
+            rows.last().map(|r| Value::from(encode_cursor(seq(r))))
+        } else {
+            None
+        };
+        let data = rows.iter().map(render).collect::<Result<Vec<Value>>>()?;
+        Ok(Reply::json(
+            200,
+            &json!({"data": data, "next_cursor": next.unwrap_or(Value::Null)}),
+        ))
+    }
+}
+
+fn encode_cursor(seq: i64) -> String {
+    format!("c{seq}")
+}
+
+fn decode_cursor(text: &str) -> Option<i64> {
+    text.strip_prefix('c')?.parse().ok().filter(|n| *n > 0)
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        let rows = [
+            ("abc", "abc"),
+            ("2023-10-27T14%3A30%3A00Z", "2023-10-27T14:30:00Z"),
+            ("a+b", "a b"),
+            ("100%", "100%"),
+            ("%zz", "%zz"),
+            ("%4", "%4"),
+        ];
+        for (input, want) in rows {
+            assert_eq!(percent_decode(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_junk() {
+        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
+        for junk in ["42", "c", "cx", "c-1", "c0"] {
+            assert_eq!(decode_cursor(junk), None, "{junk}");
+        }
+    }
+}

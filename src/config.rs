@@ -1,0 +1,518 @@
+//! Configuration: the TOML file, the embedded defaults and the three environment overrides,
+//! parsed once into validated types and passed explicitly. Nothing else reads the environment
+//! for settings, and no function elsewhere holds a hidden default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every setting, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub storage: Storage,
+    pub delivery: Delivery,
+    pub network: Network,
+    pub monitors: Monitors,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Empty when the token comes from the store (generated on first start).
+    pub admin_token: String,
+    pub max_body_bytes: u64,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// The database file, already resolved against `$STATE_DIRECTORY` or the working directory.
+    pub path: PathBuf,
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub workers: usize,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub retry_for: Duration,
+    pub disable_after: Duration,
+    pub batch_max: u32,
+    pub batch_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub allow_loopback: bool,
+    pub allow_private: bool,
+    pub deny: Vec<String>,
+    pub allow: Vec<String>,
+    pub ca_file: String,
+    pub proxy: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Monitors {
+    pub region: String,
+    pub checkers: usize,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read(PathBuf, std::io::Error),
+    /// The file is not valid TOML, names an unknown key, or has a value of the wrong type.
+    Parse(PathBuf, String),
+    /// A value parsed but is out of range or malformed; names the key and what was expected.
+    Invalid { key: &'static str, expected: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read(path, err) => write!(f, "cannot read {}: {err}", path.display()),
+            ConfigError::Parse(path, msg) => write!(f, "{}: {}", path.display(), msg.trim_end()),
+            ConfigError::Invalid { key, expected } => {
+                write!(f, "invalid {key}: expected {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// The file's shape. Every field is optional so that a file need only name what it changes;
+// unknown keys are refused by serde with the key's name.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    monitors: RawMonitors,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    admin_token: Option<String>,
+    max_body_bytes: Option<u64>,
+    shutdown_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    path: Option<String>,
+    retention_days: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    workers: Option<usize>,
+    timeout: Option<String>,
+    connect_timeout: Option<String>,
+    initial_backoff: Option<String>,
+    max_backoff: Option<String>,
+    retry_for: Option<String>,
+    disable_after: Option<String>,
+    batch_max: Option<u32>,
+    batch_window: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    allow_loopback: Option<bool>,
+    allow_private: Option<bool>,
+    deny: Option<Vec<String>>,
+    allow: Option<Vec<String>>,
+    ca_file: Option<String>,
+    proxy: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMonitors {
+    region: Option<String>,
+    checkers: Option<usize>,
+}
+
+/// The environment as far as configuration is concerned, gathered by the caller so that
+/// loading stays a pure function that tests can drive.
+#[derive(Debug, Default, Clone)]
+pub struct Env {
+    pub listen: Option<String>,
+    pub admin_token: Option<String>,
+    pub db: Option<String>,
+    pub state_directory: Option<String>,
+}
+
+impl Env {
+    /// Reads `STATUSSENTRY_LISTEN`, `STATUSSENTRY_ADMIN_TOKEN`, `STATUSSENTRY_DB` and
+    /// `STATE_DIRECTORY` (set by systemd's `StateDirectory=`).
+    pub fn from_process() -> Env {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Env {
+            listen: var("STATUSSENTRY_LISTEN"),
+            admin_token: var("STATUSSENTRY_ADMIN_TOKEN"),
+            db: var("STATUSSENTRY_DB"),
+            state_directory: var("STATE_DIRECTORY"),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `file` (or only the embedded defaults when `None`), then applies `env`.
+    pub fn load(file: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
+        let raw = match file {
+            None => RawConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?
+            }
+        };
+        Config::from_raw(raw, env)
+    }
+
+    /// Parses a TOML document without a file, for tests.
+    #[cfg(test)]
+    fn from_str(text: &str, env: &Env) -> Result<Config, ConfigError> {
+        let raw =
+            toml::from_str(text).map_err(|e| ConfigError::Parse("<test>".into(), e.to_string()))?;
+        Config::from_raw(raw, env)
+    }
+
+    fn from_raw(raw: RawConfig, env: &Env) -> Result<Config, ConfigError> {
+        let listen_text = env
+            .listen
+            .clone()
+            .or(raw.server.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_text.parse().map_err(|_| ConfigError::Invalid {
+            key: "server.listen",
+            expected: format!("an address such as \"127.0.0.1:8080\", got {listen_text:?}"),
+        })?;
+        let admin_token = env
+            .admin_token
+            .clone()
+            .or(raw.server.admin_token)
+            .unwrap_or_default();
+        if !admin_token.is_empty() && admin_token.len() < 16 {
+            return Err(ConfigError::Invalid {
+                key: "server.admin_token",
+                expected: "at least 16 characters, or empty to generate one".into(),
+            });
+        }
+        let max_body_bytes = raw.server.max_body_bytes.unwrap_or(262_144);
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(ConfigError::Invalid {
+                key: "server.max_body_bytes",
+                expected: "a size between 1024 and 67108864 bytes".into(),
+            });
+        }
+        let server = Server {
+            listen,
+            admin_token,
+            max_body_bytes,
+            shutdown_timeout: duration(
+                "server.shutdown_timeout",
+                raw.server.shutdown_timeout,
+                "10s",
+            )?,
+        };
+
+        let path_text = env
+            .db
+            .clone()
+            .or(raw.storage.path)
+            .unwrap_or_else(|| "statussentry.db".into());
+        if path_text.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "storage.path",
+                expected: "a file path".into(),
+            });
+        }
+        let mut path = PathBuf::from(&path_text);
+        if path.is_relative()
+            && let Some(dir) = &env.state_directory
+        {
+            // systemd may list several directories separated by ':'; the first is ours.
+            let first = dir.split(':').next().unwrap_or(dir);
+            path = Path::new(first).join(path);
+        }
+        let storage = Storage {
+            path,
+            retention_days: raw.storage.retention_days.unwrap_or(30),
+        };
+        if storage.retention_days == 0 {
+            return Err(ConfigError::Invalid {
+                key: "storage.retention_days",
+                expected: "a whole number of days, at least 1".into(),
+            });
+        }
+
+        let d = raw.delivery;
+        let delivery = Delivery {
+            workers: d.workers.unwrap_or(16),
+            timeout: duration("delivery.timeout", d.timeout, "10s")?,
+            connect_timeout: duration("delivery.connect_timeout", d.connect_timeout, "5s")?,
+            initial_backoff: duration("delivery.initial_backoff", d.initial_backoff, "5s")?,
+            max_backoff: duration("delivery.max_backoff", d.max_backoff, "1h")?,
+            retry_for: duration("delivery.retry_for", d.retry_for, "72h")?,
+            disable_after: duration("delivery.disable_after", d.disable_after, "120h")?,
+            batch_max: d.batch_max.unwrap_or(100),
+            batch_window: duration("delivery.batch_window", d.batch_window, "5s")?,
+        };
+        if !(1..=256).contains(&delivery.workers) {
+            return Err(ConfigError::Invalid {
+                key: "delivery.workers",
+                expected: "between 1 and 256 threads".into(),
+            });
+        }
+        if !(1..=crate::endpoint::MAX_BATCH).contains(&delivery.batch_max) {
+            return Err(ConfigError::Invalid {
+                key: "delivery.batch_max",
+                expected: format!("between 1 and {}", crate::endpoint::MAX_BATCH),
+            });
+        }
+        if delivery.batch_window > crate::endpoint::MAX_BATCH_WINDOW {
+            return Err(ConfigError::Invalid {
+                key: "delivery.batch_window",
+                expected: "at most 1h".into(),
+            });
+        }
+        for (key, value) in [
+            ("delivery.timeout", delivery.timeout),
+            ("delivery.connect_timeout", delivery.connect_timeout),
+            ("delivery.initial_backoff", delivery.initial_backoff),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    expected: "a duration above zero".into(),
+                });
+            }
+        }
+        if delivery.max_backoff < delivery.initial_backoff {
+            return Err(ConfigError::Invalid {
+                key: "delivery.max_backoff",
+                expected: "a duration no shorter than delivery.initial_backoff".into(),
+            });
+        }
+
+        let n = raw.network;
+        let network = Network {
+            allow_loopback: n.allow_loopback.unwrap_or(true),
+            allow_private: n.allow_private.unwrap_or(true),
+            deny: n.deny.unwrap_or_default(),
+            allow: n.allow.unwrap_or_default(),
+            ca_file: n.ca_file.unwrap_or_default(),
+            proxy: n.proxy.unwrap_or_default(),
+        };
+
+        let monitors = Monitors {
+            region: raw.monitors.region.unwrap_or_else(|| "local".into()),
+            checkers: raw.monitors.checkers.unwrap_or(4),
+        };
+        if !(1..=64).contains(&monitors.checkers) {
+            return Err(ConfigError::Invalid {
+                key: "monitors.checkers",
+                expected: "between 1 and 64 threads".into(),
+            });
+        }
+
+        Ok(Config {
+            server,
+            storage,
+            delivery,
+            network,
+            monitors,
+        })
+    }
+
+    /// The effective settings as TOML, with the admin token masked, for `check-config`.
+    pub fn render(&self) -> String {
+        let token = if self.server.admin_token.is_empty() {
+            "\"\"  # generated on first start, stored as a hash".to_string()
+        } else {
+            "\"********\"".to_string()
+        };
+        let list = |v: &[String]| {
+            let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+            format!("[{}]", items.join(", "))
+        };
+        let d = &self.delivery;
+        format!(
+            "[server]\nlisten = \"{}\"\nadmin_token = {}\nmax_body_bytes = {}\nshutdown_timeout = \"{}\"\n\n\
+             [storage]\npath = {:?}\nretention_days = {}\n\n\
+             [delivery]\nworkers = {}\ntimeout = \"{}\"\nconnect_timeout = \"{}\"\ninitial_backoff = \"{}\"\n\
+             max_backoff = \"{}\"\nretry_for = \"{}\"\ndisable_after = \"{}\"\nbatch_max = {}\nbatch_window = \"{}\"\n\n\
+             [network]\nallow_loopback = {}\nallow_private = {}\ndeny = {}\nallow = {}\nca_file = {:?}\nproxy = {:?}\n\n\
+             [monitors]\nregion = {:?}\ncheckers = {}\n",
+            self.server.listen,
+            token,
+            self.server.max_body_bytes,
+            humantime::format_duration(self.server.shutdown_timeout),
+            self.storage.path.display().to_string(),
+            self.storage.retention_days,
+            d.workers,
+            humantime::format_duration(d.timeout),
+            humantime::format_duration(d.connect_timeout),
+            humantime::format_duration(d.initial_backoff),
+            humantime::format_duration(d.max_backoff),
+            humantime::format_duration(d.retry_for),
+            humantime::format_duration(d.disable_after),
+            d.batch_max,
+            humantime::format_duration(d.batch_window),
+            self.network.allow_loopback,
+            self.network.allow_private,
+            list(&self.network.deny),
+            list(&self.network.allow),
+            self.network.ca_file,
+            mask_proxy(&self.network.proxy),
+            self.monitors.region,
+            self.monitors.checkers,
+        )
+    }
+}
+
+/// Hides a password in a proxy URL such as `http://user:pass@host:3128`.
+fn mask_proxy(proxy: &str) -> String {
+    match (proxy.find("://"), proxy.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://********{}", &proxy[..scheme_end], &proxy[at..])
+        }
+        _ => proxy.to_string(),
+    }
+}
+
+fn duration(
+    key: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let text = value.unwrap_or_else(|| default.to_string());
+    humantime::parse_duration(text.trim()).map_err(|_| ConfigError::Invalid {
+        key,
+        expected: format!("a duration such as \"250ms\", \"5s\" or \"1h\", got {text:?}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, String> {
+        Config::from_str(text, &Env::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn embedded_defaults_match_the_spec() {
+        let c = load("").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.max_body_bytes, 262_144);
+        assert_eq!(c.server.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.storage.path, PathBuf::from("statussentry.db"));
+        assert_eq!(c.storage.retention_days, 30);
+        assert_eq!(c.delivery.workers, 16);
+        assert_eq!(c.delivery.timeout, Duration::from_secs(10));
+        assert_eq!(c.delivery.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.delivery.initial_backoff, Duration::from_secs(5));
+        assert_eq!(c.delivery.max_backoff, Duration::from_secs(3600));
+        assert_eq!(c.delivery.retry_for, Duration::from_secs(72 * 3600));
+        assert_eq!(c.delivery.disable_after, Duration::from_secs(120 * 3600));
+        assert_eq!(c.delivery.batch_max, 100);
+        assert_eq!(c.delivery.batch_window, Duration::from_secs(5));
+        assert!(c.network.allow_loopback && c.network.allow_private);
+        assert_eq!(c.monitors.region, "local");
+        assert_eq!(c.monitors.checkers, 4);
+    }
+
+    #[test]
+    fn refusals_name_the_key() {
+        let rows = [
+            ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            ("[server]\nbogus = 1", "bogus"),
+            ("[nope]\nx = 1", "nope"),
+            ("[delivery]\ntimeout = \"soon\"", "delivery.timeout"),
+            ("[delivery]\ntimeout = 5", "timeout"),
+            ("[delivery]\nworkers = 0", "delivery.workers"),
+            ("[delivery]\nbatch_max = 0", "delivery.batch_max"),
+            (
+                "[delivery]\ninitial_backoff = \"2h\"",
+                "delivery.max_backoff",
+            ),
+            ("[storage]\nretention_days = 0", "storage.retention_days"),
+            ("[server]\nadmin_token = \"short\"", "server.admin_token"),
+        ];
+        for (text, key) in rows {
+            let err = load(text).expect_err(text);
+            assert!(
+                err.contains(key),
+                "{text:?} gave {err:?}, expected it to name {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env = Env {
+            listen: Some("127.0.0.1:0".into()),
+            admin_token: Some("from-the-environment".into()),
+            db: Some("other.db".into()),
+            state_directory: Some("/var/lib/statussentry".into()),
+        };
+        let c = Config::from_str(
+            "[server]\nlisten = \"0.0.0.0:1\"\n[storage]\npath = \"x.db\"",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(c.server.admin_token, "from-the-environment");
+        assert_eq!(
+            c.storage.path,
+            PathBuf::from("/var/lib/statussentry/other.db")
+        );
+    }
+
+    #[test]
+    fn millisecond_durations_parse() {
+        let c = load("[delivery]\nbatch_window = \"0ms\"\ninitial_backoff = \"250ms\"").unwrap();
+        assert_eq!(c.delivery.batch_window, Duration::ZERO);
+        assert_eq!(c.delivery.initial_backoff, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn render_masks_secrets() {
+        let c = load("[server]\nadmin_token = \"a-long-enough-token\"\n[network]\nproxy = \"http://u:pw@proxy:3128\"").unwrap();
+        let text = c.render();
+        assert!(!text.contains("a-long-enough-token"));
+        assert!(!text.contains("pw@"));
+        assert!(text.contains("proxy:3128"));
+    }
+
+    #[test]
+    fn the_example_file_passes() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("statussentry.toml.example");
+        Config::load(Some(&path), &Env::default()).unwrap();
+    }
+}

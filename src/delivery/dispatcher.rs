@@ -1,0 +1,436 @@
+//! The dispatcher: per-endpoint flood control (one request in flight, `batch_window` between
+//! starts), FIFO batching, backoff and parking. It keeps a little state per endpoint in
+//! memory, reads the queue from the store when an endpoint is ready, and records every
+//! finished request before it forms the next one, so a message is never sent twice except
+//! across a crash.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, select};
+
+use super::Command;
+use super::policy::{self, Class};
+use super::worker::{Job, Sent};
+use crate::config::Delivery as DeliveryConfig;
+use crate::store::{DispatchEndpoint, QueuedMessage, RequestOutcome, Store, Verdict};
+use crate::time::now_ms;
+
+/// How long the dispatcher sleeps when nothing is scheduled; it wakes earlier on any command.
+const IDLE_WAIT: Duration = Duration::from_secs(60);
+
+struct Slot {
+    ep: DispatchEndpoint,
+    in_flight: bool,
+    /// When the last request to this endpoint started, ms since the epoch.
+    last_start: i64,
+    /// The queue may hold pending messages; cleared when a read finds none.
+    pending: bool,
+    /// When the earliest parked message is due, ms since the epoch.
+    parked_due: Option<i64>,
+    parked_stale: bool,
+}
+
+impl Slot {
+    fn new(ep: DispatchEndpoint) -> Slot {
+        Slot {
+            ep,
+            in_flight: false,
+            last_start: i64::MIN / 2,
+            pending: true,
+            parked_due: None,
+            parked_stale: true,
+        }
+    }
+}
+
+pub(super) struct Dispatcher {
+    store: Arc<Store>,
+    config: DeliveryConfig,
+    shutdown_timeout: Duration,
+    commands: Receiver<Command>,
+    done: Receiver<Sent>,
+    jobs: Sender<Job>,
+    slots: HashMap<i64, Slot>,
+    in_flight: usize,
+}
+
+impl Dispatcher {
+    pub(super) fn new(
+        store: Arc<Store>,
+        config: DeliveryConfig,
+        shutdown_timeout: Duration,
+        commands: Receiver<Command>,
+        done: Receiver<Sent>,
+        jobs: Sender<Job>,
+    ) -> Dispatcher {
+        Dispatcher {
+            store,
+            config,
+            shutdown_timeout,
+            commands,
+            done,
+            jobs,
+            slots: HashMap::new(),
+            in_flight: 0,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        match self.store.dispatch_endpoints(now_ms()) {
+            Ok(eps) => {
+                for ep in eps {
+                    self.slots.insert(ep.seq, Slot::new(ep));
+                }
+            }
+            Err(e) => log::error!("dispatcher cannot read endpoints: {e}"),
+        }
+        let mut stopping: Option<Instant> = None;
+        let mut outcomes = Vec::new();
+        loop {
+            let next = match stopping {
+                None => self.dispatch_ready(),
+                Some(deadline) => {
+                    if self.in_flight == 0 || Instant::now() >= deadline {
+                        break;
+                    }
+                    Some(deadline)
+                }
+            };
+            let timeout = next.map_or(IDLE_WAIT, |at| at.saturating_duration_since(Instant::now()));
+            select! {
+                recv(self.commands) -> cmd => match cmd {
+                    Ok(cmd) => self.command(cmd, &mut stopping),
+                    Err(_) => self.command(Command::Shutdown, &mut stopping),
+                },
+                recv(self.done) -> sent => {
+                    if let Ok(sent) = sent {
+                        outcomes.extend(self.finish(sent));
+                    }
+                },
+                default(timeout) => {}
+            }
+            // Take whatever else is waiting, so that one transaction records a burst.
+            while let Ok(sent) = self.done.try_recv() {
+                outcomes.extend(self.finish(sent));
+            }
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.command(cmd, &mut stopping);
+            }
+            if !outcomes.is_empty() {
+                if let Err(e) = self.store.record(&outcomes) {
+                    // The messages stay as they were in the store and will be sent again:
+                    // a duplicate, never a loss.
+                    log::error!("cannot record {} delivery outcomes: {e}", outcomes.len());
+                    for o in &outcomes {
+                        if let Some(slot) = self.slots.get_mut(&o.endpoint_seq) {
+                            slot.pending = true;
+                            slot.parked_stale = true;
+                        }
+                    }
+                }
+                outcomes.clear();
+            }
+        }
+        if self.in_flight > 0 {
+            log::warn!(
+                "shutdown timeout reached with {} requests in flight; their messages stay pending",
+                self.in_flight
+            );
+        }
+    }
+
+    fn command(&mut self, cmd: Command, stopping: &mut Option<Instant>) {
+        match cmd {
+            Command::Wake(seqs) => {
+                for seq in seqs {
+                    match self.slots.get_mut(&seq) {
+                        Some(slot) => slot.pending = true,
+                        None => self.reload(seq),
+                    }
+                }
+            }
+            Command::Changed(seq) => self.reload(seq),
+            Command::Shutdown => {
+                if stopping.is_none() {
+                    *stopping = Some(Instant::now() + self.shutdown_timeout);
+                }
+            }
+        }
+    }
+
+    fn reload(&mut self, seq: i64) {
+        match self.store.dispatch_endpoint(seq, now_ms()) {
+            Ok(Some(ep)) => match self.slots.get_mut(&seq) {
+                Some(slot) => {
+                    slot.ep = ep;
+                    slot.pending = true;
+                    slot.parked_stale = true;
+                }
+                None => {
+                    self.slots.insert(seq, Slot::new(ep));
+                }
+            },
+            Ok(None) => {
+                self.slots.remove(&seq);
+            }
+            Err(e) => log::error!("dispatcher cannot reload an endpoint: {e}"),
+        }
+    }
+
+    /// Sends a job for every endpoint that may send now; returns when the next one may.
+    fn dispatch_ready(&mut self) -> Option<Instant> {
+        let now = now_ms();
+        let mut next: Option<i64> = None;
+        let seqs: Vec<i64> = self.slots.keys().copied().collect();
+        for seq in seqs {
+            let Some(slot) = self.slots.get_mut(&seq) else {
+                continue;
+            };
+            if !slot.ep.enabled || slot.in_flight {
+                continue;
+            }
+            if slot.parked_stale {
+                match self.store.next_parked(seq) {
+                    Ok(p) => {
+                        slot.parked_due = p.map(|(_, due)| due);
+                        slot.parked_stale = false;
+                    }
+                    Err(e) => log::error!("dispatcher cannot read parked messages: {e}"),
+                }
+            }
+            if !slot.pending && slot.parked_due.is_none() {
+                continue;
+            }
+            let ready_at = slot
+                .ep
+                .backoff_until
+                .unwrap_or(i64::MIN)
+                .max(slot.last_start.saturating_add(slot.ep.batch_window_ms));
+            let parked_ready = slot.parked_due.map(|due| due.max(ready_at));
+            let at = if slot.pending {
+                ready_at.min(parked_ready.unwrap_or(i64::MAX))
+            } else {
+                parked_ready.unwrap_or(i64::MAX)
+            };
+            if at > now {
+                next = Some(next.map_or(at, |n| n.min(at)));
+                continue;
+            }
+            let messages = if parked_ready.is_some_and(|p| p <= now) {
+                match self.store.next_parked(seq) {
+                    Ok(Some((m, _))) => vec![m],
+                    Ok(None) => {
+                        slot.parked_due = None;
+                        continue;
+                    }
+                    Err(e) => {
+                        log::error!("dispatcher cannot read parked messages: {e}");
+                        continue;
+                    }
+                }
+            } else {
+                match self.store.pending(seq, slot.ep.batch_max.max(1)) {
+                    Ok(m) if m.is_empty() => {
+                        slot.pending = false;
+                        if let Some(p) = parked_ready {
+                            next = Some(next.map_or(p, |n| n.min(p)));
+                        }
+                        continue;
+                    }
+                    Ok(m) => m,
+                    Err(e) => {
+                        log::error!("dispatcher cannot read the queue: {e}");
+                        continue;
+                    }
+                }
+            };
+            let job = build_job(&slot.ep, messages, now);
+            slot.in_flight = true;
+            slot.last_start = now;
+            if self.jobs.send(job).is_ok() {
+                self.in_flight += 1;
+            } else {
+                slot.in_flight = false;
+            }
+        }
+        next.map(|at| Instant::now() + Duration::from_millis((at - now).max(0) as u64))
+    }
+
+    /// Decides what a finished request means, updates the endpoint's slot and returns what to
+    /// record. `None` when the endpoint was deleted meanwhile.
+    fn finish(&mut self, sent: Sent) -> Option<RequestOutcome> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let slot = self.slots.get_mut(&sent.job.endpoint_seq)?;
+        slot.in_flight = false;
+        let cfg = &self.config;
+        let duration_ms = sent.duration.as_millis() as i64;
+        let now = sent.at + duration_ms;
+        let (status, retry_after, body, error) = match &sent.result {
+            Ok(r) => {
+                let retry_after = r
+                    .retry_after
+                    .as_deref()
+                    .and_then(|v| policy::parse_retry_after(v, SystemTime::now()));
+                let error = (300..400).contains(&r.status).then_some("redirect");
+                (Some(r.status), retry_after, Some(r.body.clone()), error)
+            }
+            Err(kind) => (None, None, None, Some(*kind)),
+        };
+        let class = policy::classify(status, retry_after);
+        let ep = &mut slot.ep;
+        let backoff =
+            |n: i64| policy::backoff(n, cfg.initial_backoff, cfg.max_backoff, policy::jitter());
+        let expired = |m: &QueuedMessage| now - m.retry_from > cfg.retry_for.as_millis() as i64;
+        // A parked message that fails again waits on its own schedule.
+        let park = |m: &QueuedMessage| {
+            if expired(m) {
+                Verdict::Failed
+            } else {
+                let failures = m.failures + 1;
+                Verdict::Parked {
+                    failures,
+                    next_attempt_at: now + backoff(failures).as_millis() as i64,
+                }
+            }
+        };
+        let keep = |m: &QueuedMessage| {
+            if m.parked {
+                park(m)
+            } else if expired(m) {
+                Verdict::Failed
+            } else {
+                Verdict::Pending
+            }
+        };
+        let mut disable = None;
+        let verdicts: Vec<Verdict> = match class {
+            Class::Success => {
+                if ep.failures > 0 {
+                    log::info!(
+                        "endpoint {} recovered after {} failed requests",
+                        ep.id,
+                        ep.failures
+                    );
+                }
+                ep.failures = 0;
+                ep.failing_since = None;
+                ep.backoff_until = None;
+                sent.job
+                    .messages
+                    .iter()
+                    .map(|_| Verdict::Delivered)
+                    .collect()
+            }
+            Class::Gone => {
+                log::warn!(
+                    "endpoint {} answered 410 Gone and is disabled; its messages wait",
+                    ep.id
+                );
+                disable = Some("gone");
+                ep.enabled = false;
+                sent.job
+                    .messages
+                    .iter()
+                    .map(|m| if m.parked { park(m) } else { Verdict::Pending })
+                    .collect()
+            }
+            Class::Rejected => sent.job.messages.iter().map(park).collect(),
+            Class::Throttled(_) | Class::Failure => {
+                ep.failures += 1;
+                let since = *ep.failing_since.get_or_insert(now);
+                let wait = match class {
+                    Class::Throttled(Some(d)) => d,
+                    _ => backoff(ep.failures),
+                };
+                ep.backoff_until = Some(now + wait.as_millis() as i64);
+                if ep.failures == 1 {
+                    log::warn!(
+                        "endpoint {} is failing ({}); backing off",
+                        ep.id,
+                        error.map_or_else(
+                            || format!("HTTP {}", status.unwrap_or(0)),
+                            str::to_string
+                        )
+                    );
+                }
+                if now - since >= cfg.disable_after.as_millis() as i64 {
+                    log::warn!(
+                        "endpoint {} has failed since {} and is disabled",
+                        ep.id,
+                        crate::time::rfc3339(since)
+                    );
+                    disable = Some("failing");
+                    ep.enabled = false;
+                }
+                sent.job.messages.iter().map(keep).collect()
+            }
+        };
+        let mut messages = Vec::with_capacity(verdicts.len());
+        for (m, v) in sent.job.messages.iter().zip(verdicts) {
+            match v {
+                Verdict::Failed => log::warn!(
+                    "message for event {} to endpoint {} failed after {} attempts",
+                    m.event_id,
+                    ep.id,
+                    m.attempts + 1
+                ),
+                Verdict::Parked { .. } if !m.parked => {
+                    log::info!(
+                        "event {} parked for endpoint {} (HTTP {})",
+                        m.event_id,
+                        ep.id,
+                        status.unwrap_or(0)
+                    )
+                }
+                _ => {}
+            }
+            if m.parked || matches!(v, Verdict::Parked { .. }) {
+                slot.parked_stale = true;
+            }
+            messages.push((m.seq, m.attempts + 1, v));
+        }
+        Some(RequestOutcome {
+            endpoint_seq: ep.seq,
+            at: sent.at,
+            duration_ms,
+            status_code: status.map(i64::from),
+            error,
+            response_body: body,
+            messages,
+            endpoint_failures: ep.failures,
+            endpoint_failing_since: ep.failing_since,
+            endpoint_backoff_until: ep.backoff_until,
+            disable,
+        })
+    }
+}
+
+/// One request: a lone message as its own envelope, several as a batch envelope.
+fn build_job(ep: &DispatchEndpoint, messages: Vec<QueuedMessage>, now: i64) -> Job {
+    let secrets = ep
+        .secrets
+        .iter()
+        .filter(|(_, expires)| expires.is_none_or(|e| e > now))
+        .map(|(s, _)| s.clone())
+        .collect();
+    let (delivery_id, event_header, body) = if messages.len() == 1 {
+        let m = &messages[0];
+        (m.event_id.clone(), m.event_type.clone(), m.payload.clone())
+    } else {
+        let id = crate::id::new("bat");
+        let payloads: Vec<&str> = messages.iter().map(|m| m.payload.as_str()).collect();
+        let body = crate::event::batch_envelope(&id, now, &payloads);
+        (id, "batch".to_string(), body)
+    };
+    Job {
+        endpoint_seq: ep.seq,
+        url: ep.url.clone(),
+        secrets,
+        delivery_id,
+        event_header,
+        body,
+        messages,
+    }
+}

@@ -1,0 +1,87 @@
+//! Event intake: the group commit behind `POST /api/v1/events`. API threads hand events to one
+//! intake thread, which writes everything that has queued up in one durable transaction and
+//! answers each caller, so that many concurrent publishers share one fsync instead of
+//! queueing for one each. After the commit it wakes the dispatcher for the endpoints that
+//! got messages.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::delivery;
+use crate::store::{NewEvent, PublishResult, Store};
+
+/// The most events written in one transaction.
+const MAX_GROUP: usize = 512;
+
+struct Request {
+    event: NewEvent,
+    reply: Sender<Result<PublishResult, String>>,
+}
+
+/// A clonable way to publish; the intake thread ends when every `Intake` is dropped.
+#[derive(Clone)]
+pub struct Intake {
+    requests: Sender<Request>,
+}
+
+impl Intake {
+    pub fn start(
+        store: Arc<Store>,
+        dispatcher: delivery::Handle,
+    ) -> std::io::Result<(Intake, JoinHandle<()>)> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("intake".into())
+            .spawn(move || run(&store, &dispatcher, rx))?;
+        Ok((Intake { requests: tx }, thread))
+    }
+
+    /// Stores `event` durably and returns once it is committed, or the store's error.
+    pub fn publish(&self, event: NewEvent) -> Result<PublishResult, String> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.requests
+            .send(Request { event, reply })
+            .map_err(|_| "the server is shutting down".to_string())?;
+        answer
+            .recv()
+            .map_err(|_| "the server is shutting down".to_string())?
+    }
+}
+
+fn run(store: &Store, dispatcher: &delivery::Handle, requests: Receiver<Request>) {
+    while let Ok(first) = requests.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match requests.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        let (events, replies): (Vec<NewEvent>, Vec<_>) =
+            group.into_iter().map(|r| (r.event, r.reply)).unzip();
+        match store.publish(&events, crate::time::now_ms()) {
+            Ok(results) => {
+                let mut woken: Vec<i64> = Vec::new();
+                for r in &results {
+                    if let PublishResult::Accepted { endpoints } = r {
+                        woken.extend(endpoints);
+                    }
+                }
+                woken.sort_unstable();
+                woken.dedup();
+                dispatcher.wake(woken);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                log::error!("cannot store {} events: {e}", events.len());
+                for reply in replies {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}

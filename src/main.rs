@@ -1,0 +1,135 @@
+//! The `statussentry` binary: parses the command line and hands each subcommand to the module
+//! that does it. No logic lives here.
+
+#![forbid(unsafe_code)]
+
+mod api;
+mod cli;
+mod config;
+mod delivery;
+mod endpoint;
+mod event;
+mod id;
+mod intake;
+mod retention;
+mod secret;
+mod serve;
+mod signature;
+mod store;
+mod systemd;
+mod time;
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use cli::Command;
+use config::{Config, Env};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match cli::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("statussentry: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("statussentry {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { config } => {
+            match Config::load(Some(&config), &Env::from_process()) {
+                Ok(c) => {
+                    print!("{}", c.render());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Command::Serve { config } => {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                .init();
+            let result = Config::load(config.as_deref(), &Env::from_process())
+                .map_err(|e| e.to_string())
+                .and_then(serve::run);
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("{e}");
+                    fail(&e)
+                }
+            }
+        }
+        Command::ResetAdminToken { config } => {
+            match Config::load(config.as_deref(), &Env::from_process())
+                .map_err(|e| e.to_string())
+                .and_then(|c| serve::reset_admin_token(&c))
+            {
+                Ok(token) => {
+                    println!("{token}");
+                    eprintln!(
+                        "new admin token stored; a running server takes it at its next start"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Sign { secret, timestamp } => {
+            let mut body = Vec::new();
+            if let Err(e) = std::io::stdin().read_to_end(&mut body) {
+                return fail(&format!("cannot read the body from stdin: {e}"));
+            }
+            let t = timestamp.unwrap_or_else(|| time::now_ms() / 1000);
+            println!("{}", signature::header(&[&secret], t, &body));
+            ExitCode::SUCCESS
+        }
+        Command::Verify {
+            secret,
+            header,
+            tolerance,
+            body_file,
+        } => {
+            let body = match &body_file {
+                Some(path) => {
+                    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+                }
+                None => {
+                    let mut b = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut b)
+                        .map(|_| b)
+                        .map_err(|e| format!("cannot read the body from stdin: {e}"))
+                }
+            };
+            let body = match body {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("statussentry: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match signature::verify(&secret, &header, &body, time::now_ms() / 1000, tolerance) {
+                Ok(()) => {
+                    println!("valid");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("invalid: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("statussentry: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,117 @@
+//! Signing secrets (`whsec_` + standard base64 without padding) and the admin token: how they
+//! are made, checked and compared. Secret values never reach a log line from here.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use sha2::{Digest, Sha256};
+
+/// The prefix of every signing secret.
+pub const PREFIX: &str = "whsec_";
+
+/// A new signing secret: `whsec_` + 32 characters encoding 24 random bytes.
+pub fn generate() -> String {
+    let mut bytes = [0u8; 24];
+    crate::id::fill_random(&mut bytes);
+    format!("{PREFIX}{}", STANDARD_NO_PAD.encode(bytes))
+}
+
+/// Why a user-supplied secret was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SecretError {
+    /// The secret does not start with `whsec_`.
+    Prefix,
+    /// The part after the prefix is not standard base64.
+    Encoding,
+    /// The decoded key is shorter than 24 or longer than 64 bytes.
+    Length(usize),
+}
+
+impl std::fmt::Display for SecretError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretError::Prefix => write!(f, "secret must start with \"whsec_\""),
+            SecretError::Encoding => {
+                write!(f, "secret must be \"whsec_\" followed by standard base64")
+            }
+            SecretError::Length(n) => write!(f, "secret must encode 24 to 64 bytes, not {n}"),
+        }
+    }
+}
+
+/// Checks a user-supplied secret's form and returns its key bytes.
+pub fn key_bytes(secret: &str) -> Result<Vec<u8>, SecretError> {
+    let encoded = secret.strip_prefix(PREFIX).ok_or(SecretError::Prefix)?;
+    let bytes = STANDARD_NO_PAD
+        .decode(encoded)
+        .or_else(|_| STANDARD.decode(encoded))
+        .map_err(|_| SecretError::Encoding)?;
+    if !(24..=64).contains(&bytes.len()) {
+        return Err(SecretError::Length(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// A new admin token: `sstok_` + 43 characters of URL-safe base64 (32 random bytes).
+pub fn generate_admin_token() -> String {
+    let mut bytes = [0u8; 32];
+    crate::id::fill_random(&mut bytes);
+    format!(
+        "sstok_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// The SHA-256 of a token, as stored and compared.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secrets_have_the_spec_form() {
+        let s = generate();
+        assert!(s.starts_with("whsec_"));
+        assert_eq!(s.len(), 6 + 32);
+        assert_eq!(key_bytes(&s).unwrap().len(), 24);
+        assert_ne!(s, generate());
+    }
+
+    #[test]
+    fn user_secrets_are_checked() {
+        let rows: [(&str, Result<usize, SecretError>); 6] = [
+            ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Ok(24)),
+            ("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Err(SecretError::Prefix)),
+            ("whsec_not base64!", Err(SecretError::Encoding)),
+            ("whsec_c2hvcnQ", Err(SecretError::Length(5))),
+            (
+                "whsec_4eC39HqLyjWDarjtT1zdp7dc",
+                Err(SecretError::Length(18)),
+            ),
+            (
+                "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                Err(SecretError::Length(66)),
+            ),
+        ];
+        for (secret, want) in rows {
+            assert_eq!(key_bytes(secret).map(|k| k.len()), want, "{secret}");
+        }
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,139 @@
+//! `statussentry serve`: opens the store, settles the admin token, starts the dispatcher, the
+//! intake, the API threads and retention, then waits for SIGTERM or SIGINT and shuts down in
+//! order: stop taking requests, finish stored writes, let deliveries in flight end within
+//! `shutdown_timeout`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{self, Api};
+use crate::config::Config;
+use crate::intake::Intake;
+use crate::store::Store;
+
+/// Threads answering the admin API.
+const API_THREADS: usize = 16;
+
+const TOKEN_HASH_KEY: &str = "admin_token_sha256";
+
+/// Runs the service until a signal; the error is a start-up failure for the user.
+pub fn run(config: Config) -> Result<(), String> {
+    let store = Arc::new(Store::open(&config.storage.path).map_err(|e| e.to_string())?);
+    let token_hash = admin_token_hash(&store, &config)?;
+
+    let server = tiny_http::Server::http(config.server.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
+    let server = Arc::new(server);
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .map_or_else(|| config.server.listen.to_string(), |a| a.to_string());
+
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+
+    let (dispatcher, dispatcher_thread) = crate::delivery::start(store.clone(), &config)?;
+    let (intake, intake_thread) = Intake::start(store.clone(), dispatcher.clone())
+        .map_err(|e| format!("cannot start intake: {e}"))?;
+    let (stop_retention, retention_stop) = crossbeam_channel::bounded(1);
+    let retention_thread =
+        crate::retention::start(store.clone(), config.storage.retention_days, retention_stop)
+            .map_err(|e| format!("cannot start retention: {e}"))?;
+    let api = Arc::new(Api::new(
+        store.clone(),
+        intake,
+        dispatcher.clone(),
+        config.clone(),
+        token_hash,
+    ));
+    let api_threads = api::serve(server.clone(), api.clone(), API_THREADS)
+        .map_err(|e| format!("cannot start API: {e}"))?;
+
+    let counts = store.counts().map_err(|e| e.to_string())?;
+    log::info!(
+        "statussentry {} listening on {addr}, database {}, {} endpoints, {} messages pending",
+        env!("CARGO_PKG_VERSION"),
+        config.storage.path.display(),
+        counts.0,
+        counts.1
+    );
+    crate::systemd::notify_ready();
+
+    let mut signals = signals;
+    if let Some(sig) = signals.forever().next() {
+        log::info!("signal {sig} received; shutting down");
+    }
+    api::stop(&api, &server);
+    for t in api_threads {
+        let _ = t.join();
+    }
+    // The intake ends once the last handle to it is gone, after writing what it holds.
+    drop(api);
+    let _ = intake_thread.join();
+    let _ = stop_retention.send(());
+    let _ = retention_thread.join();
+    dispatcher.shutdown();
+    let _ = dispatcher_thread.join();
+    if let Err(e) = store.checkpoint() {
+        log::warn!("final checkpoint failed: {e}");
+    }
+    log::info!("stopped");
+    // Give the log a moment to reach a pipe before the process ends.
+    std::thread::sleep(Duration::from_millis(10));
+    Ok(())
+}
+
+/// The SHA-256 of the admin token: from the environment or configuration, else the stored
+/// hash, else a new token generated now and printed once.
+fn admin_token_hash(store: &Store, config: &Config) -> Result<[u8; 32], String> {
+    if !config.server.admin_token.is_empty() {
+        return Ok(crate::secret::hash_token(&config.server.admin_token));
+    }
+    if let Some(hex) = store.setting(TOKEN_HASH_KEY).map_err(|e| e.to_string())? {
+        return decode_hash(&hex).ok_or_else(|| {
+            "the stored admin token hash is damaged; run `statussentry admin-token --reset`".into()
+        });
+    }
+    let token = crate::secret::generate_admin_token();
+    store
+        .set_setting(
+            TOKEN_HASH_KEY,
+            &encode_hash(&crate::secret::hash_token(&token)),
+        )
+        .map_err(|e| e.to_string())?;
+    log::warn!(
+        "generated an admin token; it is shown only this once (make another with `statussentry admin-token --reset`): {token}"
+    );
+    Ok(crate::secret::hash_token(&token))
+}
+
+/// `statussentry admin-token --reset`: stores a new token's hash and prints the token.
+pub fn reset_admin_token(config: &Config) -> Result<String, String> {
+    let store = Store::open(&config.storage.path).map_err(|e| e.to_string())?;
+    let token = crate::secret::generate_admin_token();
+    store
+        .set_setting(
+            TOKEN_HASH_KEY,
+            &encode_hash(&crate::secret::hash_token(&token)),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(token)
+}
+
+fn encode_hash(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_hash(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}

@@ -1,0 +1,834 @@
+//! The store: the one SQLite file and every SQL statement in the program. It owns the
+//! connections; nothing outside this module sees rusqlite. Rows are plain structs, separate
+//! from the wire types of the API.
+//!
+//! Writes go through one connection behind a mutex, so they queue in the process instead of
+//! spinning on SQLite's busy handler; reads use a small pool of their own connections, which
+//! WAL lets run beside the writer.
+
+mod queue;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+use serde_json::Value;
+
+pub use queue::{DispatchEndpoint, QueuedMessage, RequestOutcome, Verdict};
+
+/// Why the store could not do what was asked.
+#[derive(Debug)]
+pub enum StoreError {
+    /// SQLite refused or failed; the message says why.
+    Sqlite(rusqlite::Error),
+    /// The database was written by a newer StatusSentry.
+    TooNew { found: i64, supported: i64 },
+    /// The database file could not be opened at all.
+    Open(PathBuf, rusqlite::Error),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Sqlite(e) => write!(f, "database error: {e}"),
+            StoreError::TooNew { found, supported } => write!(
+                f,
+                "the database has schema version {found}, but this statussentry understands only up to {supported}; \
+                 run a newer statussentry or restore a backup"
+            ),
+            StoreError::Open(path, e) => write!(f, "cannot open database {}: {e}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// How much a write must survive.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives power loss before the call returns (`synchronous=FULL`): whatever the API
+    /// acknowledges.
+    Full,
+    /// Survives a crash of the process (`synchronous=NORMAL` under WAL). Used for delivery
+    /// bookkeeping, where losing the last moments to a power cut means a resend, which
+    /// at-least-once already allows.
+    Normal,
+}
+
+pub struct Store {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+const MAX_IDLE_READERS: usize = 8;
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON;
+         PRAGMA synchronous = FULL;
+         PRAGMA cache_size = -2000;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut writer = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError::Open(path.into(), e))?;
+        writer.busy_timeout(Duration::from_secs(5))?;
+        // WAL first: it is a property of the file, and the other settings assume it.
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!(
+                "database journal mode is {mode}, not WAL; concurrent reads will wait for writes"
+            );
+        }
+        configure(&writer)?;
+        // Keep the WAL file from staying large after a burst once it has been checkpointed.
+        writer.execute_batch("PRAGMA journal_size_limit = 67108864;")?;
+        schema::migrate(&mut writer)?;
+        Ok(Store {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `f` in one immediate transaction on the writer connection.
+    fn write<T>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&Transaction) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if durability == Durability::Normal {
+            conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        }
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        if durability == Durability::Normal {
+            conn.execute_batch("PRAGMA synchronous = FULL")?;
+        }
+        result
+    }
+
+    /// Runs `f` on a reader connection from the pool.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| StoreError::Open(self.path.clone(), e))?;
+                configure(&c)?;
+                c
+            }
+        };
+        let result = f(&conn);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// How many endpoints there are and how many messages wait, for the start-up line.
+    pub fn counts(&self) -> Result<(i64, i64)> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT (SELECT count(*) FROM endpoints),
+                        (SELECT count(*) FROM messages WHERE status IN ('pending', 'parked'))",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+    }
+
+    // ---- settings ----
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+                    .query_row([key], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+    }
+
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.write(Durability::Full, |tx| {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Reads and writes a row, to prove the store answers (for `/healthz`).
+    pub fn health_check(&self) -> Result<()> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT count(*) FROM settings", [], |r| r.get::<_, i64>(0))?)
+        })?;
+        self.write(Durability::Normal, |tx| {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('health_checked_at', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [crate::time::now_ms().to_string()],
+            )?;
+            Ok(())
+        })
+    }
+
+    // ---- endpoints ----
+
+    pub fn create_endpoint(&self, new: &NewEndpoint) -> Result<EndpointRow> {
+        self.write(Durability::Full, |tx| {
+            tx.execute(
+                "INSERT INTO endpoints (id, url, description, event_types, enabled, disabled_reason,
+                                        batch_max, batch_window_ms, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                params![
+                    new.id,
+                    new.url,
+                    new.description,
+                    new.event_types.join(","),
+                    new.enabled,
+                    (!new.enabled).then_some("manual"),
+                    new.batch_max,
+                    new.batch_window_ms,
+                    new.now,
+                ],
+            )?;
+            let seq = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO endpoint_secrets (endpoint_seq, secret, created_at) VALUES (?1, ?2, ?3)",
+                params![seq, new.secret, new.now],
+            )?;
+            endpoint_by(tx, "seq", &seq)?.ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        })
+    }
+
+    pub fn endpoint(&self, id: &str) -> Result<Option<EndpointRow>> {
+        self.read(|c| endpoint_by(c, "id", &id))
+    }
+
+    /// Endpoints in creation order, after `cursor` (a `seq`), at most `limit`.
+    pub fn list_endpoints(&self, after: Option<i64>, limit: usize) -> Result<Vec<EndpointRow>> {
+        self.read(|c| {
+            let sql = format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![after.unwrap_or(0), limit as i64], endpoint_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Applies `patch`; `None` when there is no such endpoint.
+    pub fn update_endpoint(
+        &self,
+        id: &str,
+        patch: &EndpointPatch,
+        now: i64,
+    ) -> Result<Option<EndpointRow>> {
+        self.write(Durability::Full, |tx| {
+            let Some(current) = endpoint_by(tx, "id", &id)? else {
+                return Ok(None);
+            };
+            let url = patch.url.as_ref().unwrap_or(&current.url);
+            let description = patch.description.as_ref().unwrap_or(&current.description);
+            let event_types = patch.event_types.as_ref().unwrap_or(&current.event_types).join(",");
+            let batch_max = patch.batch_max.unwrap_or(current.batch_max);
+            let batch_window_ms = patch.batch_window_ms.unwrap_or(current.batch_window_ms);
+            tx.execute(
+                "UPDATE endpoints SET url = ?2, description = ?3, event_types = ?4, batch_max = ?5,
+                        batch_window_ms = ?6, updated_at = ?7 WHERE seq = ?1",
+                params![current.seq, url, description, event_types, batch_max, batch_window_ms, now],
+            )?;
+            match patch.enabled {
+                // Enabling clears the reason and the failure run, so that a long outage does
+                // not disable the endpoint again on its first new failure.
+                Some(true) if !current.enabled => {
+                    tx.execute(
+                        "UPDATE endpoints SET enabled = 1, disabled_reason = NULL, failures = 0,
+                                failing_since = NULL, backoff_until = NULL WHERE seq = ?1",
+                        [current.seq],
+                    )?;
+                }
+                Some(false) if current.enabled => {
+                    tx.execute(
+                        "UPDATE endpoints SET enabled = 0, disabled_reason = 'manual' WHERE seq = ?1",
+                        [current.seq],
+                    )?;
+                }
+                _ => {}
+            }
+            endpoint_by(tx, "seq", &current.seq)
+        })
+    }
+
+    /// Deletes an endpoint with its secrets, messages, requests and attempts.
+    pub fn delete_endpoint(&self, id: &str) -> Result<Option<i64>> {
+        self.write(Durability::Full, |tx| {
+            let seq: Option<i64> = tx
+                .query_row("SELECT seq FROM endpoints WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(seq) = seq {
+                tx.execute("DELETE FROM endpoints WHERE seq = ?1", [seq])?;
+            }
+            Ok(seq)
+        })
+    }
+
+    /// Message counts by status and the last request, for the endpoint view.
+    pub fn endpoint_stats(&self, seq: i64) -> Result<EndpointStats> {
+        self.read(|c| {
+            let mut stats = EndpointStats::default();
+            let mut stmt = c.prepare_cached(
+                "SELECT status, count(*) FROM messages WHERE endpoint_seq = ?1 GROUP BY status",
+            )?;
+            let mut rows = stmt.query([seq])?;
+            while let Some(row) = rows.next()? {
+                let status: String = row.get(0)?;
+                let n: i64 = row.get(1)?;
+                match status.as_str() {
+                    "pending" => stats.pending = n,
+                    "parked" => stats.parked = n,
+                    "delivered" => stats.delivered = n,
+                    "failed" => stats.failed = n,
+                    _ => {}
+                }
+            }
+            stats.last_request = c
+                .prepare_cached(
+                    "SELECT at, 0, duration_ms, status_code, error, response_body FROM requests
+                     WHERE endpoint_seq = ?1 ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row([seq], attempt_row)
+                .optional()?;
+            Ok(stats)
+        })
+    }
+
+    /// The current secret, newest first, and every rotated-out secret still in its grace period.
+    pub fn active_secrets(&self, endpoint_seq: i64, now: i64) -> Result<Vec<String>> {
+        self.read(|c| active_secrets(c, endpoint_seq, now))
+    }
+
+    /// Makes `secret` current; the previous current secret keeps signing until `now + grace_ms`.
+    pub fn rotate_secret(
+        &self,
+        endpoint_seq: i64,
+        secret: &str,
+        now: i64,
+        grace_ms: i64,
+    ) -> Result<()> {
+        self.write(Durability::Full, |tx| {
+            tx.execute(
+                "UPDATE endpoint_secrets SET expires_at = ?2 WHERE endpoint_seq = ?1 AND expires_at IS NULL",
+                params![endpoint_seq, now + grace_ms],
+            )?;
+            // Secrets past their grace are of no further use.
+            tx.execute(
+                "DELETE FROM endpoint_secrets WHERE endpoint_seq = ?1 AND expires_at <= ?2",
+                params![endpoint_seq, now],
+            )?;
+            tx.execute(
+                "INSERT INTO endpoint_secrets (endpoint_seq, secret, created_at) VALUES (?1, ?2, ?3)",
+                params![endpoint_seq, secret, now],
+            )?;
+            tx.execute("UPDATE endpoints SET updated_at = ?2 WHERE seq = ?1", params![endpoint_seq, now])?;
+            Ok(())
+        })
+    }
+
+    // ---- events ----
+
+    /// Writes a group of events and their messages in one transaction that is durable on
+    /// return: the group commit behind `POST /api/v1/events`. Each item gets its own answer;
+    /// an item refused for a conflict leaves no trace, the others are kept.
+    pub fn publish(&self, items: &[NewEvent], now: i64) -> Result<Vec<PublishResult>> {
+        self.write(Durability::Full, |tx| {
+            let mut subscribers: Vec<(i64, Vec<String>)> = Vec::new();
+            {
+                let mut stmt =
+                    tx.prepare_cached("SELECT seq, event_types FROM endpoints WHERE enabled = 1")?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+                for row in rows {
+                    let (seq, types) = row?;
+                    subscribers.push((seq, split_types(&types)));
+                }
+            }
+            let mut results = Vec::with_capacity(items.len());
+            for item in items {
+                results.push(publish_one(tx, item, &subscribers, now)?);
+            }
+            Ok(results)
+        })
+    }
+
+    pub fn event(&self, id: &str) -> Result<Option<EventRow>> {
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT seq, id, payload FROM events WHERE id = ?1")?
+                    .query_row([id], event_row)
+                    .optional()?,
+            )
+        })
+    }
+
+    /// Events newest first, before `cursor` (a `seq`), at most `limit`.
+    pub fn list_events(
+        &self,
+        before: Option<i64>,
+        event_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<EventRow>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, id, payload FROM events
+                 WHERE seq < ?1 AND (?2 IS NULL OR type = ?2) ORDER BY seq DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![before.unwrap_or(i64::MAX), event_type, limit as i64],
+                event_row,
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    // ---- messages ----
+
+    /// Messages newest first, filtered, before `cursor` (a `seq`), with their attempts.
+    pub fn list_messages(
+        &self,
+        filter: &MessageFilter,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<MessageRow>> {
+        self.read(|c| {
+            let sql = format!(
+                "{MESSAGE_SELECT} WHERE m.seq < ?1 AND (?2 IS NULL OR m.endpoint_seq = ?2)
+                   AND (?3 IS NULL OR m.event_seq = ?3) AND (?4 IS NULL OR m.status = ?4)
+                 ORDER BY m.seq DESC LIMIT ?5"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![
+                    before.unwrap_or(i64::MAX),
+                    filter.endpoint_seq,
+                    filter.event_seq,
+                    filter.status,
+                    limit as i64
+                ],
+                message_row,
+            )?;
+            let mut messages = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            for m in &mut messages {
+                m.attempts = attempts_of(c, m.seq)?;
+            }
+            Ok(messages)
+        })
+    }
+
+    pub fn message(&self, seq: i64) -> Result<Option<MessageRow>> {
+        self.read(|c| {
+            let sql = format!("{MESSAGE_SELECT} WHERE m.seq = ?1");
+            let mut m = c
+                .prepare_cached(&sql)?
+                .query_row([seq], message_row)
+                .optional()?;
+            if let Some(m) = &mut m {
+                m.attempts = attempts_of(c, m.seq)?;
+            }
+            Ok(m)
+        })
+    }
+
+    /// Makes one message pending again now, whatever its status, and lifts its endpoint's
+    /// backoff so that it goes out at once; returns the endpoint's seq.
+    pub fn requeue_message(&self, seq: i64, now: i64) -> Result<Option<i64>> {
+        self.write(Durability::Full, |tx| {
+            let endpoint: Option<i64> = tx
+                .query_row(
+                    "SELECT endpoint_seq FROM messages WHERE seq = ?1",
+                    [seq],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if endpoint.is_some() {
+                tx.execute(
+                    "UPDATE messages SET status = 'pending', failures = 0, next_attempt_at = NULL,
+                            requeued_at = ?2, finished_at = NULL WHERE seq = ?1",
+                    params![seq, now],
+                )?;
+                tx.execute(
+                    "UPDATE endpoints SET backoff_until = NULL WHERE seq = ?1",
+                    [endpoint],
+                )?;
+            }
+            Ok(endpoint)
+        })
+    }
+
+    /// Makes an endpoint's `failed` messages accepted at or after `since` pending again.
+    pub fn replay_failed(&self, endpoint_seq: i64, since: i64, now: i64) -> Result<usize> {
+        self.write(Durability::Full, |tx| {
+            Ok(tx.execute(
+                "UPDATE messages SET status = 'pending', failures = 0, next_attempt_at = NULL,
+                        requeued_at = ?3, finished_at = NULL
+                 WHERE endpoint_seq = ?1 AND status = 'failed' AND created_at >= ?2",
+                params![endpoint_seq, since, now],
+            )?)
+        })
+    }
+
+    // ---- retention ----
+
+    /// Deletes up to `batch` delivered messages accepted before `cutoff`, then events and
+    /// requests nothing refers to any more, and idempotency keys older than `keys_cutoff`.
+    /// Returns how many messages went, so the caller can loop with pauses between batches.
+    pub fn prune(&self, cutoff: i64, keys_cutoff: i64, batch: usize) -> Result<usize> {
+        self.write(Durability::Normal, |tx| {
+            let n = tx.execute(
+                "DELETE FROM messages WHERE seq IN (
+                     SELECT seq FROM messages WHERE status = 'delivered' AND created_at < ?1 LIMIT ?2)",
+                params![cutoff, batch as i64],
+            )?;
+            tx.execute(
+                "DELETE FROM events WHERE seq IN (
+                     SELECT e.seq FROM events e WHERE e.created_at < ?1
+                       AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.event_seq = e.seq) LIMIT ?2)",
+                params![cutoff, batch as i64],
+            )?;
+            tx.execute(
+                "DELETE FROM requests WHERE seq IN (
+                     SELECT r.seq FROM requests r WHERE r.at < ?1
+                       AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.request_seq = r.seq) LIMIT ?2)",
+                params![cutoff, batch as i64],
+            )?;
+            tx.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?1",
+                params![keys_cutoff],
+            )?;
+            Ok(n)
+        })
+    }
+
+    /// Copies the WAL back into the database and truncates it, so it cannot grow without bound.
+    pub fn checkpoint(&self) -> Result<()> {
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+fn split_types(text: &str) -> Vec<String> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn publish_one(
+    tx: &Transaction,
+    item: &NewEvent,
+    subscribers: &[(i64, Vec<String>)],
+    now: i64,
+) -> Result<PublishResult> {
+    if let Some(idem) = &item.idempotency {
+        let previous: Option<(String, String, i64)> = tx
+            .prepare_cached(
+                "SELECT k.request, e.id, (SELECT count(*) FROM messages m WHERE m.event_seq = e.seq)
+                 FROM idempotency_keys k JOIN events e ON e.id = k.event_id
+                 WHERE k.key = ?1 AND k.created_at >= ?2",
+            )?
+            .query_row(params![idem.key, now - IDEMPOTENCY_WINDOW_MS], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        if let Some((request, event_id, messages)) = previous {
+            let same = serde_json::from_str::<Value>(&request).is_ok_and(|v| v == idem.request);
+            return Ok(if same {
+                PublishResult::Repeated {
+                    event_id,
+                    messages: messages as usize,
+                }
+            } else {
+                PublishResult::Conflict
+            });
+        }
+    }
+
+    let targets: Vec<i64> = match item.only_endpoint {
+        Some(seq) => vec![seq],
+        None => subscribers
+            .iter()
+            .filter(|(_, types)| types.is_empty() || types.iter().any(|t| t == &item.event_type))
+            .map(|(seq, _)| *seq)
+            .collect(),
+    };
+    tx.prepare_cached(
+        "INSERT INTO events (id, type, created_at, payload) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        item.id,
+        item.event_type,
+        item.created_at,
+        item.payload
+    ])?;
+    let event_seq = tx.last_insert_rowid();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO messages (event_seq, endpoint_seq, status, created_at) VALUES (?1, ?2, 'pending', ?3)",
+    )?;
+    for seq in &targets {
+        insert.execute(params![event_seq, seq, item.created_at])?;
+    }
+    if let Some(idem) = &item.idempotency {
+        tx.prepare_cached(
+            "INSERT INTO idempotency_keys (key, request, event_id, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (key) DO UPDATE SET request = excluded.request, event_id = excluded.event_id,
+                                            created_at = excluded.created_at",
+        )?
+        .execute(params![idem.key, idem.request.to_string(), item.id, now])?;
+    }
+    Ok(PublishResult::Accepted { endpoints: targets })
+}
+
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+fn active_secrets(c: &Connection, endpoint_seq: i64, now: i64) -> Result<Vec<String>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT secret FROM endpoint_secrets WHERE endpoint_seq = ?1 AND (expires_at IS NULL OR expires_at > ?2)
+         ORDER BY created_at DESC, rowid DESC",
+    )?;
+    let rows = stmt.query_map(params![endpoint_seq, now], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+}
+
+const ENDPOINT_COLUMNS: &str = "seq, id, url, description, event_types, enabled, disabled_reason, batch_max, \
+     batch_window_ms, failures, failing_since, backoff_until, created_at, updated_at";
+
+fn endpoint_by(
+    c: &Connection,
+    column: &str,
+    value: &dyn rusqlite::ToSql,
+) -> Result<Option<EndpointRow>> {
+    let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE {column} = ?1");
+    Ok(c.prepare_cached(&sql)?
+        .query_row([value], endpoint_row)
+        .optional()?)
+}
+
+fn endpoint_row(r: &rusqlite::Row) -> rusqlite::Result<EndpointRow> {
+    Ok(EndpointRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        url: r.get(2)?,
+        description: r.get(3)?,
+        event_types: split_types(&r.get::<_, String>(4)?),
+        enabled: r.get(5)?,
+        disabled_reason: r.get(6)?,
+        batch_max: r.get(7)?,
+        batch_window_ms: r.get(8)?,
+        failures: r.get(9)?,
+        failing_since: r.get(10)?,
+        backoff_until: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
+}
+
+fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        payload: r.get(2)?,
+    })
+}
+
+const MESSAGE_SELECT: &str = "SELECT m.seq, e.id, p.id, m.status, m.created_at,
+        CASE WHEN m.status = 'parked' THEN m.next_attempt_at
+             WHEN m.status = 'pending' THEN p.backoff_until END
+     FROM messages m JOIN events e ON e.seq = m.event_seq JOIN endpoints p ON p.seq = m.endpoint_seq";
+
+fn message_row(r: &rusqlite::Row) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        seq: r.get(0)?,
+        event_id: r.get(1)?,
+        endpoint_id: r.get(2)?,
+        status: r.get(3)?,
+        created_at: r.get(4)?,
+        next_attempt_at: r.get(5)?,
+        attempts: Vec::new(),
+    })
+}
+
+fn attempts_of(c: &Connection, message_seq: i64) -> Result<Vec<AttemptRow>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT r.at, a.attempt, r.duration_ms, r.status_code, r.error, r.response_body
+         FROM attempts a JOIN requests r ON r.seq = a.request_seq
+         WHERE a.message_seq = ?1 ORDER BY a.attempt",
+    )?;
+    let rows = stmt.query_map([message_seq], attempt_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+fn attempt_row(r: &rusqlite::Row) -> rusqlite::Result<AttemptRow> {
+    Ok(AttemptRow {
+        at: r.get(0)?,
+        attempt: r.get(1)?,
+        duration_ms: r.get(2)?,
+        status_code: r.get(3)?,
+        error: r.get(4)?,
+        response_body: r.get(5)?,
+    })
+}
+
+// ---- rows ----
+
+pub struct NewEndpoint {
+    pub id: String,
+    pub url: String,
+    pub description: String,
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    pub batch_max: i64,
+    pub batch_window_ms: i64,
+    pub secret: String,
+    pub now: i64,
+}
+
+#[derive(Default)]
+pub struct EndpointPatch {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+    pub batch_max: Option<i64>,
+    pub batch_window_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointRow {
+    pub seq: i64,
+    pub id: String,
+    pub url: String,
+    pub description: String,
+    pub event_types: Vec<String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub batch_max: i64,
+    pub batch_window_ms: i64,
+    pub failures: i64,
+    pub failing_since: Option<i64>,
+    pub backoff_until: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    pub pending: i64,
+    pub parked: i64,
+    pub delivered: i64,
+    pub failed: i64,
+    pub last_request: Option<AttemptRow>,
+}
+
+pub struct Idempotency {
+    pub key: String,
+    pub request: Value,
+}
+
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    pub created_at: i64,
+    pub payload: String,
+    /// Queue for this endpoint only (test events), whatever its filter and state.
+    pub only_endpoint: Option<i64>,
+    pub idempotency: Option<Idempotency>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PublishResult {
+    /// Stored, with one message for each of these endpoints.
+    Accepted { endpoints: Vec<i64> },
+    /// The same idempotency key and body were seen within 24 h: the first event's answer.
+    Repeated { event_id: String, messages: usize },
+    /// The idempotency key was used within 24 h with another body.
+    Conflict,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub seq: i64,
+    pub id: String,
+    pub payload: String,
+}
+
+#[derive(Default)]
+pub struct MessageFilter {
+    pub endpoint_seq: Option<i64>,
+    pub event_seq: Option<i64>,
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    pub seq: i64,
+    pub event_id: String,
+    pub endpoint_id: String,
+    pub status: String,
+    pub created_at: i64,
+    pub next_attempt_at: Option<i64>,
+    pub attempts: Vec<AttemptRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRow {
+    pub at: i64,
+    pub attempt: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+}
+
+#[cfg(test)]
+mod tests;

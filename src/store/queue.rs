@@ -1,0 +1,231 @@
+//! The delivery side of the store: what the dispatcher reads to form requests and the one
+//! transaction that records a set of finished requests. The dispatcher decides every new
+//! state; this module only writes what it is told.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Durability, Result, Store};
+
+/// An endpoint as the dispatcher needs it.
+#[derive(Debug, Clone)]
+pub struct DispatchEndpoint {
+    pub seq: i64,
+    pub id: String,
+    pub url: String,
+    pub enabled: bool,
+    pub batch_max: i64,
+    pub batch_window_ms: i64,
+    pub failures: i64,
+    pub failing_since: Option<i64>,
+    pub backoff_until: Option<i64>,
+    /// Every secret that may still sign, newest first, with when it stops (None: current).
+    pub secrets: Vec<(String, Option<i64>)>,
+}
+
+/// A message ready to go out, with its event's envelope.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub seq: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+    /// Consecutive failures while parked.
+    pub failures: i64,
+    pub parked: bool,
+    /// When `retry_for` starts counting: acceptance, or the last manual requeue.
+    pub retry_from: i64,
+}
+
+/// What the dispatcher decided for one message after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// Parked (or still parked) until `next_attempt_at`, after `failures` consecutive failures.
+    Parked {
+        failures: i64,
+        next_attempt_at: i64,
+    },
+    /// Stays where it is in the queue.
+    Pending,
+    Failed,
+}
+
+/// One finished request and every state change it causes.
+#[derive(Debug, Clone)]
+pub struct RequestOutcome {
+    pub endpoint_seq: i64,
+    pub at: i64,
+    pub duration_ms: i64,
+    pub status_code: Option<i64>,
+    pub error: Option<&'static str>,
+    pub response_body: Option<String>,
+    /// Per message: its seq, this attempt's number and its new state.
+    pub messages: Vec<(i64, i64, Verdict)>,
+    pub endpoint_failures: i64,
+    pub endpoint_failing_since: Option<i64>,
+    pub endpoint_backoff_until: Option<i64>,
+    /// Set when this request disabled the endpoint (`gone`, `failing`).
+    pub disable: Option<&'static str>,
+}
+
+const DISPATCH_COLUMNS: &str =
+    "seq, id, url, enabled, batch_max, batch_window_ms, failures, failing_since, backoff_until";
+
+fn dispatch_row(c: &Connection, r: &rusqlite::Row, now: i64) -> rusqlite::Result<DispatchEndpoint> {
+    let seq: i64 = r.get(0)?;
+    let mut stmt = c.prepare_cached(
+        "SELECT secret, expires_at FROM endpoint_secrets
+         WHERE endpoint_seq = ?1 AND (expires_at IS NULL OR expires_at > ?2)
+         ORDER BY created_at DESC, rowid DESC",
+    )?;
+    let secrets = stmt
+        .query_map(params![seq, now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(DispatchEndpoint {
+        seq,
+        id: r.get(1)?,
+        url: r.get(2)?,
+        enabled: r.get(3)?,
+        batch_max: r.get(4)?,
+        batch_window_ms: r.get(5)?,
+        failures: r.get(6)?,
+        failing_since: r.get(7)?,
+        backoff_until: r.get(8)?,
+        secrets,
+    })
+}
+
+const QUEUED_COLUMNS: &str =
+    "SELECT m.seq, e.id, e.type, e.payload, m.attempts, m.failures, m.status = 'parked',
+        max(m.created_at, coalesce(m.requeued_at, 0))";
+const QUEUED_FROM: &str = "FROM messages m JOIN events e ON e.seq = m.event_seq";
+
+fn queued_row(r: &rusqlite::Row) -> rusqlite::Result<QueuedMessage> {
+    Ok(QueuedMessage {
+        seq: r.get(0)?,
+        event_id: r.get(1)?,
+        event_type: r.get(2)?,
+        payload: r.get(3)?,
+        attempts: r.get(4)?,
+        failures: r.get(5)?,
+        parked: r.get(6)?,
+        retry_from: r.get(7)?,
+    })
+}
+
+impl Store {
+    /// Every endpoint, for the dispatcher's start.
+    pub fn dispatch_endpoints(&self, now: i64) -> Result<Vec<DispatchEndpoint>> {
+        self.read(|c| {
+            let sql = format!("SELECT {DISPATCH_COLUMNS} FROM endpoints ORDER BY seq");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map([], |r| dispatch_row(c, r, now))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// One endpoint, after the API changed it; `None` once it is deleted.
+    pub fn dispatch_endpoint(&self, seq: i64, now: i64) -> Result<Option<DispatchEndpoint>> {
+        self.read(|c| {
+            let sql = format!("SELECT {DISPATCH_COLUMNS} FROM endpoints WHERE seq = ?1");
+            Ok(c.prepare_cached(&sql)?
+                .query_row([seq], |r| dispatch_row(c, r, now))
+                .optional()?)
+        })
+    }
+
+    /// The oldest pending messages of an endpoint, in acceptance order.
+    pub fn pending(&self, endpoint_seq: i64, limit: i64) -> Result<Vec<QueuedMessage>> {
+        self.read(|c| {
+            let sql = format!(
+                "{QUEUED_COLUMNS} {QUEUED_FROM} WHERE m.endpoint_seq = ?1 AND m.status = 'pending' ORDER BY m.seq LIMIT ?2"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![endpoint_seq, limit], queued_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// The parked message of an endpoint that is due first, due or not.
+    pub fn next_parked(&self, endpoint_seq: i64) -> Result<Option<(QueuedMessage, i64)>> {
+        self.read(|c| {
+            let sql = format!(
+                "{QUEUED_COLUMNS}, coalesce(m.next_attempt_at, 0) {QUEUED_FROM}
+                 WHERE m.endpoint_seq = ?1 AND m.status = 'parked' ORDER BY 9, m.seq LIMIT 1"
+            );
+            Ok(c.prepare_cached(&sql)?
+                .query_row([endpoint_seq], |r| Ok((queued_row(r)?, r.get(8)?)))
+                .optional()?)
+        })
+    }
+
+    /// Records finished requests and every state change they cause, in one transaction.
+    pub fn record(&self, outcomes: &[RequestOutcome]) -> Result<()> {
+        self.write(Durability::Normal, |tx| {
+            let mut insert_request = tx.prepare_cached(
+                "INSERT INTO requests (endpoint_seq, at, duration_ms, status_code, error, response_body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut insert_attempt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO attempts (message_seq, request_seq, attempt) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut update_message = tx.prepare_cached(
+                "UPDATE messages SET attempts = ?2, status = ?3, failures = ?4, next_attempt_at = ?5,
+                        finished_at = ?6 WHERE seq = ?1",
+            )?;
+            let mut update_endpoint = tx.prepare_cached(
+                "UPDATE endpoints SET failures = ?2, failing_since = ?3, backoff_until = ?4 WHERE seq = ?1",
+            )?;
+            let mut disable_endpoint =
+                tx.prepare_cached("UPDATE endpoints SET enabled = 0, disabled_reason = ?2 WHERE seq = ?1")?;
+            for o in outcomes {
+                // The endpoint may have been deleted while the request was in flight.
+                if tx
+                    .prepare_cached("SELECT 1 FROM endpoints WHERE seq = ?1")?
+                    .query_row([o.endpoint_seq], |_| Ok(()))
+                    .optional()?
+                    .is_none()
+                {
+                    continue;
+                }
+                insert_request.execute(params![
+                    o.endpoint_seq,
+                    o.at,
+                    o.duration_ms,
+                    o.status_code,
+                    o.error,
+                    o.response_body
+                ])?;
+                let request_seq = tx.last_insert_rowid();
+                let finished = o.at + o.duration_ms;
+                for &(seq, attempt, verdict) in &o.messages {
+                    let (status, failures, next, finished_at) = match verdict {
+                        Verdict::Delivered => ("delivered", 0, None, Some(finished)),
+                        Verdict::Parked {
+                            failures,
+                            next_attempt_at,
+                        } => ("parked", failures, Some(next_attempt_at), None),
+                        Verdict::Pending => ("pending", 0, None, None),
+                        Verdict::Failed => ("failed", 0, None, Some(finished)),
+                    };
+                    // A message deleted with its endpoint mid-flight simply matches nothing.
+                    if update_message.execute(params![seq, attempt, status, failures, next, finished_at])? > 0 {
+                        insert_attempt.execute(params![seq, request_seq, attempt])?;
+                    }
+                }
+                update_endpoint.execute(params![
+                    o.endpoint_seq,
+                    o.endpoint_failures,
+                    o.endpoint_failing_since,
+                    o.endpoint_backoff_until
+                ])?;
+                if let Some(reason) = o.disable {
+                    disable_endpoint.execute(params![o.endpoint_seq, reason])?;
+                }
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,118 @@
+//! The schema as an append-only list of migrations, applied under `PRAGMA user_version` in one
+//! exclusive transaction. Never edit a migration that has shipped; add a new one.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Migration `i` takes the database from `user_version` `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the foundation.
+    r#"
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+
+    CREATE TABLE endpoints (
+        seq             INTEGER PRIMARY KEY,
+        id              TEXT NOT NULL UNIQUE,
+        url             TEXT NOT NULL,
+        description     TEXT NOT NULL DEFAULT '',
+        event_types     TEXT NOT NULL DEFAULT '',   -- comma-separated; empty means all
+        enabled         INTEGER NOT NULL,
+        disabled_reason TEXT,                       -- manual, gone, failing
+        batch_max       INTEGER NOT NULL,
+        batch_window_ms INTEGER NOT NULL,
+        failures        INTEGER NOT NULL DEFAULT 0, -- consecutive failed requests
+        failing_since   INTEGER,                    -- ms; first failure of the current run
+        backoff_until   INTEGER,                    -- ms
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL
+    );
+
+    -- The current secret has expires_at NULL; rotated-out secrets sign until expires_at.
+    CREATE TABLE endpoint_secrets (
+        endpoint_seq INTEGER NOT NULL REFERENCES endpoints(seq) ON DELETE CASCADE,
+        secret       TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER
+    );
+    CREATE INDEX endpoint_secrets_by_endpoint ON endpoint_secrets(endpoint_seq);
+
+    CREATE TABLE events (
+        seq        INTEGER PRIMARY KEY,
+        id         TEXT NOT NULL UNIQUE,
+        type       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,                -- ms
+        payload    TEXT NOT NULL                    -- the envelope, byte for byte as sent
+    );
+    CREATE INDEX events_by_time ON events(created_at);
+
+    -- One message per event and subscribed endpoint; seq is the acceptance order.
+    CREATE TABLE messages (
+        seq             INTEGER PRIMARY KEY,
+        event_seq       INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+        endpoint_seq    INTEGER NOT NULL REFERENCES endpoints(seq) ON DELETE CASCADE,
+        status          TEXT NOT NULL,              -- pending, parked, delivered, failed
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        failures        INTEGER NOT NULL DEFAULT 0, -- consecutive failures while parked
+        next_attempt_at INTEGER,                    -- ms; parked messages only
+        created_at      INTEGER NOT NULL,           -- ms; when the event was accepted
+        requeued_at     INTEGER,                    -- ms; retry_for counts from here after a replay
+        finished_at     INTEGER                     -- ms; delivered or failed
+    );
+    CREATE INDEX messages_queue ON messages(endpoint_seq, status, seq);
+    CREATE INDEX messages_by_event ON messages(event_seq);
+    CREATE INDEX messages_by_status ON messages(status, seq);
+
+    -- One row per HTTP request; a batch is one request for many messages.
+    CREATE TABLE requests (
+        seq           INTEGER PRIMARY KEY,
+        endpoint_seq  INTEGER NOT NULL REFERENCES endpoints(seq) ON DELETE CASCADE,
+        at            INTEGER NOT NULL,             -- ms, when the request started
+        duration_ms   INTEGER NOT NULL,
+        status_code   INTEGER,
+        error         TEXT,
+        response_body TEXT
+    );
+    CREATE INDEX requests_by_endpoint ON requests(endpoint_seq, seq);
+
+    CREATE TABLE attempts (
+        message_seq INTEGER NOT NULL REFERENCES messages(seq) ON DELETE CASCADE,
+        request_seq INTEGER NOT NULL REFERENCES requests(seq) ON DELETE CASCADE,
+        attempt     INTEGER NOT NULL,
+        PRIMARY KEY (message_seq, attempt)
+    ) WITHOUT ROWID;
+    CREATE INDEX attempts_by_request ON attempts(request_seq);
+
+    CREATE TABLE idempotency_keys (
+        key        TEXT PRIMARY KEY,
+        request    TEXT NOT NULL,                   -- the request body, for comparison
+        event_id   TEXT NOT NULL,                   -- the event the first request made
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX idempotency_by_time ON idempotency_keys(created_at);
+    "#,
+];
+
+/// The schema version this binary writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to `VERSION`, or refuses one that a newer binary wrote.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > VERSION {
+        return Err(StoreError::TooNew {
+            found: current,
+            supported: VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

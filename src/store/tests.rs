@@ -1,0 +1,155 @@
+//! Unit tests of the store against a real SQLite file in a temporary directory.
+
+use super::*;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    (dir, store)
+}
+
+fn endpoint(store: &Store, types: &[&str]) -> EndpointRow {
+    store
+        .create_endpoint(&NewEndpoint {
+            id: crate::id::new("ep"),
+            url: "http://127.0.0.1:9/".into(),
+            description: String::new(),
+            event_types: types.iter().map(|s| s.to_string()).collect(),
+            enabled: true,
+            batch_max: 100,
+            batch_window_ms: 0,
+            secret: crate::secret::generate(),
+            now: 1,
+        })
+        .unwrap()
+}
+
+fn event(t: &str, key: Option<(&str, Value)>) -> NewEvent {
+    let id = crate::id::new("evt");
+    NewEvent {
+        payload: format!("{{\"id\":\"{id}\"}}"),
+        id,
+        event_type: t.into(),
+        created_at: 10,
+        only_endpoint: None,
+        idempotency: key.map(|(k, v)| Idempotency {
+            key: k.into(),
+            request: v,
+        }),
+    }
+}
+
+#[test]
+fn migrations_apply_once_and_newer_databases_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    drop(Store::open(&path).unwrap());
+    drop(Store::open(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", schema::VERSION + 1)
+        .unwrap();
+    drop(conn);
+    match Store::open(&path) {
+        Err(StoreError::TooNew { found, .. }) => assert_eq!(found, schema::VERSION + 1),
+        Err(other) => panic!("expected TooNew, got {other}"),
+        Ok(_) => panic!("expected TooNew, got a store"),
+    }
+}
+
+#[test]
+fn fan_out_follows_filters_and_enabled() {
+    let (_d, s) = store();
+    let all = endpoint(&s, &[]);
+    let incidents = endpoint(&s, &["incident.created"]);
+    let disabled = endpoint(&s, &[]);
+    s.update_endpoint(
+        &disabled.id,
+        &EndpointPatch {
+            enabled: Some(false),
+            ..Default::default()
+        },
+        2,
+    )
+    .unwrap();
+    let results = s
+        .publish(
+            &[
+                event("incident.created", None),
+                event("sla.breach_warning", None),
+            ],
+            10,
+        )
+        .unwrap();
+    assert_eq!(
+        results[0],
+        PublishResult::Accepted {
+            endpoints: vec![all.seq, incidents.seq]
+        }
+    );
+    assert_eq!(
+        results[1],
+        PublishResult::Accepted {
+            endpoints: vec![all.seq]
+        }
+    );
+    assert_eq!(s.endpoint_stats(all.seq).unwrap().pending, 2);
+    assert_eq!(s.endpoint_stats(disabled.seq).unwrap().pending, 0);
+}
+
+#[test]
+fn idempotency_repeats_or_conflicts_within_one_group() {
+    let (_d, s) = store();
+    endpoint(&s, &[]);
+    let body = serde_json::json!({"type": "incident.created", "data": {"a": 1}});
+    let other = serde_json::json!({"type": "incident.created", "data": {"a": 2}});
+    let first = event("incident.created", Some(("k", body.clone())));
+    let first_id = first.id.clone();
+    let results = s
+        .publish(
+            &[
+                first,
+                event("incident.created", Some(("k", body))),
+                event("incident.created", Some(("k", other))),
+            ],
+            10,
+        )
+        .unwrap();
+    assert!(matches!(results[0], PublishResult::Accepted { .. }));
+    assert_eq!(
+        results[1],
+        PublishResult::Repeated {
+            event_id: first_id,
+            messages: 1
+        }
+    );
+    assert_eq!(results[2], PublishResult::Conflict);
+    assert_eq!(s.list_events(None, None, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn rotation_keeps_the_old_secret_for_its_grace() {
+    let (_d, s) = store();
+    let ep = endpoint(&s, &[]);
+    let old = s.active_secrets(ep.seq, 1).unwrap();
+    s.rotate_secret(ep.seq, "whsec_new", 100, 50).unwrap();
+    let during = s.active_secrets(ep.seq, 120).unwrap();
+    assert_eq!(during, vec!["whsec_new".to_string(), old[0].clone()]);
+    assert_eq!(
+        s.active_secrets(ep.seq, 150).unwrap(),
+        vec!["whsec_new".to_string()]
+    );
+}
+
+#[test]
+fn delete_takes_messages_with_it() {
+    let (_d, s) = store();
+    let ep = endpoint(&s, &[]);
+    s.publish(&[event("incident.created", None)], 10).unwrap();
+    assert!(s.delete_endpoint(&ep.id).unwrap().is_some());
+    assert!(
+        s.list_messages(&MessageFilter::default(), None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.delete_endpoint(&ep.id).unwrap().is_none());
+}
