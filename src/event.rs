@@ -381,7 +381,7 @@ mod tests {
     fn samples_validate() {
         for t in EventType::ALL {
             assert_eq!(
-                validate(t, &sample_data(t, 1698417000_000)),
+                validate(t, &sample_data(t, 1_698_417_000_000)),
                 Ok(()),
                 "{}",
                 t.as_str()
@@ -391,9 +391,9 @@ mod tests {
 
     #[test]
     fn envelope_keys_in_order_and_batches_embed_bytes() {
-        let e = envelope("evt_1", "incident.created", 1698417000_000, &seed());
+        let e = envelope("evt_1", "incident.created", 1_698_417_000_000, &seed());
         assert!(e.starts_with(r#"{"id":"evt_1","type":"incident.created","created_at":"2023-10-27T14:30:00Z","data":{"incident_id""#), "{e}");
-        let b = batch_envelope("bat_1", 1698417000_000, &[&e, &e]);
+        let b = batch_envelope("bat_1", 1_698_417_000_000, &[&e, &e]);
         let parsed: Value = serde_json::from_str(&b).unwrap();
         assert_eq!(parsed["data"]["events"][1]["data"], seed());
         assert!(b.contains(&format!("[{e},{e}]")));

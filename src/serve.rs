@@ -66,11 +66,13 @@ pub fn run(config: Config) -> Result<(), String> {
     if let Some(sig) = signals.forever().next() {
         log::info!("signal {sig} received; shutting down");
     }
-    api::stop(&api, &server);
+    api::stop(&api);
     for t in api_threads {
         let _ = t.join();
     }
-    // The intake ends once the last handle to it is gone, after writing what it holds.
+    // Closing the listener refuses new connections; the intake ends once the last handle
+    // to it is gone, after writing what it holds.
+    drop(server);
     drop(api);
     let _ = intake_thread.join();
     let _ = stop_retention.send(());

@@ -161,7 +161,8 @@ mod tests {
     fn verify_outcomes() {
         let body = b"{\"id\":\"evt_1\"}";
         let good = header(&["whsec_new", "whsec_old"], 1000, body);
-        let rows: [(&str, &str, &[u8], i64, Result<(), VerifyError>); 8] = [
+        type Row<'a> = (&'a str, &'a str, &'a [u8], i64, Result<(), VerifyError>);
+        let rows: [Row; 8] = [
             ("whsec_new", &good, body, 1000, Ok(())),
             ("whsec_old", &good, body, 1299, Ok(())),
             (

@@ -175,6 +175,9 @@ impl Req {
     }
 }
 
+/// How often an idle API thread checks whether the server is stopping.
+const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Starts `threads` threads answering requests on `server`.
 pub fn serve(
     server: Arc<tiny_http::Server>,
@@ -187,18 +190,23 @@ pub fn serve(
             std::thread::Builder::new()
                 .name(format!("api-{i}"))
                 .spawn(move || {
-                    while let Ok(request) = server.recv() {
-                        answer(&api, request);
+                    // A short wait keeps each thread checking whether it should stop;
+                    // tiny_http's `unblock` wakes only one waiting thread.
+                    while !api.stopping.load(Ordering::SeqCst) {
+                        match server.recv_timeout(STOP_CHECK) {
+                            Ok(Some(request)) => answer(&api, request),
+                            Ok(None) => {}
+                            Err(e) => log::debug!("accepting a connection failed: {e}"),
+                        }
                     }
                 })
         })
         .collect()
 }
 
-/// Refuses new work from now on with 503, while requests already inside finish.
-pub fn stop(api: &Api, server: &tiny_http::Server) {
+/// Stops taking requests; requests already being answered finish.
+pub fn stop(api: &Api) {
     api.stopping.store(true, Ordering::SeqCst);
-    server.unblock();
 }
 
 fn answer(api: &Api, mut request: tiny_http::Request) {
