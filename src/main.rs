@@ -11,6 +11,7 @@ mod endpoint;
 mod event;
 mod id;
 mod intake;
+mod net;
 mod retention;
 mod secret;
 mod serve;

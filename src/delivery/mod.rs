@@ -59,7 +59,7 @@ impl Handle {
 /// Starts the workers and the dispatcher. The returned thread ends after `Handle::shutdown`
 /// once in-flight requests are recorded or `shutdown_timeout` has passed.
 pub fn start(store: Arc<Store>, config: &Config) -> Result<(Handle, JoinHandle<()>), String> {
-    let agent = worker::agent(&config.delivery, &config.network)?;
+    let agent = crate::net::agent(&config.delivery, &config.network)?;
     let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
     let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
