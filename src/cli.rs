@@ -9,6 +9,7 @@ statussentry: signed, durable webhooks for incidents, monitors and SLAs
 Usage:
   statussentry [serve] [--config FILE]     run the service (embedded defaults without --config)
   statussentry check-config --config FILE  validate a configuration and print the effective settings
+  statussentry backup FILE [--config FILE]  write a consistent copy of the database, also while serving
   statussentry admin-token --reset [--config FILE]
                                            make a new admin token, print it once, store its hash
   statussentry sign --secret S [--timestamp T]
@@ -28,6 +29,10 @@ pub enum Command {
     },
     CheckConfig {
         config: PathBuf,
+    },
+    Backup {
+        dest: PathBuf,
+        config: Option<PathBuf>,
     },
     ResetAdminToken {
         config: Option<PathBuf>,
@@ -82,14 +87,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         i += 1;
     }
-    let sub = match positional.as_slice() {
-        [] => "serve",
-        [one] => one,
+    let (sub, operand) = match positional.as_slice() {
+        [] => ("serve", None),
+        [one] => (*one, None),
+        ["backup", file] => ("backup", Some(*file)),
         [_, extra, ..] => return Err(format!("unexpected argument {extra:?}")),
     };
     let allowed: &[&str] = match sub {
         "serve" => &["--config"],
         "check-config" => &["--config"],
+        "backup" => &["--config"],
         "admin-token" => &["--reset", "--config"],
         "sign" => &["--secret", "--timestamp"],
         "verify" => &["--secret", "--header", "--tolerance", "--body-file"],
@@ -114,6 +121,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         },
         "check-config" => Command::CheckConfig {
             config: PathBuf::from(required("--config")?),
+        },
+        "backup" => Command::Backup {
+            dest: PathBuf::from(operand.ok_or("backup needs the file to write")?),
+            config: value("--config").map(PathBuf::from),
         },
         "admin-token" => {
             if !seen.contains(&"--reset") {
@@ -192,6 +203,13 @@ mod tests {
                 Ok(Command::ResetAdminToken { config: None }),
             ),
             ("--version", Ok(Command::Version)),
+            (
+                "backup copy.db",
+                Ok(Command::Backup {
+                    dest: "copy.db".into(),
+                    config: None,
+                }),
+            ),
             ("serve --help", Ok(Command::Help)),
             (
                 "sign --secret whsec_x --timestamp 5",
@@ -217,6 +235,8 @@ mod tests {
             "serve --config",
             "serve --config a --config b",
             "sign",
+            "backup",
+            "check-config extra",
             "sign --secret s --timestamp soon",
             "verify --secret s",
         ] {

@@ -10,6 +10,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::delivery;
+use crate::event::EventType;
+use crate::metrics::Metrics;
 use crate::store::{NewEvent, PublishResult, Store};
 
 /// The most events written in one transaction.
@@ -30,11 +32,12 @@ impl Intake {
     pub fn start(
         store: Arc<Store>,
         dispatcher: delivery::Handle,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<(Intake, JoinHandle<()>)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("intake".into())
-            .spawn(move || run(&store, &dispatcher, rx))?;
+            .spawn(move || run(&store, &dispatcher, &metrics, rx))?;
         Ok((Intake { requests: tx }, thread))
     }
 
@@ -50,7 +53,12 @@ impl Intake {
     }
 }
 
-fn run(store: &Store, dispatcher: &delivery::Handle, requests: Receiver<Request>) {
+fn run(
+    store: &Store,
+    dispatcher: &delivery::Handle,
+    metrics: &Metrics,
+    requests: Receiver<Request>,
+) {
     while let Ok(first) = requests.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -64,9 +72,12 @@ fn run(store: &Store, dispatcher: &delivery::Handle, requests: Receiver<Request>
         match store.publish(&events, crate::time::now_ms()) {
             Ok(results) => {
                 let mut woken: Vec<i64> = Vec::new();
-                for r in &results {
+                for (r, e) in results.iter().zip(&events) {
                     if let PublishResult::Accepted { endpoints } = r {
                         woken.extend(endpoints);
+                        if let Some(t) = EventType::parse(&e.event_type) {
+                            metrics.event_accepted(t);
+                        }
                     }
                 }
                 woken.sort_unstable();

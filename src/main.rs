@@ -11,6 +11,7 @@ mod endpoint;
 mod event;
 mod id;
 mod intake;
+mod metrics;
 mod net;
 mod retention;
 mod secret;
@@ -65,6 +66,18 @@ fn main() -> ExitCode {
                     log::error!("{e}");
                     fail(&e)
                 }
+            }
+        }
+        Command::Backup { dest, config } => {
+            let result = Config::load(config.as_deref(), &Env::from_process())
+                .map_err(|e| e.to_string())
+                .and_then(|c| serve::backup(&c, &dest));
+            match result {
+                Ok(events) => {
+                    println!("backup written to {} ({events} events)", dest.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
             }
         }
         Command::ResetAdminToken { config } => {

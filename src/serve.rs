@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::api::{self, Api};
 use crate::config::Config;
 use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Threads answering the admin API.
@@ -35,8 +36,10 @@ pub fn run(config: Config) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
-    let (dispatcher, dispatcher_thread) = crate::delivery::start(store.clone(), &config)?;
-    let (intake, intake_thread) = Intake::start(store.clone(), dispatcher.clone())
+    let metrics = Arc::new(Metrics::default());
+    let (dispatcher, dispatcher_thread) =
+        crate::delivery::start(store.clone(), &config, metrics.clone())?;
+    let (intake, intake_thread) = Intake::start(store.clone(), dispatcher.clone(), metrics.clone())
         .map_err(|e| format!("cannot start intake: {e}"))?;
     let (stop_retention, retention_stop) = crossbeam_channel::bounded(1);
     let retention_thread =
@@ -48,6 +51,7 @@ pub fn run(config: Config) -> Result<(), String> {
         dispatcher.clone(),
         config.clone(),
         token_hash,
+        metrics,
     ));
     let api_threads = api::serve(server.clone(), api.clone(), API_THREADS)
         .map_err(|e| format!("cannot start API: {e}"))?;
@@ -110,6 +114,21 @@ fn admin_token_hash(store: &Store, config: &Config) -> Result<[u8; 32], String> 
         "generated an admin token; it is shown only this once (make another with `statussentry admin-token --reset`): {token}"
     );
     Ok(crate::secret::hash_token(&token))
+}
+
+/// `statussentry backup FILE`: a consistent copy of the configured database.
+pub fn backup(config: &Config, dest: &std::path::Path) -> Result<i64, String> {
+    if dest.exists() {
+        return Err(format!(
+            "{} already exists; choose a new file",
+            dest.display()
+        ));
+    }
+    if !config.storage.path.exists() {
+        return Err(format!("no database at {}", config.storage.path.display()));
+    }
+    let store = Store::open(&config.storage.path).map_err(|e| e.to_string())?;
+    store.backup(dest).map_err(|e| e.to_string())
 }
 
 /// `statussentry admin-token --reset`: stores a new token's hash and prints the token.

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::delivery;
 use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -27,6 +28,7 @@ pub struct Api {
     pub config: Config,
     /// SHA-256 of the admin token.
     pub token_hash: [u8; 32],
+    pub metrics: Arc<Metrics>,
     stopping: AtomicBool,
 }
 
@@ -37,6 +39,7 @@ impl Api {
         dispatcher: delivery::Handle,
         config: Config,
         token_hash: [u8; 32],
+        metrics: Arc<Metrics>,
     ) -> Api {
         Api {
             store,
@@ -44,6 +47,7 @@ impl Api {
             dispatcher,
             config,
             token_hash,
+            metrics,
             stopping: AtomicBool::new(false),
         }
     }
@@ -249,6 +253,9 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
     if path == "/healthz" {
         return health(api, &method);
     }
+    if path == "/metrics" {
+        return metrics(api, &method);
+    }
     let Some(rest) =
         path.strip_prefix("/api/v1/")
             .or(if path == "/api/v1" { Some("") } else { None })
@@ -299,6 +306,19 @@ fn health(api: &Api, method: &str) -> Result<Reply> {
             ))
         }
     }
+}
+
+fn metrics(api: &Api, method: &str) -> Result<Reply> {
+    if method != "GET" && method != "HEAD" {
+        return Err(method_not_allowed("GET"));
+    }
+    let gauges = api.store.gauges(crate::time::now_ms())?;
+    Ok(Reply {
+        status: 200,
+        body: api.metrics.render(&gauges).into_bytes(),
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        headers: Vec::new(),
+    })
 }
 
 fn authenticate(api: &Api, headers: &[(String, String)]) -> Result<()> {

@@ -14,6 +14,7 @@ use super::Command;
 use super::policy::{self, Class};
 use super::worker::{Job, Sent};
 use crate::config::Delivery as DeliveryConfig;
+use crate::metrics::Metrics;
 use crate::store::{DispatchEndpoint, QueuedMessage, RequestOutcome, Store, Verdict};
 use crate::time::now_ms;
 
@@ -47,6 +48,7 @@ impl Slot {
 
 pub(super) struct Dispatcher {
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     config: DeliveryConfig,
     shutdown_timeout: Duration,
     commands: Receiver<Command>,
@@ -59,6 +61,7 @@ pub(super) struct Dispatcher {
 impl Dispatcher {
     pub(super) fn new(
         store: Arc<Store>,
+        metrics: Arc<Metrics>,
         config: DeliveryConfig,
         shutdown_timeout: Duration,
         commands: Receiver<Command>,
@@ -67,6 +70,7 @@ impl Dispatcher {
     ) -> Dispatcher {
         Dispatcher {
             store,
+            metrics,
             config,
             shutdown_timeout,
             commands,
@@ -279,6 +283,17 @@ impl Dispatcher {
             Err(kind) => (None, None, None, Some(*kind)),
         };
         let class = policy::classify(status, retry_after);
+        self.metrics.delivery(status, error);
+        self.metrics
+            .attempt_duration
+            .observe(sent.duration.as_secs_f64());
+        if class == Class::Success {
+            for m in &sent.job.messages {
+                self.metrics
+                    .delivery_lag
+                    .observe((now - m.created_at).max(0) as f64 / 1000.0);
+            }
+        }
         let ep = &mut slot.ep;
         let backoff =
             |n: i64| policy::backoff(n, cfg.initial_backoff, cfg.max_backoff, policy::jitter());

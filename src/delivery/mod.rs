@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What the rest of the program tells the dispatcher.
@@ -58,7 +59,11 @@ impl Handle {
 
 /// Starts the workers and the dispatcher. The returned thread ends after `Handle::shutdown`
 /// once in-flight requests are recorded or `shutdown_timeout` has passed.
-pub fn start(store: Arc<Store>, config: &Config) -> Result<(Handle, JoinHandle<()>), String> {
+pub fn start(
+    store: Arc<Store>,
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> Result<(Handle, JoinHandle<()>), String> {
     let agent = crate::net::agent(&config.delivery, &config.network)?;
     let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
     let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
@@ -77,6 +82,7 @@ pub fn start(store: Arc<Store>, config: &Config) -> Result<(Handle, JoinHandle<(
     };
     let dispatcher = dispatcher::Dispatcher::new(
         store,
+        metrics,
         config.delivery.clone(),
         config.server.shutdown_timeout,
         commands_rx,

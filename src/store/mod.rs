@@ -29,6 +29,8 @@ pub enum StoreError {
     TooNew { found: i64, supported: i64 },
     /// The database file could not be opened at all.
     Open(PathBuf, rusqlite::Error),
+    /// The database failed an integrity check; the text is SQLite's first complaint.
+    Corrupt(PathBuf, String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -41,6 +43,11 @@ impl std::fmt::Display for StoreError {
                  run a newer statussentry or restore a backup"
             ),
             StoreError::Open(path, e) => write!(f, "cannot open database {}: {e}", path.display()),
+            StoreError::Corrupt(path, why) => write!(
+                f,
+                "database {} failed its integrity check ({why}); restore a backup, the file was left as it is",
+                path.display()
+            ),
         }
     }
 }
@@ -104,6 +111,11 @@ impl Store {
             );
         }
         configure(&writer)?;
+        // A damaged file is refused, never silently recreated or written over.
+        let check: String = writer.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt(path.into(), check));
+        }
         // Keep the WAL file from staying large after a burst once it has been checkpointed.
         writer.execute_batch("PRAGMA journal_size_limit = 67108864;")?;
         schema::migrate(&mut writer)?;
@@ -169,6 +181,69 @@ impl Store {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?)
         })
+    }
+
+    /// The store's side of `/metrics`: messages by status, the oldest pending message's age
+    /// and endpoints by state.
+    pub fn gauges(&self, now: i64) -> Result<crate::metrics::Gauges> {
+        self.read(|c| {
+            let mut g = crate::metrics::Gauges {
+                messages: [
+                    ("pending", 0),
+                    ("parked", 0),
+                    ("delivered", 0),
+                    ("failed", 0),
+                ],
+                endpoints: [("enabled", 0), ("backing_off", 0), ("disabled", 0)],
+                ..Default::default()
+            };
+            let mut stmt = c.prepare_cached("SELECT count(*) FROM messages WHERE status = ?1")?;
+            for (status, n) in g.messages.iter_mut() {
+                *n = stmt.query_row([*status], |r| r.get(0))?;
+            }
+            let oldest: Option<i64> = c
+                .prepare_cached(
+                    "SELECT created_at FROM messages WHERE status = 'pending' ORDER BY seq LIMIT 1",
+                )?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            g.oldest_pending_age_secs = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+            let (enabled, backing_off, disabled) = c.query_row(
+                "SELECT coalesce(sum(enabled = 1 AND coalesce(backoff_until, 0) <= ?1), 0),
+                        coalesce(sum(enabled = 1 AND backoff_until > ?1), 0),
+                        coalesce(sum(enabled = 0), 0) FROM endpoints",
+                [now],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            g.endpoints = [
+                ("enabled", enabled),
+                ("backing_off", backing_off),
+                ("disabled", disabled),
+            ];
+            Ok(g)
+        })
+    }
+
+    /// Writes a consistent copy of the database to `dest` (which must not exist), made durable,
+    /// while the service may keep running: `VACUUM INTO` reads one snapshot, and WAL lets
+    /// writers go on meanwhile. Returns how many events the copy holds, read back from it
+    /// after an integrity check.
+    pub fn backup(&self, dest: &Path) -> Result<i64> {
+        let dest_text = dest.to_str().ok_or_else(|| {
+            StoreError::Open(dest.into(), rusqlite::Error::InvalidPath(dest.into()))
+        })?;
+        self.read(|c| Ok(c.execute("VACUUM INTO ?1", [dest_text])?))?;
+        let sync = std::fs::File::open(dest).and_then(|f| f.sync_all());
+        if let Err(e) = sync {
+            log::warn!("cannot fsync the backup {}: {e}", dest.display());
+        }
+        let copy = Connection::open_with_flags(dest, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| StoreError::Open(dest.into(), e))?;
+        let check: String = copy.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt(dest.into(), check));
+        }
+        Ok(copy.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?)
     }
 
     // ---- settings ----

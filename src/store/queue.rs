@@ -36,6 +36,8 @@ pub struct QueuedMessage {
     pub parked: bool,
     /// When `retry_for` starts counting: acceptance, or the last manual requeue.
     pub retry_from: i64,
+    /// When the event was accepted.
+    pub created_at: i64,
 }
 
 /// What the dispatcher decided for one message after a request.
@@ -99,7 +101,7 @@ fn dispatch_row(c: &Connection, r: &rusqlite::Row, now: i64) -> rusqlite::Result
 
 const QUEUED_COLUMNS: &str =
     "SELECT m.seq, e.id, e.type, e.payload, m.attempts, m.failures, m.status = 'parked',
-        max(m.created_at, coalesce(m.requeued_at, 0))";
+        max(m.created_at, coalesce(m.requeued_at, 0)), m.created_at";
 const QUEUED_FROM: &str = "FROM messages m JOIN events e ON e.seq = m.event_seq";
 
 fn queued_row(r: &rusqlite::Row) -> rusqlite::Result<QueuedMessage> {
@@ -112,6 +114,7 @@ fn queued_row(r: &rusqlite::Row) -> rusqlite::Result<QueuedMessage> {
         failures: r.get(5)?,
         parked: r.get(6)?,
         retry_from: r.get(7)?,
+        created_at: r.get(8)?,
     })
 }
 
@@ -153,10 +156,10 @@ impl Store {
         self.read(|c| {
             let sql = format!(
                 "{QUEUED_COLUMNS}, coalesce(m.next_attempt_at, 0) {QUEUED_FROM}
-                 WHERE m.endpoint_seq = ?1 AND m.status = 'parked' ORDER BY 9, m.seq LIMIT 1"
+                 WHERE m.endpoint_seq = ?1 AND m.status = 'parked' ORDER BY 10, m.seq LIMIT 1"
             );
             Ok(c.prepare_cached(&sql)?
-                .query_row([endpoint_seq], |r| Ok((queued_row(r)?, r.get(8)?)))
+                .query_row([endpoint_seq], |r| Ok((queued_row(r)?, r.get(9)?)))
                 .optional()?)
         })
     }

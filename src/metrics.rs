@@ -1,0 +1,252 @@
+//! Counters and histograms kept in memory with atomics, rendered in the Prometheus text format
+//! for `GET /metrics`. Label values come from fixed sets only: never a URL or an id.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::event::EventType;
+
+/// Delivery outcomes, a fixed set (SPEC 5).
+pub const OUTCOMES: [&str; 10] = [
+    "success", "http_3xx", "http_4xx", "http_5xx", "timeout", "connect", "dns", "tls", "blocked",
+    "other",
+];
+
+/// Seconds; attempt durations run from a loopback millisecond to the 10 s timeout.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Seconds; delivery lag runs from milliseconds to the days of an outage.
+const LAG_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0, 86400.0,
+];
+
+/// A histogram with fixed buckets; `observe` is a few atomic adds.
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, seconds: f64) {
+        let seconds = seconds.max(0.0);
+        if let Some(i) = self.bounds.iter().position(|b| seconds <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let total = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {total}");
+    }
+}
+
+/// Everything counted in the process; shared by `Arc`.
+pub struct Metrics {
+    events_accepted: [AtomicU64; 4],
+    deliveries: [AtomicU64; 10],
+    pub attempt_duration: Histogram,
+    pub delivery_lag: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            events_accepted: Default::default(),
+            deliveries: Default::default(),
+            attempt_duration: Histogram::new(&DURATION_BUCKETS),
+            delivery_lag: Histogram::new(&LAG_BUCKETS),
+        }
+    }
+}
+
+/// Values read from the store at scrape time.
+#[derive(Default)]
+pub struct Gauges {
+    /// Messages by status: pending, parked, delivered, failed.
+    pub messages: [(&'static str, i64); 4],
+    pub oldest_pending_age_secs: f64,
+    /// Endpoints by state: enabled, backing_off, disabled.
+    pub endpoints: [(&'static str, i64); 3],
+    /// Monitors by status: up, down. Empty until monitors exist.
+    pub monitors: Vec<(&'static str, i64)>,
+}
+
+impl Metrics {
+    pub fn event_accepted(&self, t: EventType) {
+        let i = EventType::ALL.iter().position(|x| *x == t).unwrap_or(0);
+        self.events_accepted[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one delivery request under its outcome, from its status or error name.
+    pub fn delivery(&self, status: Option<u16>, error: Option<&str>) {
+        let outcome = match (status, error) {
+            (Some(200..=299), _) => "success",
+            (Some(300..=399), _) => "http_3xx",
+            (Some(400..=499), _) => "http_4xx",
+            (Some(500..=599), _) => "http_5xx",
+            (None, Some("timeout")) => "timeout",
+            (None, Some("connection_refused" | "connection_reset")) => "connect",
+            (None, Some("dns")) => "dns",
+            (None, Some("tls")) => "tls",
+            (None, Some("blocked_address")) => "blocked",
+            _ => "other",
+        };
+        let i = OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(OUTCOMES.len() - 1);
+        self.deliveries[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP statussentry_build_info Build information.\n# TYPE statussentry_build_info gauge\n\
+             statussentry_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            out,
+            "# HELP statussentry_events_accepted_total Events accepted, by type.\n\
+             # TYPE statussentry_events_accepted_total counter"
+        );
+        for (t, n) in EventType::ALL.iter().zip(&self.events_accepted) {
+            let _ = writeln!(
+                out,
+                "statussentry_events_accepted_total{{type=\"{}\"}} {}",
+                t.as_str(),
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP statussentry_delivery_requests_total Delivery requests made, by outcome.\n\
+             # TYPE statussentry_delivery_requests_total counter"
+        );
+        for (o, n) in OUTCOMES.iter().zip(&self.deliveries) {
+            let _ = writeln!(
+                out,
+                "statussentry_delivery_requests_total{{outcome=\"{o}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        self.attempt_duration.render(
+            &mut out,
+            "statussentry_delivery_attempt_duration_seconds",
+            "Duration of delivery requests.",
+        );
+        self.delivery_lag.render(
+            &mut out,
+            "statussentry_delivery_lag_seconds",
+            "Time from an event's acceptance to its delivery, per message.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP statussentry_messages Messages in the store, by status.\n# TYPE statussentry_messages gauge"
+        );
+        for (status, n) in gauges.messages {
+            let _ = writeln!(out, "statussentry_messages{{status=\"{status}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP statussentry_oldest_pending_message_age_seconds Age of the oldest pending message, 0 when none.\n\
+             # TYPE statussentry_oldest_pending_message_age_seconds gauge\n\
+             statussentry_oldest_pending_message_age_seconds {}",
+            gauges.oldest_pending_age_secs
+        );
+        let _ = writeln!(
+            out,
+            "# HELP statussentry_endpoints Endpoints, by state.\n# TYPE statussentry_endpoints gauge"
+        );
+        for (state, n) in gauges.endpoints {
+            let _ = writeln!(out, "statussentry_endpoints{{state=\"{state}\"}} {n}");
+        }
+        if !gauges.monitors.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP statussentry_monitors Monitors, by status.\n# TYPE statussentry_monitors gauge"
+            );
+            for (status, n) in &gauges.monitors {
+                let _ = writeln!(out, "statussentry_monitors{{status=\"{status}\"}} {n}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_map_to_the_fixed_set() {
+        let m = Metrics::default();
+        let rows: [(Option<u16>, Option<&str>, &str); 9] = [
+            (Some(200), None, "success"),
+            (Some(302), Some("redirect"), "http_3xx"),
+            (Some(404), None, "http_4xx"),
+            (Some(503), None, "http_5xx"),
+            (None, Some("timeout"), "timeout"),
+            (None, Some("connection_refused"), "connect"),
+            (None, Some("dns"), "dns"),
+            (None, Some("blocked_address"), "blocked"),
+            (None, Some("invalid_response"), "other"),
+        ];
+        for (status, error, _) in rows {
+            m.delivery(status, error);
+        }
+        let text = m.render(&Gauges::default());
+        for (_, _, outcome) in rows {
+            assert!(
+                text.contains(&format!(
+                    "statussentry_delivery_requests_total{{outcome=\"{outcome}\"}} 1"
+                )),
+                "{outcome} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::new(&DURATION_BUCKETS);
+        h.observe(0.0005);
+        h.observe(0.003);
+        h.observe(20.0);
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.001\"} 1\n"));
+        assert!(out.contains("x_bucket{le=\"0.005\"} 2\n"));
+        assert!(out.contains("x_bucket{le=\"10\"} 2\n"));
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"));
+        assert!(out.contains("x_count 3\n"));
+    }
+}
