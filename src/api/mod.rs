@@ -3,6 +3,7 @@
 //! shape every refusal uses. Only this module knows tiny_http; handlers live beside it, one
 //! file per resource.
 
+mod assets;
 mod endpoints;
 mod events;
 mod fields;
@@ -219,10 +220,15 @@ fn answer(api: &Api, mut request: tiny_http::Request) {
         Err(e) => Reply::error(&e),
     };
     let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
-    let mut headers = vec![
-        ("Content-Type", reply.content_type.to_string()),
-        ("Cache-Control", "no-store".into()),
-    ];
+    let mut headers = vec![("Content-Type", reply.content_type.to_string())];
+    // API answers are never cached; the settings page's files say how they may be.
+    if !reply
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("cache-control"))
+    {
+        headers.push(("Cache-Control", "no-store".into()));
+    }
     headers.extend(reply.headers);
     for (name, value) in headers {
         if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
@@ -255,6 +261,9 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
     }
     if path == "/metrics" {
         return metrics(api, &method);
+    }
+    if assets::owns(&path) {
+        return Ok(assets::serve(&path, &method, &headers));
     }
     let Some(rest) =
         path.strip_prefix("/api/v1/")
