@@ -50,10 +50,8 @@ pub struct Delivery {
 
 #[derive(Debug, Clone)]
 pub struct Network {
-    pub allow_loopback: bool,
-    pub allow_private: bool,
-    pub deny: Vec<String>,
-    pub allow: Vec<String>,
+    /// The address policy built from `allow_loopback`, `allow_private`, `deny` and `allow`.
+    pub policy: crate::policy::Policy,
     pub ca_file: String,
     pub proxy: String,
 }
@@ -320,14 +318,38 @@ impl Config {
         }
 
         let n = raw.network;
+        let nets = |key: &'static str, list: Option<Vec<String>>| {
+            list.unwrap_or_default()
+                .iter()
+                .map(|s| {
+                    crate::policy::parse_net(s).ok_or_else(|| ConfigError::Invalid {
+                        key,
+                        expected: format!(
+                            "CIDRs such as \"10.0.0.0/8\" or \"fd00::/8\", got {s:?}"
+                        ),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
         let network = Network {
-            allow_loopback: n.allow_loopback.unwrap_or(true),
-            allow_private: n.allow_private.unwrap_or(true),
-            deny: n.deny.unwrap_or_default(),
-            allow: n.allow.unwrap_or_default(),
+            policy: crate::policy::Policy {
+                allow_loopback: n.allow_loopback.unwrap_or(true),
+                allow_private: n.allow_private.unwrap_or(true),
+                deny: nets("network.deny", n.deny)?,
+                allow: nets("network.allow", n.allow)?,
+            },
             ca_file: n.ca_file.unwrap_or_default(),
             proxy: n.proxy.unwrap_or_default(),
         };
+        if !network.proxy.is_empty() && ureq::Proxy::new(&network.proxy).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "network.proxy",
+                expected: format!(
+                    "a proxy URL such as \"http://proxy.internal:3128\", got {:?}",
+                    network.proxy
+                ),
+            });
+        }
 
         let monitors = Monitors {
             region: raw.monitors.region.unwrap_or_else(|| "local".into()),
@@ -356,8 +378,8 @@ impl Config {
         } else {
             "\"********\"".to_string()
         };
-        let list = |v: &[String]| {
-            let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+        let list = |v: &[ipnet::IpNet]| {
+            let items: Vec<String> = v.iter().map(|s| format!("\"{s}\"")).collect();
             format!("[{}]", items.join(", "))
         };
         let d = &self.delivery;
@@ -383,10 +405,10 @@ impl Config {
             humantime::format_duration(d.disable_after),
             d.batch_max,
             humantime::format_duration(d.batch_window),
-            self.network.allow_loopback,
-            self.network.allow_private,
-            list(&self.network.deny),
-            list(&self.network.allow),
+            self.network.policy.allow_loopback,
+            self.network.policy.allow_private,
+            list(&self.network.policy.deny),
+            list(&self.network.policy.allow),
             self.network.ca_file,
             mask_proxy(&self.network.proxy),
             self.monitors.region,
@@ -442,7 +464,7 @@ mod tests {
         assert_eq!(c.delivery.disable_after, Duration::from_secs(120 * 3600));
         assert_eq!(c.delivery.batch_max, 100);
         assert_eq!(c.delivery.batch_window, Duration::from_secs(5));
-        assert!(c.network.allow_loopback && c.network.allow_private);
+        assert!(c.network.policy.allow_loopback && c.network.policy.allow_private);
         assert_eq!(c.monitors.region, "local");
         assert_eq!(c.monitors.checkers, 4);
     }
@@ -463,6 +485,9 @@ mod tests {
             ),
             ("[storage]\nretention_days = 0", "storage.retention_days"),
             ("[server]\nadmin_token = \"short\"", "server.admin_token"),
+            ("[network]\ndeny = [\"10.0.0.0/99\"]", "network.deny"),
+            ("[network]\nallow = [\"nope\"]", "network.allow"),
+            ("[network]\nproxy = \"::not a url::\"", "network.proxy"),
         ];
         for (text, key) in rows {
             let err = load(text).expect_err(text);

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::event::EventType;
+use crate::policy::Policy;
 
 /// The largest `batch_max` an endpoint may have.
 pub const MAX_BATCH: u32 = 1000;
@@ -14,9 +15,9 @@ pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(3600);
 pub const MAX_URL_LEN: usize = 2048;
 
 /// Checks an endpoint URL: `http` or `https`, at most 2048 bytes, a host, no credentials, and
-/// not an IP literal that is never reachable for webhooks (link-local such as cloud metadata,
-/// unspecified, multicast, broadcast). Host names are judged at connection time instead.
-pub fn validate_url(url: &str) -> Result<(), String> {
+/// not an IP literal that the outbound policy refuses. Host names are judged at every
+/// connection instead, since what they resolve to can change.
+pub fn validate_url(url: &str, policy: &Policy) -> Result<(), String> {
     if url.len() > MAX_URL_LEN {
         return Err(format!("url must be at most {MAX_URL_LEN} bytes"));
     }
@@ -42,31 +43,13 @@ pub fn validate_url(url: &str) -> Result<(), String> {
     }
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = literal.parse::<IpAddr>()
-        && let Some(why) = never_allowed(ip)
+        && let Err(why) = policy.check(ip)
     {
         return Err(format!(
-            "url points at a {why} address, which webhooks may not reach"
+            "url points at a {why} address, which the outbound policy refuses"
         ));
     }
     Ok(())
-}
-
-/// Addresses that no configuration may open up for webhooks, with a name for the message.
-pub fn never_allowed(ip: IpAddr) -> Option<&'static str> {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
-        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("unspecified"),
-        IpAddr::V4(v4) if v4.is_multicast() => Some("multicast"),
-        IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast"),
-        IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified"),
-        IpAddr::V6(v6) if v6.is_multicast() => Some("multicast"),
-        IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
-        _ => None,
-    }
 }
 
 /// Checks an event-type filter; returns it without duplicates, in the given order.

@@ -13,6 +13,7 @@ mod id;
 mod intake;
 mod metrics;
 mod net;
+mod policy;
 mod retention;
 mod secret;
 mod serve;

@@ -2,12 +2,20 @@
 //! names under which transport errors are recorded. Only this module and the delivery worker
 //! know ureq.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
+use ureq::http::Uri;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, parse_pem};
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
 use crate::config::{Delivery, Network};
+use crate::policy::{self, Policy};
 
 /// The one agent all outbound requests share: explicit timeouts, no redirects, status
-/// codes as data, no proxy from the environment.
+/// codes as data, no proxy from the environment, the system's trust roots plus `ca_file`,
+/// and every resolved address checked against the outbound policy before connecting.
 pub fn agent(delivery: &Delivery, network: &Network) -> Result<ureq::Agent, String> {
     let proxy = if network.proxy.is_empty() {
         None
@@ -27,8 +35,107 @@ pub fn agent(delivery: &Delivery, network: &Network) -> Result<ureq::Agent, Stri
         .max_idle_connections(512)
         .max_idle_connections_per_host(128)
         .max_idle_age(Duration::from_secs(30))
+        .tls_config(tls_config(&network.ca_file)?)
         .build();
-    Ok(config.new_agent())
+    Ok(ureq::Agent::with_parts(
+        config,
+        DefaultConnector::default(),
+        PolicyResolver {
+            policy: network.policy.clone(),
+        },
+    ))
+}
+
+/// Where Debian, Ubuntu and most distributions keep the system's trust roots as one file.
+const SYSTEM_ROOTS: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system's trust roots plus `ca_file`; Mozilla's roots (bundled) when neither exists.
+fn tls_config(ca_file: &str) -> Result<TlsConfig, String> {
+    let mut certs: Vec<Certificate<'static>> = Vec::new();
+    if let Some(bundle) = SYSTEM_ROOTS.iter().find_map(|p| std::fs::read(p).ok()) {
+        certs.extend(pem_certificates(&bundle));
+    }
+    if !ca_file.is_empty() {
+        let pem = std::fs::read(ca_file)
+            .map_err(|e| format!("cannot read network.ca_file {ca_file}: {e}"))?;
+        let extra = pem_certificates(&pem);
+        if extra.is_empty() {
+            return Err(format!(
+                "network.ca_file {ca_file} holds no PEM certificate"
+            ));
+        }
+        if certs.is_empty() {
+            log::warn!(
+                "no system trust roots found; only network.ca_file's certificates are trusted"
+            );
+        }
+        certs.extend(extra);
+    }
+    let roots = if certs.is_empty() {
+        RootCerts::WebPki
+    } else {
+        RootCerts::new_with_certs(&certs)
+    };
+    Ok(TlsConfig::builder().root_certs(roots).build())
+}
+
+fn pem_certificates(pem: &[u8]) -> Vec<Certificate<'static>> {
+    parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An address the outbound policy refuses; recorded as the attempt error `blocked_address`.
+#[derive(Debug)]
+pub struct BlockedAddress {
+    pub ip: IpAddr,
+    pub why: policy::Refusal,
+}
+
+impl std::fmt::Display for BlockedAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is a {} address, refused by the outbound policy",
+            self.ip, self.why
+        )
+    }
+}
+
+impl std::error::Error for BlockedAddress {}
+
+/// Resolves as ureq would, then refuses the host if any of its addresses is refused, and
+/// hands ureq only the checked addresses, so DNS cannot change between check and connect.
+#[derive(Debug)]
+struct PolicyResolver {
+    policy: Policy,
+}
+
+impl Resolver for PolicyResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let addrs = DefaultResolver::default().resolve(uri, config, timeout)?;
+        for addr in addrs.iter() {
+            if let Err(why) = self.policy.check(addr.ip()) {
+                return Err(ureq::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    BlockedAddress { ip: addr.ip(), why },
+                )));
+            }
+        }
+        Ok(addrs)
+    }
 }
 
 /// The attempt-log name of a transport error (SPEC 4.5).
@@ -39,6 +146,12 @@ pub fn error_kind(err: &ureq::Error) -> &'static str {
         ureq::Error::HostNotFound => "dns",
         ureq::Error::ConnectionFailed => "connection_refused",
         ureq::Error::Io(e) => match e.kind() {
+            K::PermissionDenied
+                if e.get_ref()
+                    .is_some_and(|inner| inner.is::<BlockedAddress>()) =>
+            {
+                "blocked_address"
+            }
             K::ConnectionRefused => "connection_refused",
             K::TimedOut | K::WouldBlock => "timeout",
             K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {

@@ -81,7 +81,7 @@ fn event_types(obj: &Object) -> Result<Option<Vec<String>>> {
     }
 }
 
-fn url(obj: &Object, required: bool) -> Result<Option<String>> {
+fn url(api: &Api, obj: &Object, required: bool) -> Result<Option<String>> {
     let url = if required {
         Some(fields::required_string(obj, "url")?)
     } else {
@@ -89,7 +89,8 @@ fn url(obj: &Object, required: bool) -> Result<Option<String>> {
     };
     match url {
         Some(u) => {
-            endpoint::validate_url(u).map_err(|m| ApiError::field("url", m))?;
+            endpoint::validate_url(u, &api.config.network.policy)
+                .map_err(|m| ApiError::field("url", m))?;
             Ok(Some(u.to_string()))
         }
         None => Ok(None),
@@ -133,7 +134,7 @@ pub fn create(api: &Api, req: &Req) -> Result<Reply> {
             "secret",
         ],
     )?;
-    let url = url(obj, true)?.unwrap_or_default();
+    let url = url(api, obj, true)?.unwrap_or_default();
     let description = description(obj)?.unwrap_or_default();
     let event_types = event_types(obj)?.unwrap_or_default();
     let enabled = fields::boolean(obj, "enabled")?.unwrap_or(true);
@@ -204,7 +205,7 @@ pub fn patch(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     )?;
     let (batch_max, batch_window_ms) = batch_settings(obj)?;
     let patch = EndpointPatch {
-        url: url(obj, false)?,
+        url: url(api, obj, false)?,
         description: description(obj)?,
         event_types: event_types(obj)?,
         enabled: fields::boolean(obj, "enabled")?,

@@ -24,8 +24,12 @@ const IDLE_WAIT: Duration = Duration::from_secs(60);
 struct Slot {
     ep: DispatchEndpoint,
     in_flight: bool,
-    /// When the last request to this endpoint started, ms since the epoch.
-    last_start: i64,
+    /// When the last request to this endpoint ended, ms since the epoch. The window is counted
+    /// from here rather than from the start: the receiver may see a request later than we
+    /// start it (a new connection, a slow network), but never after its answer, so counting
+    /// from the answer guarantees starts at least `batch_window` apart as the receiver sees
+    /// them.
+    last_end: i64,
     /// The queue may hold pending messages; cleared when a read finds none.
     pending: bool,
     /// When the earliest parked message is due, ms since the epoch.
@@ -38,7 +42,7 @@ impl Slot {
         Slot {
             ep,
             in_flight: false,
-            last_start: i64::MIN / 2,
+            last_end: i64::MIN / 2,
             pending: true,
             parked_due: None,
             parked_stale: true,
@@ -211,7 +215,7 @@ impl Dispatcher {
                 .ep
                 .backoff_until
                 .unwrap_or(i64::MIN)
-                .max(slot.last_start.saturating_add(slot.ep.batch_window_ms));
+                .max(slot.last_end.saturating_add(slot.ep.batch_window_ms));
             let parked_ready = slot.parked_due.map(|due| due.max(ready_at));
             let at = if slot.pending {
                 ready_at.min(parked_ready.unwrap_or(i64::MAX))
@@ -252,7 +256,6 @@ impl Dispatcher {
             };
             let job = build_job(&slot.ep, messages, now);
             slot.in_flight = true;
-            slot.last_start = now;
             if self.jobs.send(job).is_ok() {
                 self.in_flight += 1;
             } else {
@@ -267,10 +270,11 @@ impl Dispatcher {
     fn finish(&mut self, sent: Sent) -> Option<RequestOutcome> {
         self.in_flight = self.in_flight.saturating_sub(1);
         let slot = self.slots.get_mut(&sent.job.endpoint_seq)?;
-        slot.in_flight = false;
         let cfg = &self.config;
         let duration_ms = sent.duration.as_millis() as i64;
         let now = sent.at + duration_ms;
+        slot.in_flight = false;
+        slot.last_end = now;
         let (status, retry_after, body, error) = match &sent.result {
             Ok(r) => {
                 let retry_after = r
