@@ -95,13 +95,14 @@ mod tests {
             ("http:///nohost", false),
             (&long, false),
         ];
+        let policy = Policy {
+            allow_loopback: true,
+            allow_private: true,
+            ..Policy::default()
+        };
         for (url, ok) in rows {
-            assert_eq!(
-                validate_url(url).is_ok(),
-                ok,
-                "{url}: {:?}",
-                validate_url(url)
-            );
+            let result = validate_url(url, &policy);
+            assert_eq!(result.is_ok(), ok, "{url}: {result:?}");
         }
     }
 
