@@ -275,6 +275,7 @@
     }
     // Dropping the cards drops every secret shown on them.
     cards.clear();
+    $("endpoint-form").reset();
     $("endpoints").replaceChildren();
     clearErrors($("app"));
     $("app").hidden = true;
@@ -402,7 +403,6 @@
       reveal: q(".reveal"),
       copy: q(".copy"),
       rotate: q(".rotate"),
-      secretLoaded: false,
       testForm: q(".test-form"),
       testType: q(".test-type"),
       testStatus: q(".test-status"),
@@ -657,18 +657,16 @@
 
   function showSecret(card, secret, notice) {
     card.secret.value = secret;
-    card.secretLoaded = true;
     setMasked(card, true);
     card.secretNotice.textContent = notice;
     card.secretNotice.hidden = false;
     card.secretBox.classList.add("fresh");
   }
 
+  // Asked afresh each time, so that a secret rotated elsewhere is never shown stale.
   async function loadSecret(card) {
-    if (card.secretLoaded) return;
     const answer = await call("GET", `/api/v1/endpoints/${encodeURIComponent(card.id)}/secret`);
     card.secret.value = answer.secret;
-    card.secretLoaded = true;
   }
 
   async function toggleReveal(card) {
@@ -688,7 +686,7 @@
     hideError(card.secretError);
     setStatus(card.secretStatus, "");
     await busy(card.copy, async () => {
-      await loadSecret(card);
+      if (!card.secret.value) await loadSecret(card);
       if (await copyText(card.secret.value)) {
         setStatus(card.secretStatus, "Secret copied to the clipboard.");
       } else {

@@ -222,6 +222,10 @@ async function textOf(locator, pattern, what) {
   });
 }
 
+function attribute(locator, name, value) {
+  return until(`${name}="${value}"`, async () => (await locator.getAttribute(name)) === value);
+}
+
 function waitHits(n) {
   return until(`${n} request(s) at the receiver`, () => receiver.hits.length >= n && receiver.hits);
 }
@@ -372,13 +376,17 @@ test("settings page in Chromium", async (t) => {
     const input = card().getByLabel("Signing secret");
     assert.equal(await input.getAttribute("type"), "password");
     await card().getByRole("button", { name: "Reveal" }).click();
-    assert.equal(await input.getAttribute("type"), "text");
+    await attribute(input, "type", "text");
     secret = await input.inputValue();
     assert.match(secret, /^whsec_[A-Za-z0-9+/]{32}$/);
     const api = await apiCall("GET", `/api/v1/endpoints/${endpointId}/secret`);
     assert.equal(api.json.secret, secret);
     await card().getByRole("button", { name: "Hide" }).click();
-    assert.equal(await input.getAttribute("type"), "password");
+    await attribute(input, "type", "password");
+    await browser.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.base });
+    await card().getByRole("button", { name: "Copy" }).click();
+    await textOf(card().locator(".secret-status"), /copied/, "the copy confirmation");
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
   });
 
   await step("a test event reaches the receiver and its attempt appears", async () => {
@@ -420,6 +428,7 @@ test("settings page in Chromium", async (t) => {
     const input = card().getByLabel("Signing secret");
     assert.equal(await input.getAttribute("type"), "password");
     await card().getByRole("button", { name: "Reveal" }).click();
+    await attribute(input, "type", "text");
     const rotated = await input.inputValue();
     assert.notEqual(rotated, secret);
     assert.match(rotated, /^whsec_[A-Za-z0-9+/]{32}$/);
