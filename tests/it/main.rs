@@ -1,0 +1,8 @@
+//! Integration tests: the real `statussentry` binary on port 0, a temp database and
+//! loopback receivers. Nothing here reaches outside the machine, and nothing here knows the
+//! binary's internals; every check goes through the contract in SPEC.md.
+
+mod api;
+mod assets;
+mod delivery;
+mod harness;
