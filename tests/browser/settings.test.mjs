@@ -370,6 +370,11 @@ test("settings page in Chromium", async (t) => {
     endpointId = ep.id;
     assert.equal(await card().locator(".id").textContent(), endpointId);
     assert.match(await card().locator(".state").textContent(), /^Enabled$/);
+    // Every control on the page, the dialogs' included, has a label.
+    const unlabelled = await page.evaluate(() => [...document.querySelectorAll("input, select, textarea")]
+      .filter((e) => e.labels.length === 0 && !e.getAttribute("aria-label"))
+      .map((e) => e.outerHTML));
+    assert.deepEqual(unlabelled, []);
   });
 
   await step("the secret is masked, revealed and matches the API", async () => {
