@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Threads answering the admin API.
-const API_THREADS: usize = 16;
+const API_THREADS: usize = 32;
 
 const TOKEN_HASH_KEY: &str = "admin_token_sha256";
 

@@ -4,7 +4,7 @@
 //! finished request before it forms the next one, so a message is never sent twice except
 //! across a crash.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,8 +30,20 @@ struct Slot {
     /// from the answer guarantees starts at least `batch_window` apart as the receiver sees
     /// them.
     last_end: i64,
-    /// The queue may hold pending messages; cleared when a read finds none.
-    pending: bool,
+    /// Pending messages read from the store, oldest first, neither in flight nor finished.
+    queue: VecDeque<QueuedMessage>,
+    /// The highest message seq read into `queue`; new messages are read after it, and those
+    /// were never sent by this process, so their stored state is the truth even while
+    /// outcomes wait to be recorded.
+    loaded_through: i64,
+    /// The store may hold pending messages after `loaded_through`.
+    more: bool,
+    /// An outcome of this endpoint is decided but not yet recorded: reads whose answer depends
+    /// on recorded outcomes (parked messages, a reload) wait until it is.
+    unrecorded: bool,
+    /// The endpoint or its queue changed in the store (an API action, a failed record):
+    /// re-read both once nothing is unrecorded.
+    stale: bool,
     /// When the earliest parked message is due, ms since the epoch.
     parked_due: Option<i64>,
     parked_stale: bool,
@@ -43,12 +55,19 @@ impl Slot {
             ep,
             in_flight: false,
             last_end: i64::MIN / 2,
-            pending: true,
+            queue: VecDeque::new(),
+            loaded_through: 0,
+            more: true,
+            unrecorded: false,
+            stale: false,
             parked_due: None,
             parked_stale: true,
         }
     }
 }
+
+/// Pending messages read from the store at a time, at least; more when `batch_max` is larger.
+const READ_AHEAD: i64 = 32;
 
 pub(super) struct Dispatcher {
     store: Arc<Store>,
@@ -97,15 +116,24 @@ impl Dispatcher {
         let mut stopping: Option<Instant> = None;
         let mut outcomes = Vec::new();
         loop {
+            // Send what memory allows first, so the next request is on the wire while the
+            // last outcomes are written; then record, and go round again for what needed them.
             let next = match stopping {
                 None => self.dispatch_ready(),
                 Some(deadline) => {
                     if self.in_flight == 0 || Instant::now() >= deadline {
+                        if !outcomes.is_empty() {
+                            self.record(&mut outcomes);
+                        }
                         break;
                     }
                     Some(deadline)
                 }
             };
+            if !outcomes.is_empty() {
+                self.record(&mut outcomes);
+                continue;
+            }
             let timeout = next.map_or(IDLE_WAIT, |at| at.saturating_duration_since(Instant::now()));
             select! {
                 recv(self.commands) -> cmd => match cmd {
@@ -126,20 +154,6 @@ impl Dispatcher {
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd, &mut stopping);
             }
-            if !outcomes.is_empty() {
-                if let Err(e) = self.store.record(&outcomes) {
-                    // The messages stay as they were in the store and will be sent again:
-                    // a duplicate, never a loss.
-                    log::error!("cannot record {} delivery outcomes: {e}", outcomes.len());
-                    for o in &outcomes {
-                        if let Some(slot) = self.slots.get_mut(&o.endpoint_seq) {
-                            slot.pending = true;
-                            slot.parked_stale = true;
-                        }
-                    }
-                }
-                outcomes.clear();
-            }
         }
         if self.in_flight > 0 {
             log::warn!(
@@ -149,17 +163,38 @@ impl Dispatcher {
         }
     }
 
+    fn record(&mut self, outcomes: &mut Vec<RequestOutcome>) {
+        let result = self.store.record(outcomes);
+        for o in outcomes.iter() {
+            if let Some(slot) = self.slots.get_mut(&o.endpoint_seq) {
+                slot.unrecorded = false;
+                if result.is_err() {
+                    // The store still holds the messages as they were, so re-read them:
+                    // they go out again, a duplicate but never a loss.
+                    slot.stale = true;
+                }
+            }
+        }
+        if let Err(e) = result {
+            log::error!("cannot record {} delivery outcomes: {e}", outcomes.len());
+        }
+        outcomes.clear();
+    }
+
     fn command(&mut self, cmd: Command, stopping: &mut Option<Instant>) {
         match cmd {
             Command::Wake(seqs) => {
                 for seq in seqs {
                     match self.slots.get_mut(&seq) {
-                        Some(slot) => slot.pending = true,
-                        None => self.reload(seq),
+                        Some(slot) => slot.more = true,
+                        None => self.add(seq),
                     }
                 }
             }
-            Command::Changed(seq) => self.reload(seq),
+            Command::Changed(seq) => match self.slots.get_mut(&seq) {
+                Some(slot) => slot.stale = true,
+                None => self.add(seq),
+            },
             Command::Shutdown => {
                 if stopping.is_none() {
                     *stopping = Some(Instant::now() + self.shutdown_timeout);
@@ -168,22 +203,14 @@ impl Dispatcher {
         }
     }
 
-    fn reload(&mut self, seq: i64) {
+    /// Starts tracking an endpoint created after the dispatcher started.
+    fn add(&mut self, seq: i64) {
         match self.store.dispatch_endpoint(seq, now_ms()) {
-            Ok(Some(ep)) => match self.slots.get_mut(&seq) {
-                Some(slot) => {
-                    slot.ep = ep;
-                    slot.pending = true;
-                    slot.parked_stale = true;
-                }
-                None => {
-                    self.slots.insert(seq, Slot::new(ep));
-                }
-            },
-            Ok(None) => {
-                self.slots.remove(&seq);
+            Ok(Some(ep)) => {
+                self.slots.insert(seq, Slot::new(ep));
             }
-            Err(e) => log::error!("dispatcher cannot reload an endpoint: {e}"),
+            Ok(None) => {}
+            Err(e) => log::error!("dispatcher cannot read a new endpoint: {e}"),
         }
     }
 
@@ -193,13 +220,23 @@ impl Dispatcher {
         let mut next: Option<i64> = None;
         let seqs: Vec<i64> = self.slots.keys().copied().collect();
         for seq in seqs {
+            // A reload reads every pending message again, so it waits until nothing of this
+            // endpoint is in flight or unrecorded: then the store is the whole truth.
+            if self
+                .slots
+                .get(&seq)
+                .is_some_and(|s| s.stale && !s.unrecorded && !s.in_flight)
+                && !self.refresh(seq, now)
+            {
+                continue;
+            }
             let Some(slot) = self.slots.get_mut(&seq) else {
                 continue;
             };
             if !slot.ep.enabled || slot.in_flight {
                 continue;
             }
-            if slot.parked_stale {
+            if slot.parked_stale && !slot.unrecorded {
                 match self.store.next_parked(seq) {
                     Ok(p) => {
                         slot.parked_due = p.map(|(_, due)| due);
@@ -208,8 +245,22 @@ impl Dispatcher {
                     Err(e) => log::error!("dispatcher cannot read parked messages: {e}"),
                 }
             }
-            if !slot.pending && slot.parked_due.is_none() {
-                continue;
+            let want = slot.ep.batch_max.max(1) as usize;
+            while slot.more && slot.queue.len() < want {
+                let ask = (want as i64).max(READ_AHEAD);
+                match self.store.pending_after(seq, slot.loaded_through, ask) {
+                    Ok(messages) => {
+                        slot.more = messages.len() as i64 == ask;
+                        if let Some(last) = messages.last() {
+                            slot.loaded_through = last.seq;
+                        }
+                        slot.queue.extend(messages);
+                    }
+                    Err(e) => {
+                        log::error!("dispatcher cannot read the queue: {e}");
+                        break;
+                    }
+                }
             }
             let ready_at = slot
                 .ep
@@ -217,16 +268,19 @@ impl Dispatcher {
                 .unwrap_or(i64::MIN)
                 .max(slot.last_end.saturating_add(slot.ep.batch_window_ms));
             let parked_ready = slot.parked_due.map(|due| due.max(ready_at));
-            let at = if slot.pending {
-                ready_at.min(parked_ready.unwrap_or(i64::MAX))
-            } else {
+            let at = if slot.queue.is_empty() {
                 parked_ready.unwrap_or(i64::MAX)
+            } else {
+                ready_at.min(parked_ready.unwrap_or(i64::MAX))
             };
+            if at == i64::MAX {
+                continue;
+            }
             if at > now {
                 next = Some(next.map_or(at, |n| n.min(at)));
                 continue;
             }
-            let messages = if parked_ready.is_some_and(|p| p <= now) {
+            let messages = if parked_ready.is_some_and(|p| p <= now) && !slot.unrecorded {
                 match self.store.next_parked(seq) {
                     Ok(Some((m, _))) => vec![m],
                     Ok(None) => {
@@ -238,31 +292,49 @@ impl Dispatcher {
                         continue;
                     }
                 }
+            } else if !slot.queue.is_empty() {
+                let n = want.min(slot.queue.len());
+                slot.queue.drain(..n).collect()
             } else {
-                match self.store.pending(seq, slot.ep.batch_max.max(1)) {
-                    Ok(m) if m.is_empty() => {
-                        slot.pending = false;
-                        if let Some(p) = parked_ready {
-                            next = Some(next.map_or(p, |n| n.min(p)));
-                        }
-                        continue;
-                    }
-                    Ok(m) => m,
-                    Err(e) => {
-                        log::error!("dispatcher cannot read the queue: {e}");
-                        continue;
-                    }
-                }
+                continue;
             };
             let job = build_job(&slot.ep, messages, now);
             slot.in_flight = true;
-            if self.jobs.send(job).is_ok() {
-                self.in_flight += 1;
-            } else {
-                slot.in_flight = false;
+            match self.jobs.send(job) {
+                Ok(()) => self.in_flight += 1,
+                Err(_) => {
+                    slot.in_flight = false;
+                    slot.stale = true;
+                }
             }
         }
         next.map(|at| Instant::now() + Duration::from_millis((at - now).max(0) as u64))
+    }
+
+    /// Re-reads an endpoint and its queue after the store changed under it; false when the
+    /// endpoint is gone or cannot be read now.
+    fn refresh(&mut self, seq: i64, now: i64) -> bool {
+        let ep = match self.store.dispatch_endpoint(seq, now) {
+            Ok(Some(ep)) => ep,
+            Ok(None) => {
+                self.slots.remove(&seq);
+                return false;
+            }
+            Err(e) => {
+                log::error!("dispatcher cannot reload an endpoint: {e}");
+                return false;
+            }
+        };
+        let Some(slot) = self.slots.get_mut(&seq) else {
+            return false;
+        };
+        slot.ep = ep;
+        slot.stale = false;
+        slot.queue.clear();
+        slot.loaded_through = 0;
+        slot.more = true;
+        slot.parked_stale = true;
+        true
     }
 
     /// Decides what a finished request means, updates the endpoint's slot and returns what to
@@ -387,6 +459,7 @@ impl Dispatcher {
             }
         };
         let mut messages = Vec::with_capacity(verdicts.len());
+        let mut requeue = Vec::new();
         for (m, v) in sent.job.messages.iter().zip(verdicts) {
             match v {
                 Verdict::Failed => log::warn!(
@@ -408,8 +481,18 @@ impl Dispatcher {
             if m.parked || matches!(v, Verdict::Parked { .. }) {
                 slot.parked_stale = true;
             }
+            if v == Verdict::Pending && !m.parked {
+                // Still the oldest: it goes first again, with this attempt counted.
+                let mut again = m.clone();
+                again.attempts += 1;
+                requeue.push(again);
+            }
             messages.push((m.seq, m.attempts + 1, v));
         }
+        for m in requeue.into_iter().rev() {
+            slot.queue.push_front(m);
+        }
+        slot.unrecorded = true;
         Some(RequestOutcome {
             endpoint_seq: ep.seq,
             at: sent.at,

@@ -139,14 +139,20 @@ impl Store {
         })
     }
 
-    /// The oldest pending messages of an endpoint, in acceptance order.
-    pub fn pending(&self, endpoint_seq: i64, limit: i64) -> Result<Vec<QueuedMessage>> {
+    /// The oldest pending messages of an endpoint after message `after`, in acceptance order.
+    pub fn pending_after(
+        &self,
+        endpoint_seq: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<QueuedMessage>> {
         self.read(|c| {
             let sql = format!(
-                "{QUEUED_COLUMNS} {QUEUED_FROM} WHERE m.endpoint_seq = ?1 AND m.status = 'pending' ORDER BY m.seq LIMIT ?2"
+                "{QUEUED_COLUMNS} {QUEUED_FROM}
+                 WHERE m.endpoint_seq = ?1 AND m.status = 'pending' AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"
             );
             let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![endpoint_seq, limit], queued_row)?;
+            let rows = stmt.query_map(params![endpoint_seq, after, limit], queued_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
