@@ -6,3 +6,4 @@ mod api;
 mod assets;
 mod delivery;
 mod harness;
+mod ops;
