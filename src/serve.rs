@@ -39,6 +39,8 @@ pub fn run(config: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::default());
     let (dispatcher, dispatcher_thread) =
         crate::delivery::start(store.clone(), &config, metrics.clone())?;
+    let (monitors, monitors_thread) =
+        crate::monitor::start(store.clone(), &config, dispatcher.clone(), metrics.clone())?;
     let (intake, intake_thread) = Intake::start(store.clone(), dispatcher.clone(), metrics.clone())
         .map_err(|e| format!("cannot start intake: {e}"))?;
     let (stop_retention, retention_stop) = crossbeam_channel::bounded(1);
@@ -49,6 +51,7 @@ pub fn run(config: Config) -> Result<(), String> {
         store.clone(),
         intake,
         dispatcher.clone(),
+        monitors.clone(),
         config.clone(),
         token_hash,
         metrics,
@@ -74,6 +77,9 @@ pub fn run(config: Config) -> Result<(), String> {
     for t in api_threads {
         let _ = t.join();
     }
+    // Checks in flight are abandoned; a check not recorded changes nothing.
+    monitors.shutdown();
+    let _ = monitors_thread.join();
     // Closing the listener refuses new connections; the intake ends once the last handle
     // to it is gone, after writing what it holds.
     drop(server);

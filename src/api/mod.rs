@@ -4,9 +4,12 @@
 //! file per resource.
 
 mod assets;
+mod components;
 mod endpoints;
 mod events;
 mod fields;
+mod incidents;
+mod monitors;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ pub struct Api {
     pub store: Arc<Store>,
     pub intake: Intake,
     pub dispatcher: delivery::Handle,
+    pub monitors: crate::monitor::Handle,
     pub config: Config,
     /// SHA-256 of the admin token.
     pub token_hash: [u8; 32],
@@ -38,6 +42,7 @@ impl Api {
         store: Arc<Store>,
         intake: Intake,
         dispatcher: delivery::Handle,
+        monitors: crate::monitor::Handle,
         config: Config,
         token_hash: [u8; 32],
         metrics: Arc<Metrics>,
@@ -46,6 +51,7 @@ impl Api {
             store,
             intake,
             dispatcher,
+            monitors,
             config,
             token_hash,
             metrics,
@@ -450,6 +456,29 @@ fn route(api: &Api, req: &Req) -> Result<Reply> {
         (["messages"], _) => allow("GET"),
         (["messages", id, "retry"], "POST") => events::retry_message(api, id),
         (["messages", _, "retry"], _) => allow("POST"),
+        (["components"], "GET") => components::list(api, req),
+        (["components"], "POST") => components::create(api, req),
+        (["components"], _) => allow("GET, POST"),
+        (["components", id], "GET") => components::get(api, id),
+        (["components", id], "PATCH") => components::patch(api, id, req),
+        (["components", id], "DELETE") => components::delete(api, id),
+        (["components", _], _) => allow("GET, PATCH, DELETE"),
+        (["incidents"], "GET") => incidents::list(api, req),
+        (["incidents"], "POST") => incidents::create(api, req),
+        (["incidents"], _) => allow("GET, POST"),
+        (["incidents", id], "GET") => incidents::get(api, id),
+        (["incidents", id], "PATCH") => incidents::patch(api, id, req),
+        (["incidents", _], _) => allow("GET, PATCH"),
+        (["monitors"], "GET") => monitors::list(api, req),
+        (["monitors"], "POST") => monitors::create(api, req),
+        (["monitors"], _) => allow("GET, POST"),
+        (["monitors", id], "GET") => monitors::get(api, id),
+        (["monitors", id], "PATCH") => monitors::patch(api, id, req),
+        (["monitors", id], "DELETE") => monitors::delete(api, id),
+        (["monitors", _], _) => allow("GET, PATCH, DELETE"),
+        (["monitors", id, "checks"], "GET") => monitors::checks(api, id, req),
+        (["monitors", id, "sla"], "GET") => monitors::sla(api, id),
+        (["monitors", _, "checks" | "sla"], _) => allow("GET"),
         _ => Err(ApiError::new(
             404,
             "not_found",

@@ -8,6 +8,7 @@
 
 mod queue;
 mod schema;
+mod sources;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -19,6 +20,10 @@ use rusqlite::{
 use serde_json::Value;
 
 pub use queue::{DispatchEndpoint, QueuedMessage, RequestOutcome, Verdict};
+pub use sources::{
+    CheckContext, CheckRow, ComponentInput, ComponentRef, ComponentRow, Emitted, IncidentPatch,
+    IncidentRow, MonitorPatch, MonitorRow, MonitorSettings, NewIncident, Refusal,
+};
 
 /// Why the store could not do what was asked.
 #[derive(Debug)]
@@ -220,6 +225,7 @@ impl Store {
                 ("backing_off", backing_off),
                 ("disabled", disabled),
             ];
+            g.monitors = sources::monitor_counts(c)?;
             Ok(g)
         })
     }

@@ -94,6 +94,88 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX idempotency_by_time ON idempotency_keys(created_at);
     "#,
+    // 2: event sources: components, incidents, monitors and their check history.
+    r#"
+    CREATE TABLE components (
+        seq        INTEGER PRIMARY KEY,
+        id         TEXT NOT NULL UNIQUE,
+        name       TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE incidents (
+        seq         INTEGER PRIMARY KEY,
+        id          TEXT NOT NULL UNIQUE,
+        title       TEXT NOT NULL,
+        status      TEXT NOT NULL,              -- investigating, identified, monitoring, resolved
+        severity    TEXT NOT NULL,
+        components  TEXT NOT NULL,              -- JSON [{id, name, status}], as events carry it
+        source      TEXT NOT NULL,              -- manual, monitor
+        monitor_id  TEXT,
+        started_at  INTEGER NOT NULL,           -- ms
+        resolved_at INTEGER,                    -- ms
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE INDEX incidents_by_status ON incidents(status, seq);
+
+    -- AUTOINCREMENT: a deleted monitor's seq is never reused, so a check still in flight
+    -- for it can never land on a new monitor.
+    CREATE TABLE monitors (
+        seq                   INTEGER PRIMARY KEY AUTOINCREMENT,
+        id                    TEXT NOT NULL UNIQUE,
+        name                  TEXT NOT NULL,
+        url                   TEXT NOT NULL,
+        method                TEXT NOT NULL,
+        interval_ms           INTEGER NOT NULL,
+        timeout_ms            INTEGER NOT NULL,
+        expected_status       TEXT NOT NULL,
+        failures_before_down  INTEGER NOT NULL,
+        successes_before_up   INTEGER NOT NULL,
+        component_id          TEXT,
+        auto_incident         INTEGER NOT NULL,
+        severity              TEXT NOT NULL,
+        sla_target            REAL,
+        sla_window_days       REAL NOT NULL,
+        enabled               INTEGER NOT NULL,
+        status                TEXT NOT NULL DEFAULT 'UP',
+        consecutive_failures  INTEGER NOT NULL DEFAULT 0,
+        consecutive_successes INTEGER NOT NULL DEFAULT 0,
+        incident_id           TEXT,             -- the open incident this monitor opened
+        sla_armed             INTEGER NOT NULL DEFAULT 1,
+        sla_false_since       INTEGER,          -- ms; disarmed and the condition false since
+        last_checked_at       INTEGER,          -- ms
+        created_at            INTEGER NOT NULL,
+        updated_at            INTEGER NOT NULL
+    );
+    CREATE INDEX monitors_by_component ON monitors(component_id);
+
+    -- Raw checks of the last six hours; older ones are folded into check_minutes.
+    CREATE TABLE checks (
+        seq              INTEGER PRIMARY KEY,
+        monitor_seq      INTEGER NOT NULL REFERENCES monitors(seq) ON DELETE CASCADE,
+        at               INTEGER NOT NULL,      -- ms, when the check started
+        ok               INTEGER NOT NULL,
+        status_code      INTEGER,
+        response_time_ms INTEGER NOT NULL,
+        first_byte_ms    INTEGER,
+        error            TEXT,
+        interval_ms      INTEGER NOT NULL       -- the error budget a failure spends
+    );
+    CREATE INDEX checks_by_time ON checks(monitor_seq, at, ok, interval_ms);
+    CREATE INDEX checks_by_seq ON checks(monitor_seq, seq);
+
+    CREATE TABLE check_minutes (
+        monitor_seq INTEGER NOT NULL REFERENCES monitors(seq) ON DELETE CASCADE,
+        minute      INTEGER NOT NULL,           -- ms at the minute's start
+        checks      INTEGER NOT NULL,
+        failures    INTEGER NOT NULL,
+        failed_ms   INTEGER NOT NULL,
+        response_ms INTEGER NOT NULL,           -- sum, for averages
+        PRIMARY KEY (monitor_seq, minute)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.

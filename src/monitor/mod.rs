@@ -1,0 +1,313 @@
+//! Synthetic HTTP monitors: one scheduler thread and a fixed pool of `monitors.checkers`
+//! checker threads. The scheduler keeps every enabled monitor's next due time in a min-heap
+//! and hands due checks to the pool over a channel; it never waits on a check, so a slow
+//! target holds one checker, never the schedule. At most one check per monitor is in flight:
+//! a check still running when its next one falls due makes that one skip.
+//!
+//! A checker makes the request, then records the check with everything it causes (state,
+//! events, incident, SLA warning) in one store transaction, and wakes the dispatcher. The
+//! scheduler does not touch the database except to read monitors when told they changed.
+
+mod check;
+pub mod rules;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::Config;
+use crate::delivery;
+use crate::metrics::Metrics;
+use crate::store::{CheckContext, MonitorRow, Store};
+
+/// What the rest of the program tells the scheduler.
+pub enum Command {
+    /// A monitor was created, edited or deleted: reload it.
+    Changed(i64),
+    /// Stop scheduling; checks in flight are abandoned.
+    Shutdown,
+}
+
+/// A cheap, clonable way to reach the scheduler.
+#[derive(Clone)]
+pub struct Handle {
+    commands: Sender<Command>,
+}
+
+impl Handle {
+    pub fn changed(&self, monitor_seq: i64) {
+        // A closed channel means the scheduler has stopped; the change is stored and is read
+        // at the next start.
+        let _ = self.commands.send(Command::Changed(monitor_seq));
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}
+
+/// A check to make, with the monitor as it was when the check fell due.
+struct Job {
+    monitor: MonitorRow,
+}
+
+/// A checker finished the check of this monitor.
+struct Done {
+    seq: i64,
+}
+
+/// What the checkers share.
+struct Checker {
+    store: Arc<Store>,
+    agent: ureq::Agent,
+    dispatcher: delivery::Handle,
+    metrics: Arc<Metrics>,
+    region: String,
+    keep_ms: i64,
+}
+
+/// Starts the checkers and the scheduler. The returned thread ends after `Handle::shutdown`;
+/// checkers end when their current check does.
+pub fn start(
+    store: Arc<Store>,
+    config: &Config,
+    dispatcher: delivery::Handle,
+    metrics: Arc<Metrics>,
+) -> Result<(Handle, JoinHandle<()>), String> {
+    let checker = Arc::new(Checker {
+        store: store.clone(),
+        agent: crate::net::agent(&config.delivery, &config.network)?,
+        dispatcher,
+        metrics,
+        region: config.monitors.region.clone(),
+        keep_ms: i64::from(config.storage.retention_days) * 86_400_000,
+    });
+    let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
+    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    for i in 0..config.monitors.checkers {
+        let (checker, jobs, done) = (checker.clone(), jobs_rx.clone(), done_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("checker-{i}"))
+            .spawn(move || {
+                while let Ok(job) = jobs.recv() {
+                    run_check(&checker, &job.monitor);
+                    if done
+                        .send(Done {
+                            seq: job.monitor.seq,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start monitor checker: {e}"))?;
+    }
+    let monitors = store
+        .enabled_monitors()
+        .map_err(|e| format!("cannot read monitors: {e}"))?;
+    let scheduler = Scheduler {
+        store,
+        slots: HashMap::new(),
+        heap: BinaryHeap::new(),
+        generation: 0,
+        jobs: jobs_tx,
+    };
+    let thread = std::thread::Builder::new()
+        .name("monitors".into())
+        .spawn(move || scheduler.run(monitors, commands_rx, done_rx))
+        .map_err(|e| format!("cannot start monitor scheduler: {e}"))?;
+    Ok((
+        Handle {
+            commands: commands_tx,
+        },
+        thread,
+    ))
+}
+
+struct Slot {
+    monitor: MonitorRow,
+    /// Changes with every reload, so heap entries of older settings are skipped.
+    generation: u64,
+    in_flight: bool,
+}
+
+struct Scheduler {
+    store: Arc<Store>,
+    slots: HashMap<i64, Slot>,
+    /// Next due time of each monitor (with the generation it was scheduled under).
+    heap: BinaryHeap<Reverse<(Instant, i64, u64)>>,
+    generation: u64,
+    jobs: Sender<Job>,
+}
+
+/// How long the scheduler sleeps when no monitor is due.
+const IDLE: Duration = Duration::from_secs(3600);
+
+impl Scheduler {
+    fn run(mut self, monitors: Vec<MonitorRow>, commands: Receiver<Command>, done: Receiver<Done>) {
+        let wall = crate::time::now_ms();
+        let now = Instant::now();
+        for m in monitors {
+            // Continue each monitor's rhythm across a restart instead of checking all at once.
+            let interval = m.settings.interval_ms;
+            let wait = m
+                .last_checked_at
+                .map_or(0, |t| (t + interval - wall).clamp(0, interval));
+            self.insert(m, now + Duration::from_millis(wait as u64));
+        }
+        if !self.slots.is_empty() {
+            log::info!("monitors: {} enabled", self.slots.len());
+        }
+        loop {
+            let timeout = self.heap.peek().map_or(IDLE, |Reverse((due, _, _))| {
+                due.saturating_duration_since(Instant::now())
+            });
+            crossbeam_channel::select! {
+                recv(commands) -> command => match command {
+                    Ok(Command::Changed(seq)) => self.reload(seq),
+                    Ok(Command::Shutdown) | Err(_) => break,
+                },
+                recv(done) -> finished => {
+                    if let Ok(d) = finished
+                        && let Some(slot) = self.slots.get_mut(&d.seq)
+                    {
+                        slot.in_flight = false;
+                    }
+                },
+                default(timeout) => {},
+            }
+            self.dispatch_due();
+        }
+        // Dropping `jobs` ends each checker after its current check.
+        log::debug!("monitor scheduler stopped");
+    }
+
+    fn insert(&mut self, monitor: MonitorRow, due: Instant) {
+        self.generation += 1;
+        let (seq, generation) = (monitor.seq, self.generation);
+        let in_flight = self.slots.get(&seq).is_some_and(|s| s.in_flight);
+        self.slots.insert(
+            seq,
+            Slot {
+                monitor,
+                generation,
+                in_flight,
+            },
+        );
+        self.heap.push(Reverse((due, seq, generation)));
+    }
+
+    fn reload(&mut self, seq: i64) {
+        match self.store.monitor_by_seq(seq) {
+            Ok(Some(m)) if m.settings.enabled => {
+                // New or edited settings take effect with a check now.
+                self.insert(m, Instant::now());
+            }
+            Ok(_) => {
+                self.slots.remove(&seq);
+            }
+            Err(e) => log::error!("cannot reload monitor {seq}: {e}"),
+        }
+    }
+
+    fn dispatch_due(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((due, seq, generation))) = self.heap.peek() {
+            if due > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(slot) = self.slots.get_mut(&seq) else {
+                continue;
+            };
+            if slot.generation != generation {
+                continue;
+            }
+            if slot.in_flight {
+                log::debug!(
+                    "monitor {}: the previous check is still running; skipping one",
+                    slot.monitor.id
+                );
+            } else {
+                let job = Job {
+                    monitor: slot.monitor.clone(),
+                };
+                if self.jobs.send(job).is_err() {
+                    return;
+                }
+                slot.in_flight = true;
+            }
+            let interval = Duration::from_millis(slot.monitor.settings.interval_ms.max(1) as u64);
+            // After a stall (a suspended VM, a busy machine) go on from now instead of
+            // catching up in a burst.
+            let next = (due + interval).max(now);
+            self.heap.push(Reverse((next, seq, generation)));
+        }
+    }
+}
+
+/// Checks one monitor and records what happened.
+fn run_check(c: &Checker, m: &MonitorRow) {
+    let s = &m.settings;
+    let expected = rules::Expected::parse(&s.expected_status)
+        .or_else(|_| rules::Expected::parse(rules::Expected::DEFAULT))
+        .expect("the default expected_status parses");
+    let timeout = Duration::from_millis(s.timeout_ms.max(1) as u64);
+    let outcome = check::run(&c.agent, &s.method, &s.url, timeout, &expected);
+    let now = crate::time::now_ms();
+    let history = match s.sla_target {
+        None => None,
+        Some(_) => match c.store.sla_history(m.seq, s.sla_window_days, now) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                log::error!("monitor {}: cannot read its SLA history: {e}", m.id);
+                None
+            }
+        },
+    };
+    let ctx = CheckContext {
+        region: &c.region,
+        keep_ms: c.keep_ms,
+        now,
+    };
+    match c.store.record_check(m.seq, &outcome, history, &ctx) {
+        Ok(Some(emitted)) => {
+            let mut woken = Vec::new();
+            for e in emitted {
+                c.metrics.event_accepted(e.event_type);
+                log::info!(
+                    "monitor {} ({}): {} {} ({}, {} ms)",
+                    m.id,
+                    host_of(&s.url),
+                    e.event_type.as_str(),
+                    e.event_id,
+                    outcome.status_code.map_or_else(
+                        || outcome.error.unwrap_or("error").to_string(),
+                        |c| { c.to_string() }
+                    ),
+                    outcome.response_time_ms
+                );
+                woken.extend(e.endpoints);
+            }
+            woken.sort_unstable();
+            woken.dedup();
+            c.dispatcher.wake(woken);
+        }
+        Ok(None) => {}
+        Err(e) => log::error!("monitor {}: cannot record a check: {e}", m.id),
+    }
+}
+
+/// The host of a URL, for log lines that must not carry paths (they may hold tokens).
+fn host_of(url: &str) -> String {
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_string))
+        .unwrap_or_default()
+}
