@@ -7,3 +7,4 @@ mod assets;
 mod delivery;
 mod harness;
 mod ops;
+mod sources;
