@@ -33,6 +33,8 @@ pub struct Storage {
     /// The database file, already resolved against `$STATE_DIRECTORY` or the working directory.
     pub path: PathBuf,
     pub retention_days: u32,
+    /// New events are refused (507) once the database uses this many bytes; `None`: no limit.
+    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +120,7 @@ struct RawServer {
 struct RawStorage {
     path: Option<String>,
     retention_days: Option<u32>,
+    max_size: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -260,6 +263,7 @@ impl Config {
         let storage = Storage {
             path,
             retention_days: raw.storage.retention_days.unwrap_or(30),
+            max_size: size("storage.max_size", raw.storage.max_size)?,
         };
         if storage.retention_days == 0 {
             return Err(ConfigError::Invalid {
@@ -385,7 +389,7 @@ impl Config {
         let d = &self.delivery;
         format!(
             "[server]\nlisten = \"{}\"\nadmin_token = {}\nmax_body_bytes = {}\nshutdown_timeout = \"{}\"\n\n\
-             [storage]\npath = {:?}\nretention_days = {}\n\n\
+             [storage]\npath = {:?}\nretention_days = {}\nmax_size = \"{}\"\n\n\
              [delivery]\nworkers = {}\ntimeout = \"{}\"\nconnect_timeout = \"{}\"\ninitial_backoff = \"{}\"\n\
              max_backoff = \"{}\"\nretry_for = \"{}\"\ndisable_after = \"{}\"\nbatch_max = {}\nbatch_window = \"{}\"\n\n\
              [network]\nallow_loopback = {}\nallow_private = {}\ndeny = {}\nallow = {}\nca_file = {:?}\nproxy = {:?}\n\n\
@@ -396,6 +400,9 @@ impl Config {
             humantime::format_duration(self.server.shutdown_timeout),
             self.storage.path.display().to_string(),
             self.storage.retention_days,
+            self.storage
+                .max_size
+                .map_or(String::new(), |b| format!("{b}B")),
             d.workers,
             humantime::format_duration(d.timeout),
             humantime::format_duration(d.connect_timeout),
@@ -424,6 +431,36 @@ fn mask_proxy(proxy: &str) -> String {
             format!("{}://********{}", &proxy[..scheme_end], &proxy[at..])
         }
         _ => proxy.to_string(),
+    }
+}
+
+/// A size such as `"512MB"`, `"2GiB"` or `"1048576"`; empty or `"0"` means no limit.
+fn size(key: &'static str, value: Option<String>) -> Result<Option<u64>, ConfigError> {
+    let text = value.unwrap_or_default();
+    let t = text.trim();
+    if t.is_empty() || t == "0" {
+        return Ok(None);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let multiplier: Option<u64> = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => Some(1),
+        "KB" => Some(1000),
+        "MB" => Some(1000 * 1000),
+        "GB" => Some(1000 * 1000 * 1000),
+        "KIB" => Some(1 << 10),
+        "MIB" => Some(1 << 20),
+        "GIB" => Some(1 << 30),
+        _ => None,
+    };
+    match multiplier.and_then(|m| digits.parse::<u64>().ok()?.checked_mul(m)) {
+        Some(bytes) if bytes >= 65536 => Ok(Some(bytes)),
+        _ => Err(ConfigError::Invalid {
+            key,
+            expected: format!(
+                "a size of at least 64KiB such as \"512MB\" or \"2GiB\", or \"\" for no limit, got {text:?}"
+            ),
+        }),
     }
 }
 
@@ -484,6 +521,9 @@ mod tests {
                 "delivery.max_backoff",
             ),
             ("[storage]\nretention_days = 0", "storage.retention_days"),
+            ("[storage]\nmax_size = \"lots\"", "storage.max_size"),
+            ("[storage]\nmax_size = \"10\"", "storage.max_size"),
+            ("[storage]\nmax_size = \"5TB\"", "storage.max_size"),
             ("[server]\nadmin_token = \"short\"", "server.admin_token"),
             ("[network]\ndeny = [\"10.0.0.0/99\"]", "network.deny"),
             ("[network]\nallow = [\"nope\"]", "network.allow"),
@@ -517,6 +557,20 @@ mod tests {
             c.storage.path,
             PathBuf::from("/var/lib/statussentry/other.db")
         );
+    }
+
+    #[test]
+    fn sizes_parse() {
+        let rows = [
+            ("", None),
+            ("0", None),
+            ("512MB", Some(512_000_000)),
+            ("2GiB", Some(2 << 30)),
+            ("65536", Some(65536)),
+        ];
+        for (text, want) in rows {
+            assert_eq!(size("k", Some(text.into())).unwrap(), want, "{text}");
+        }
     }
 
     #[test]

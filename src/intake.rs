@@ -12,14 +12,35 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::delivery;
 use crate::event::EventType;
 use crate::metrics::Metrics;
-use crate::store::{NewEvent, PublishResult, Store};
+use crate::store::{NewEvent, PublishResult, Store, StoreError};
 
 /// The most events written in one transaction.
 const MAX_GROUP: usize = 512;
 
 struct Request {
     event: NewEvent,
-    reply: Sender<Result<PublishResult, String>>,
+    reply: Sender<Result<PublishResult, PublishError>>,
+}
+
+/// Why an event was not stored. Nothing of it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    /// The database reached `storage.max_size`, or the disk is full.
+    Full,
+    /// The store failed; the text says how.
+    Failed(String),
+    /// The service is stopping.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublishError::Full => write!(f, "{}", StoreError::Full),
+            PublishError::Failed(why) => write!(f, "the event could not be stored: {why}"),
+            PublishError::ShuttingDown => write!(f, "the server is shutting down"),
+        }
+    }
 }
 
 /// A clonable way to publish; the intake thread ends when every `Intake` is dropped.
@@ -33,23 +54,22 @@ impl Intake {
         store: Arc<Store>,
         dispatcher: delivery::Handle,
         metrics: Arc<Metrics>,
+        max_bytes: Option<u64>,
     ) -> std::io::Result<(Intake, JoinHandle<()>)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("intake".into())
-            .spawn(move || run(&store, &dispatcher, &metrics, rx))?;
+            .spawn(move || run(&store, &dispatcher, &metrics, max_bytes, rx))?;
         Ok((Intake { requests: tx }, thread))
     }
 
     /// Stores `event` durably and returns once it is committed, or the store's error.
-    pub fn publish(&self, event: NewEvent) -> Result<PublishResult, String> {
+    pub fn publish(&self, event: NewEvent) -> Result<PublishResult, PublishError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.requests
             .send(Request { event, reply })
-            .map_err(|_| "the server is shutting down".to_string())?;
-        answer
-            .recv()
-            .map_err(|_| "the server is shutting down".to_string())?
+            .map_err(|_| PublishError::ShuttingDown)?;
+        answer.recv().map_err(|_| PublishError::ShuttingDown)?
     }
 }
 
@@ -57,6 +77,7 @@ fn run(
     store: &Store,
     dispatcher: &delivery::Handle,
     metrics: &Metrics,
+    max_bytes: Option<u64>,
     requests: Receiver<Request>,
 ) {
     while let Ok(first) = requests.recv() {
@@ -69,7 +90,7 @@ fn run(
         }
         let (events, replies): (Vec<NewEvent>, Vec<_>) =
             group.into_iter().map(|r| (r.event, r.reply)).unzip();
-        match store.publish(&events, crate::time::now_ms()) {
+        match store.publish(&events, crate::time::now_ms(), max_bytes) {
             Ok(results) => {
                 let mut woken: Vec<i64> = Vec::new();
                 for (r, e) in results.iter().zip(&events) {
@@ -88,9 +109,13 @@ fn run(
                 }
             }
             Err(e) => {
-                log::error!("cannot store {} events: {e}", events.len());
+                let error = match e {
+                    StoreError::Full => PublishError::Full,
+                    other => PublishError::Failed(other.to_string()),
+                };
+                log::error!("cannot store {} events: {error}", events.len());
                 for reply in replies {
-                    let _ = reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }

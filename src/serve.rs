@@ -22,7 +22,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let store = Arc::new(Store::open(&config.storage.path).map_err(|e| e.to_string())?);
     let token_hash = admin_token_hash(&store, &config)?;
 
-    let server = tiny_http::Server::http(config.server.listen)
+    let server = listen(config.server.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
     let server = Arc::new(server);
     let addr = server
@@ -41,8 +41,13 @@ pub fn run(config: Config) -> Result<(), String> {
         crate::delivery::start(store.clone(), &config, metrics.clone())?;
     let (monitors, monitors_thread) =
         crate::monitor::start(store.clone(), &config, dispatcher.clone(), metrics.clone())?;
-    let (intake, intake_thread) = Intake::start(store.clone(), dispatcher.clone(), metrics.clone())
-        .map_err(|e| format!("cannot start intake: {e}"))?;
+    let (intake, intake_thread) = Intake::start(
+        store.clone(),
+        dispatcher.clone(),
+        metrics.clone(),
+        config.storage.max_size,
+    )
+    .map_err(|e| format!("cannot start intake: {e}"))?;
     let (stop_retention, retention_stop) = crossbeam_channel::bounded(1);
     let retention_thread =
         crate::retention::start(store.clone(), config.storage.retention_days, retention_stop)
@@ -96,6 +101,25 @@ pub fn run(config: Config) -> Result<(), String> {
     // Give the log a moment to reach a pipe before the process ends.
     std::thread::sleep(Duration::from_millis(10));
     Ok(())
+}
+
+/// How long a client of the admin API may leave a read or write of its connection idle
+/// before the connection is closed, so slow or stalled clients cannot hold threads forever.
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Binds the admin listener. Accepted sockets inherit the listener's options on Linux, which
+/// is how they get their timeouts and `TCP_NODELAY` without reaching into tiny_http.
+fn listen(addr: std::net::SocketAddr) -> Result<tiny_http::Server, String> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
+    let socket = socket2::SockRef::from(&listener);
+    let options = socket
+        .set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))
+        .and_then(|()| socket.set_write_timeout(Some(CLIENT_IDLE_TIMEOUT)))
+        .and_then(|()| socket.set_tcp_nodelay(true));
+    if let Err(e) = options {
+        log::warn!("cannot set timeouts on the admin listener: {e}");
+    }
+    tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())
 }
 
 /// The SHA-256 of the admin token: from the environment or configuration, else the stored

@@ -111,7 +111,7 @@ pub fn verify(
     if candidates.is_empty() {
         return Err(VerifyError::Malformed);
     }
-    if (now - timestamp).abs() > tolerance_secs {
+    if now.abs_diff(timestamp) > tolerance_secs.unsigned_abs() {
         return Err(VerifyError::Timestamp);
     }
     let expected = v1(secret, timestamp, body);

@@ -290,17 +290,14 @@ pub fn test(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     let data = crate::event::sample_data(event_type, now);
     let event_id = crate::id::new("evt");
     let payload = crate::event::envelope(&event_id, event_type.as_str(), now, &data);
-    let result = api
-        .intake
-        .publish(NewEvent {
-            id: event_id.clone(),
-            event_type: event_type.as_str().to_string(),
-            created_at: now,
-            payload,
-            only_endpoint: Some(ep.seq),
-            idempotency: None,
-        })
-        .map_err(ApiError::unavailable)?;
+    let result = api.intake.publish(NewEvent {
+        id: event_id.clone(),
+        event_type: event_type.as_str().to_string(),
+        created_at: now,
+        payload,
+        only_endpoint: Some(ep.seq),
+        idempotency: None,
+    })?;
     match result {
         PublishResult::Accepted { .. } => Ok(Reply::json(
             202,

@@ -86,17 +86,14 @@ pub fn publish(api: &Api, req: &Req) -> Result<Reply> {
     let now = now_ms();
     let id = crate::id::new("evt");
     let payload = event::envelope(&id, event_type.as_str(), now, data);
-    let result = api
-        .intake
-        .publish(NewEvent {
-            id: id.clone(),
-            event_type: event_type.as_str().to_string(),
-            created_at: now,
-            payload,
-            only_endpoint: None,
-            idempotency,
-        })
-        .map_err(ApiError::unavailable)?;
+    let result = api.intake.publish(NewEvent {
+        id: id.clone(),
+        event_type: event_type.as_str().to_string(),
+        created_at: now,
+        payload,
+        only_endpoint: None,
+        idempotency,
+    })?;
     match result {
         PublishResult::Accepted { endpoints } => Ok(Reply::json(
             202,

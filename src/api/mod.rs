@@ -10,6 +10,7 @@ mod events;
 mod fields;
 mod incidents;
 mod monitors;
+mod signin;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub struct Api {
     pub token_hash: [u8; 32],
     pub metrics: Arc<Metrics>,
     stopping: AtomicBool,
+    sign_ins: signin::SignInLimiter,
 }
 
 impl Api {
@@ -56,6 +58,7 @@ impl Api {
             token_hash,
             metrics,
             stopping: AtomicBool::new(false),
+            sign_ins: signin::SignInLimiter::default(),
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -76,6 +81,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -85,6 +91,7 @@ impl ApiError {
             code: "invalid_field",
             message: message.into(),
             field: Some(field.into()),
+            retry_after: None,
         }
     }
 
@@ -103,8 +110,20 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
+        if let crate::store::StoreError::Full = e {
+            return ApiError::new(507, "storage_full", e.to_string());
+        }
         log::error!("store error while answering a request: {e}");
         ApiError::unavailable("the store is not answering; try again")
+    }
+}
+
+impl From<crate::intake::PublishError> for ApiError {
+    fn from(e: crate::intake::PublishError) -> ApiError {
+        match e {
+            crate::intake::PublishError::Full => ApiError::new(507, "storage_full", e.to_string()),
+            other => ApiError::unavailable(other.to_string()),
+        }
     }
 }
 
@@ -140,7 +159,11 @@ impl Reply {
         if let Some(field) = &e.field {
             error["field"] = Value::from(field.as_str());
         }
-        Reply::json(e.status, &json!({ "error": error }))
+        let mut reply = Reply::json(e.status, &json!({ "error": error }));
+        if let Some(secs) = e.retry_after {
+            reply.headers.push(("Retry-After", secs.to_string()));
+        }
+        reply
     }
 }
 
@@ -281,7 +304,8 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
             format!("no route for {path}"),
         ));
     };
-    authenticate(api, &headers)?;
+    let peer = request.remote_addr().map(|a| a.ip());
+    authenticate(api, &headers, peer)?;
     if api.stopping.load(Ordering::SeqCst) {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
@@ -336,7 +360,11 @@ fn metrics(api: &Api, method: &str) -> Result<Reply> {
     })
 }
 
-fn authenticate(api: &Api, headers: &[(String, String)]) -> Result<()> {
+fn authenticate(
+    api: &Api,
+    headers: &[(String, String)],
+    peer: Option<std::net::IpAddr>,
+) -> Result<()> {
     let unauthorized = || {
         ApiError::new(
             401,
@@ -353,10 +381,31 @@ fn authenticate(api: &Api, headers: &[(String, String)]) -> Result<()> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(unauthorized());
     }
+    let now = std::time::Instant::now();
+    if let Some(wait) = peer.and_then(|ip| api.sign_ins.locked_for(ip, now)) {
+        let secs = wait.as_secs().max(1);
+        let mut e = ApiError::new(
+            401,
+            "unauthorized",
+            format!("too many wrong tokens from this address; try again in {secs} s"),
+        );
+        e.retry_after = Some(secs);
+        return Err(e);
+    }
     let hash = crate::secret::hash_token(token.trim());
     if crate::secret::constant_time_eq(&hash, &api.token_hash) {
         Ok(())
     } else {
+        if let Some(ip) = peer {
+            api.sign_ins.failed(ip, now);
+            if api.sign_ins.locked_for(ip, now).is_some() {
+                log::warn!(
+                    "{ip} sent {} wrong admin tokens; refused for {:?}",
+                    signin::MAX_FAILURES,
+                    signin::WINDOW
+                );
+            }
+        }
         Err(unauthorized())
     }
 }

@@ -36,6 +36,8 @@ pub enum StoreError {
     Open(PathBuf, rusqlite::Error),
     /// The database failed an integrity check; the text is SQLite's first complaint.
     Corrupt(PathBuf, String),
+    /// The database reached `storage.max_size`, or the disk is full.
+    Full,
 }
 
 impl std::fmt::Display for StoreError {
@@ -48,6 +50,11 @@ impl std::fmt::Display for StoreError {
                  run a newer statussentry or restore a backup"
             ),
             StoreError::Open(path, e) => write!(f, "cannot open database {}: {e}", path.display()),
+            StoreError::Full => write!(
+                f,
+                "the database has reached storage.max_size or the disk is full; new events are refused \
+                 until retention frees space or the limit is raised"
+            ),
             StoreError::Corrupt(path, why) => write!(
                 f,
                 "database {} failed its integrity check ({why}); restore a backup, the file was left as it is",
@@ -61,7 +68,10 @@ impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e)
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full,
+            _ => StoreError::Sqlite(e),
+        }
     }
 }
 
@@ -460,8 +470,18 @@ impl Store {
     /// Writes a group of events and their messages in one transaction that is durable on
     /// return: the group commit behind `POST /api/v1/events`. Each item gets its own answer;
     /// an item refused for a conflict leaves no trace, the others are kept.
-    pub fn publish(&self, items: &[NewEvent], now: i64) -> Result<Vec<PublishResult>> {
+    pub fn publish(
+        &self,
+        items: &[NewEvent],
+        now: i64,
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<PublishResult>> {
         self.write(Durability::Full, |tx| {
+            if let Some(max) = max_bytes
+                && used_bytes(tx)? >= max
+            {
+                return Err(StoreError::Full);
+            }
             let mut subscribers: Vec<(i64, Vec<String>)> = Vec::new();
             {
                 let mut stmt =
@@ -635,6 +655,17 @@ impl Store {
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
+}
+
+/// Bytes the database's pages hold, free pages excluded: what `storage.max_size` limits.
+fn used_bytes(c: &Connection) -> Result<u64> {
+    let (pages, free, size): (i64, i64, i64) = c.query_row(
+        "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count()),
+                (SELECT page_size FROM pragma_page_size())",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    Ok(((pages - free).max(0) * size) as u64)
 }
 
 fn split_types(text: &str) -> Vec<String> {

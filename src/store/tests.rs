@@ -78,6 +78,7 @@ fn fan_out_follows_filters_and_enabled() {
                 event("sla.breach_warning", None),
             ],
             10,
+            None,
         )
         .unwrap();
     assert_eq!(
@@ -112,6 +113,7 @@ fn idempotency_repeats_or_conflicts_within_one_group() {
                 event("incident.created", Some(("k", other))),
             ],
             10,
+            None,
         )
         .unwrap();
     assert!(matches!(results[0], PublishResult::Accepted { .. }));
@@ -144,7 +146,8 @@ fn rotation_keeps_the_old_secret_for_its_grace() {
 fn delete_takes_messages_with_it() {
     let (_d, s) = store();
     let ep = endpoint(&s, &[]);
-    s.publish(&[event("incident.created", None)], 10).unwrap();
+    s.publish(&[event("incident.created", None)], 10, None)
+        .unwrap();
     assert!(s.delete_endpoint(&ep.id).unwrap().is_some());
     assert!(
         s.list_messages(&MessageFilter::default(), None, 10)
@@ -152,4 +155,67 @@ fn delete_takes_messages_with_it() {
             .is_empty()
     );
     assert!(s.delete_endpoint(&ep.id).unwrap().is_none());
+}
+
+#[test]
+fn a_full_store_refuses_events_and_keeps_what_it_has() {
+    let (_d, s) = store();
+    let ep = endpoint(&s, &[]);
+    s.publish(&[event("incident.created", None)], 10, None)
+        .unwrap();
+    match s.publish(&[event("incident.created", None)], 10, Some(1)) {
+        Err(StoreError::Full) => {}
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert_eq!(s.endpoint_stats(ep.seq).unwrap().pending, 1);
+}
+
+#[test]
+fn prune_removes_old_delivered_messages_and_what_only_they_used() {
+    let (_d, s) = store();
+    let ep = endpoint(&s, &[]);
+    let results = s
+        .publish(
+            &[
+                event("incident.created", None),
+                event("incident.created", None),
+            ],
+            10,
+            None,
+        )
+        .unwrap();
+    assert_eq!(results.len(), 2);
+    let queued = s.pending_after(ep.seq, 0, 10).unwrap();
+    // The first message is delivered, the second still pending.
+    s.record(&[RequestOutcome {
+        endpoint_seq: ep.seq,
+        at: 20,
+        duration_ms: 1,
+        status_code: Some(200),
+        error: None,
+        response_body: Some("ok".into()),
+        messages: vec![(queued[0].seq, 1, Verdict::Delivered)],
+        endpoint_failures: 0,
+        endpoint_failing_since: None,
+        endpoint_backoff_until: None,
+        disable: None,
+    }])
+    .unwrap();
+    // Nothing is old enough yet.
+    assert_eq!(s.prune(5, 0, 100).unwrap(), 0);
+    assert_eq!(s.prune(1_000, 0, 100).unwrap(), 1);
+    let left = s
+        .list_messages(&MessageFilter::default(), None, 10)
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].status, "pending");
+    assert_eq!(
+        s.list_events(None, None, 10).unwrap().len(),
+        1,
+        "the delivered event went with its message"
+    );
+    assert!(
+        s.endpoint_stats(ep.seq).unwrap().last_request.is_none(),
+        "its request went too"
+    );
 }
