@@ -25,6 +25,9 @@ mod store;
 mod systemd;
 mod time;
 
+#[cfg(test)]
+mod proptests;
+
 use std::io::Read;
 use std::process::ExitCode;
 

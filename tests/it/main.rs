@@ -5,6 +5,7 @@
 mod api;
 mod assets;
 mod delivery;
+mod hardening;
 mod harness;
 mod ops;
 mod sources;
