@@ -54,12 +54,11 @@ impl Intake {
         store: Arc<Store>,
         dispatcher: delivery::Handle,
         metrics: Arc<Metrics>,
-        max_bytes: Option<u64>,
     ) -> std::io::Result<(Intake, JoinHandle<()>)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("intake".into())
-            .spawn(move || run(&store, &dispatcher, &metrics, max_bytes, rx))?;
+            .spawn(move || run(&store, &dispatcher, &metrics, rx))?;
         Ok((Intake { requests: tx }, thread))
     }
 
@@ -77,7 +76,6 @@ fn run(
     store: &Store,
     dispatcher: &delivery::Handle,
     metrics: &Metrics,
-    max_bytes: Option<u64>,
     requests: Receiver<Request>,
 ) {
     while let Ok(first) = requests.recv() {
@@ -90,7 +88,7 @@ fn run(
         }
         let (events, replies): (Vec<NewEvent>, Vec<_>) =
             group.into_iter().map(|r| (r.event, r.reply)).unzip();
-        match store.publish(&events, crate::time::now_ms(), max_bytes) {
+        match store.publish(&events, crate::time::now_ms()) {
             Ok(results) => {
                 let mut woken: Vec<i64> = Vec::new();
                 for (r, e) in results.iter().zip(&events) {

@@ -19,7 +19,9 @@ const TOKEN_HASH_KEY: &str = "admin_token_sha256";
 
 /// Runs the service until a signal; the error is a start-up failure for the user.
 pub fn run(config: Config) -> Result<(), String> {
-    let store = Arc::new(Store::open(&config.storage.path).map_err(|e| e.to_string())?);
+    let store = Arc::new(
+        Store::open(&config.storage.path, config.storage.max_size).map_err(|e| e.to_string())?,
+    );
     let token_hash = admin_token_hash(&store, &config)?;
 
     let server = listen(config.server.listen)
@@ -41,13 +43,8 @@ pub fn run(config: Config) -> Result<(), String> {
         crate::delivery::start(store.clone(), &config, metrics.clone())?;
     let (monitors, monitors_thread) =
         crate::monitor::start(store.clone(), &config, dispatcher.clone(), metrics.clone())?;
-    let (intake, intake_thread) = Intake::start(
-        store.clone(),
-        dispatcher.clone(),
-        metrics.clone(),
-        config.storage.max_size,
-    )
-    .map_err(|e| format!("cannot start intake: {e}"))?;
+    let (intake, intake_thread) = Intake::start(store.clone(), dispatcher.clone(), metrics.clone())
+        .map_err(|e| format!("cannot start intake: {e}"))?;
     let (stop_retention, retention_stop) = crossbeam_channel::bounded(1);
     let retention_thread =
         crate::retention::start(store.clone(), config.storage.retention_days, retention_stop)
@@ -157,13 +154,15 @@ pub fn backup(config: &Config, dest: &std::path::Path) -> Result<i64, String> {
     if !config.storage.path.exists() {
         return Err(format!("no database at {}", config.storage.path.display()));
     }
-    let store = Store::open(&config.storage.path).map_err(|e| e.to_string())?;
+    let store =
+        Store::open(&config.storage.path, config.storage.max_size).map_err(|e| e.to_string())?;
     store.backup(dest).map_err(|e| e.to_string())
 }
 
 /// `statussentry admin-token --reset`: stores a new token's hash and prints the token.
 pub fn reset_admin_token(config: &Config) -> Result<String, String> {
-    let store = Store::open(&config.storage.path).map_err(|e| e.to_string())?;
+    let store =
+        Store::open(&config.storage.path, config.storage.max_size).map_err(|e| e.to_string())?;
     let token = crate::secret::generate_admin_token();
     store
         .set_setting(

@@ -91,6 +91,8 @@ pub enum Durability {
 
 pub struct Store {
     path: PathBuf,
+    /// `storage.max_size`: new events are refused once the pages in use reach it.
+    max_bytes: Option<u64>,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -111,31 +113,47 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
-    pub fn open(path: &Path) -> Result<Store> {
+    /// `max_bytes` is `storage.max_size`: once the database's pages in use reach it, writes
+    /// that would add events fail with `StoreError::Full` and change nothing.
+    pub fn open(path: &Path, max_bytes: Option<u64>) -> Result<Store> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut writer = Connection::open_with_flags(path, flags)
             .map_err(|e| StoreError::Open(path.into(), e))?;
-        writer.busy_timeout(Duration::from_secs(5))?;
+        // Every error while opening names the file: it is what the operator has to look at.
+        let opening = |e: rusqlite::Error| StoreError::Open(path.into(), e);
+        writer
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(opening)?;
         // WAL first: it is a property of the file, and the other settings assume it.
-        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(opening)?;
         if !mode.eq_ignore_ascii_case("wal") {
             log::warn!(
                 "database journal mode is {mode}, not WAL; concurrent reads will wait for writes"
             );
         }
-        configure(&writer)?;
+        configure(&writer).map_err(opening)?;
         // A damaged file is refused, never silently recreated or written over.
-        let check: String = writer.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        let check: String = writer
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| StoreError::Corrupt(path.into(), e.to_string()))?;
         if check != "ok" {
             return Err(StoreError::Corrupt(path.into(), check));
         }
         // Keep the WAL file from staying large after a burst once it has been checkpointed.
-        writer.execute_batch("PRAGMA journal_size_limit = 67108864;")?;
-        schema::migrate(&mut writer)?;
+        writer
+            .execute_batch("PRAGMA journal_size_limit = 67108864;")
+            .map_err(opening)?;
+        schema::migrate(&mut writer).map_err(|e| match e {
+            StoreError::Sqlite(e) => StoreError::Open(path.into(), e),
+            other => other,
+        })?;
         Ok(Store {
             path: path.to_path_buf(),
+            max_bytes,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
         })
@@ -470,18 +488,9 @@ impl Store {
     /// Writes a group of events and their messages in one transaction that is durable on
     /// return: the group commit behind `POST /api/v1/events`. Each item gets its own answer;
     /// an item refused for a conflict leaves no trace, the others are kept.
-    pub fn publish(
-        &self,
-        items: &[NewEvent],
-        now: i64,
-        max_bytes: Option<u64>,
-    ) -> Result<Vec<PublishResult>> {
+    pub fn publish(&self, items: &[NewEvent], now: i64) -> Result<Vec<PublishResult>> {
         self.write(Durability::Full, |tx| {
-            if let Some(max) = max_bytes
-                && used_bytes(tx)? >= max
-            {
-                return Err(StoreError::Full);
-            }
+            self.ensure_room(tx, items)?;
             let mut subscribers: Vec<(i64, Vec<String>)> = Vec::new();
             {
                 let mut stmt =
@@ -654,6 +663,17 @@ impl Store {
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Refuses a write that adds events once `storage.max_size` is reached; call it inside the
+    /// write's transaction so that the refusal rolls everything back.
+    fn ensure_room<T>(&self, tx: &Transaction, events: &[T]) -> Result<()> {
+        match self.max_bytes {
+            Some(max) if !events.is_empty() && used_bytes(tx)? >= max => Err(StoreError::Full),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -709,6 +709,7 @@ impl Store {
                 new.now,
                 &mut emitted,
             )?;
+            self.ensure_room(tx, &emitted)?;
             Ok(Ok((inc, emitted)))
         })
     }
@@ -804,6 +805,7 @@ impl Store {
                 inc.updated_at = now;
                 update_incident_row(tx, &inc)?;
             }
+            self.ensure_room(tx, &emitted)?;
             Ok(Some(Ok((inc, emitted))))
         })
     }
@@ -1113,6 +1115,7 @@ impl Store {
                 check.at,
             ])?;
             compact(tx, monitor_seq, now, history_ms(s, ctx.keep_ms))?;
+            self.ensure_room(tx, &emitted)?;
             Ok(Some(emitted))
         })
     }
@@ -1171,7 +1174,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let store = Store::open(&dir.path().join("t.db"), None).unwrap();
         (dir, store)
     }
 

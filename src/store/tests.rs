@@ -4,7 +4,7 @@ use super::*;
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let store = Store::open(&dir.path().join("t.db"), None).unwrap();
     (dir, store)
 }
 
@@ -43,13 +43,13 @@ fn event(t: &str, key: Option<(&str, Value)>) -> NewEvent {
 fn migrations_apply_once_and_newer_databases_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
-    drop(Store::open(&path).unwrap());
-    drop(Store::open(&path).unwrap());
+    drop(Store::open(&path, None).unwrap());
+    drop(Store::open(&path, None).unwrap());
     let conn = Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", schema::VERSION + 1)
         .unwrap();
     drop(conn);
-    match Store::open(&path) {
+    match Store::open(&path, None) {
         Err(StoreError::TooNew { found, .. }) => assert_eq!(found, schema::VERSION + 1),
         Err(other) => panic!("expected TooNew, got {other}"),
         Ok(_) => panic!("expected TooNew, got a store"),
@@ -78,7 +78,6 @@ fn fan_out_follows_filters_and_enabled() {
                 event("sla.breach_warning", None),
             ],
             10,
-            None,
         )
         .unwrap();
     assert_eq!(
@@ -113,7 +112,6 @@ fn idempotency_repeats_or_conflicts_within_one_group() {
                 event("incident.created", Some(("k", other))),
             ],
             10,
-            None,
         )
         .unwrap();
     assert!(matches!(results[0], PublishResult::Accepted { .. }));
@@ -146,8 +144,7 @@ fn rotation_keeps_the_old_secret_for_its_grace() {
 fn delete_takes_messages_with_it() {
     let (_d, s) = store();
     let ep = endpoint(&s, &[]);
-    s.publish(&[event("incident.created", None)], 10, None)
-        .unwrap();
+    s.publish(&[event("incident.created", None)], 10).unwrap();
     assert!(s.delete_endpoint(&ep.id).unwrap().is_some());
     assert!(
         s.list_messages(&MessageFilter::default(), None, 10)
@@ -159,15 +156,15 @@ fn delete_takes_messages_with_it() {
 
 #[test]
 fn a_full_store_refuses_events_and_keeps_what_it_has() {
-    let (_d, s) = store();
+    let (dir, s) = store();
     let ep = endpoint(&s, &[]);
-    s.publish(&[event("incident.created", None)], 10, None)
-        .unwrap();
-    match s.publish(&[event("incident.created", None)], 10, Some(1)) {
+    s.publish(&[event("incident.created", None)], 10).unwrap();
+    let full = Store::open(&dir.path().join("t.db"), Some(1)).unwrap();
+    match full.publish(&[event("incident.created", None)], 10) {
         Err(StoreError::Full) => {}
         other => panic!("expected Full, got {other:?}"),
     }
-    assert_eq!(s.endpoint_stats(ep.seq).unwrap().pending, 1);
+    assert_eq!(full.endpoint_stats(ep.seq).unwrap().pending, 1);
 }
 
 #[test]
@@ -181,7 +178,6 @@ fn prune_removes_old_delivered_messages_and_what_only_they_used() {
                 event("incident.created", None),
             ],
             10,
-            None,
         )
         .unwrap();
     assert_eq!(results.len(), 2);

@@ -1387,6 +1387,16 @@ fn a_full_database_refuses_new_events_and_delivers_the_accepted_ones() {
         Some(json!({})),
     );
     assert_eq!(status, 507, "a test event is a new event too: {body}");
+    // So is the incident.created an incident would emit; the incident is not created either.
+    let (status, body) = server.api(
+        "POST",
+        "/api/v1/incidents",
+        Some(json!({"title": "while full", "severity": "minor"})),
+    );
+    assert_eq!(status, 507, "an incident emits a new event: {body}");
+    let (status, incidents) = server.api("GET", "/api/v1/incidents", None);
+    assert_eq!(status, 200);
+    assert_eq!(incidents["data"].as_array().map(Vec::len), Some(0), "{incidents}");
     assert_healthy(&mut server);
 
     receiver.release();
