@@ -53,7 +53,7 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub struct Network {
     /// The address policy built from `allow_loopback`, `allow_private`, `deny` and `allow`.
-    pub policy: crate::policy::Policy,
+    pub policy: crate::outbound::Policy,
     pub ca_file: String,
     pub proxy: String,
 }
@@ -326,7 +326,7 @@ impl Config {
             list.unwrap_or_default()
                 .iter()
                 .map(|s| {
-                    crate::policy::parse_net(s).ok_or_else(|| ConfigError::Invalid {
+                    crate::outbound::parse_net(s).ok_or_else(|| ConfigError::Invalid {
                         key,
                         expected: format!(
                             "CIDRs such as \"10.0.0.0/8\" or \"fd00::/8\", got {s:?}"
@@ -336,7 +336,7 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()
         };
         let network = Network {
-            policy: crate::policy::Policy {
+            policy: crate::outbound::Policy {
                 allow_loopback: n.allow_loopback.unwrap_or(true),
                 allow_private: n.allow_private.unwrap_or(true),
                 deny: nets("network.deny", n.deny)?,

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::event::EventType;
-use crate::policy::Policy;
+use crate::outbound::Policy;
 
 /// The largest `batch_max` an endpoint may have.
 pub const MAX_BATCH: u32 = 1000;

@@ -15,7 +15,7 @@ mod intake;
 mod metrics;
 mod monitor;
 mod net;
-mod policy;
+mod outbound;
 mod retention;
 mod secret;
 mod serve;

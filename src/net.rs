@@ -1,6 +1,7 @@
-//! Outbound HTTP: the one ureq agent that deliveries (and monitor checks) share, and the
-//! names under which transport errors are recorded. Only this module and the delivery worker
-//! know ureq.
+//! Outbound HTTP: how the ureq agents of deliveries and monitor checks are built (timeouts,
+//! no redirects, trust roots, a resolver that applies the outbound address policy), and the
+//! names under which transport errors are recorded. Only this module and the code sending
+//! through its agents know ureq.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use crate::config::{Delivery, Network};
-use crate::policy::{self, Policy};
+use crate::outbound::{self, Policy};
 
 /// The one agent all outbound requests share: explicit timeouts, no redirects, status
 /// codes as data, no proxy from the environment, the system's trust roots plus `ca_file`,
@@ -96,7 +97,7 @@ fn pem_certificates(pem: &[u8]) -> Vec<Certificate<'static>> {
 #[derive(Debug)]
 pub struct BlockedAddress {
     pub ip: IpAddr,
-    pub why: policy::Refusal,
+    pub why: outbound::Refusal,
 }
 
 impl std::fmt::Display for BlockedAddress {

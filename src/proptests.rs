@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use sha2::Sha256;
 
 use crate::delivery::policy::backoff;
-use crate::policy::{Policy, parse_net};
+use crate::outbound::{Policy, parse_net};
 use crate::signature::{VerifyError, header, standard_webhooks, v1, verify};
 
 /// Proptest's defaults (256 cases), without writing failures to a `proptest-regressions`
