@@ -1396,7 +1396,11 @@ fn a_full_database_refuses_new_events_and_delivers_the_accepted_ones() {
     assert_eq!(status, 507, "an incident emits a new event: {body}");
     let (status, incidents) = server.api("GET", "/api/v1/incidents", None);
     assert_eq!(status, 200);
-    assert_eq!(incidents["data"].as_array().map(Vec::len), Some(0), "{incidents}");
+    assert_eq!(
+        incidents["data"].as_array().map(Vec::len),
+        Some(0),
+        "{incidents}"
+    );
     assert_healthy(&mut server);
 
     receiver.release();
