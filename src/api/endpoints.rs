@@ -108,6 +108,27 @@ fn description(obj: &Object) -> Result<Option<String>> {
     Ok(d.map(str::to_string))
 }
 
+/// The fields `PATCH` may change; creation takes these and `secret`.
+const EDITABLE: &[&str] = &[
+    "url",
+    "description",
+    "event_types",
+    "enabled",
+    "batch_max",
+    "batch_window_ms",
+];
+
+/// A user-supplied secret, checked for its form, or a new one.
+fn secret(obj: &Object) -> Result<String> {
+    match fields::string(obj, "secret")? {
+        Some(s) => {
+            crate::secret::key_bytes(s).map_err(|e| ApiError::field("secret", e.to_string()))?;
+            Ok(s.to_string())
+        }
+        None => Ok(crate::secret::generate()),
+    }
+}
+
 fn batch_settings(obj: &Object) -> Result<(Option<i64>, Option<i64>)> {
     Ok((
         fields::integer(obj, "batch_max", 1, endpoint::MAX_BATCH as i64)?,
@@ -122,30 +143,13 @@ fn batch_settings(obj: &Object) -> Result<(Option<i64>, Option<i64>)> {
 
 pub fn create(api: &Api, req: &Req) -> Result<Reply> {
     let obj = fields::object(req.body.as_ref())?;
-    fields::only_keys(
-        obj,
-        &[
-            "url",
-            "description",
-            "event_types",
-            "enabled",
-            "batch_max",
-            "batch_window_ms",
-            "secret",
-        ],
-    )?;
+    fields::only_keys(obj, &[EDITABLE, &["secret"]].concat())?;
     let url = url(api, obj, true)?.unwrap_or_default();
     let description = description(obj)?.unwrap_or_default();
     let event_types = event_types(obj)?.unwrap_or_default();
     let enabled = fields::boolean(obj, "enabled")?.unwrap_or(true);
     let (batch_max, batch_window_ms) = batch_settings(obj)?;
-    let secret = match fields::string(obj, "secret")? {
-        Some(s) => {
-            crate::secret::key_bytes(s).map_err(|e| ApiError::field("secret", e.to_string()))?;
-            s.to_string()
-        }
-        None => crate::secret::generate(),
-    };
+    let secret = secret(obj)?;
     let defaults = &api.config.delivery;
     let row = api.store.create_endpoint(&NewEndpoint {
         id: crate::id::new("ep"),
@@ -192,17 +196,7 @@ pub fn patch(api: &Api, id: &str, req: &Req) -> Result<Reply> {
             "a secret cannot be changed by PATCH; use POST /api/v1/endpoints/{id}/rotate-secret",
         ));
     }
-    fields::only_keys(
-        obj,
-        &[
-            "url",
-            "description",
-            "event_types",
-            "enabled",
-            "batch_max",
-            "batch_window_ms",
-        ],
-    )?;
+    fields::only_keys(obj, EDITABLE)?;
     let (batch_max, batch_window_ms) = batch_settings(obj)?;
     let patch = EndpointPatch {
         url: url(api, obj, false)?,
@@ -255,13 +249,7 @@ pub fn rotate_secret(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     fields::only_keys(obj, &["grace_secs", "secret"])?;
     let grace =
         fields::integer(obj, "grace_secs", 0, MAX_GRACE_SECS)?.unwrap_or(DEFAULT_GRACE_SECS);
-    let secret = match fields::string(obj, "secret")? {
-        Some(s) => {
-            crate::secret::key_bytes(s).map_err(|e| ApiError::field("secret", e.to_string()))?;
-            s.to_string()
-        }
-        None => crate::secret::generate(),
-    };
+    let secret = secret(obj)?;
     let ep = find(api, id)?;
     let now = now_ms();
     api.store
