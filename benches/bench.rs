@@ -277,6 +277,8 @@ fn ingest(ctx: &Ctx) -> Res<Line> {
     let ep = server.create_endpoint(&receiver.url(0), None, None)?;
     let meter = Meter::start(Some(&server), ctx.clk_tck)?;
     let published = publish(&server, n, PUBLISHERS)?;
+    // From here on, the events that were acknowledged.
+    let n = published.ids.len();
     let publish_s = published.seconds();
     let cpu_publish = meter.server_cpu()?;
     server.patch_endpoint(&ep, json!({"batch_window_ms": 0}))?;
@@ -296,10 +298,15 @@ fn ingest(ctx: &Ctx) -> Res<Line> {
         round(percentile(&published.ack_ms, 99.0), 2),
     );
     line.insert(
+        "ack_max_ms".into(),
+        round(published.ack_ms.last().copied().unwrap_or(0.0), 2),
+    );
+    line.insert(
         "cpu_ms_per_event".into(),
         round(cpu_publish * 1000.0 / n as f64, 3),
     );
     let wall = delivered.seconds_since(published.first_send);
+    published.report(&mut line);
     finish(line, &server, &receiver, &meter, &delivered, wall, ctx)
 }
 
@@ -310,6 +317,8 @@ fn one_endpoint(ctx: &Ctx) -> Res<Line> {
     server.create_endpoint(&receiver.url(0), Some(1), Some(0))?;
     let meter = Meter::start(Some(&server), ctx.clk_tck)?;
     let published = publish(&server, n, PUBLISHERS)?;
+    // From here on, the events that were acknowledged.
+    let n = published.ids.len();
     let delivered = receiver.wait_for(&expect_each(&published.ids, 1), STALL);
     let wall = delivered.seconds_since(published.first_send);
     let cpu = meter.server_cpu()?;
@@ -324,6 +333,7 @@ fn one_endpoint(ctx: &Ctx) -> Res<Line> {
     line.insert("events_per_s".into(), round(n as f64 / wall, 0));
     line.insert("requests".into(), json!(receiver.requests()));
     line.insert("cpu_ms_per_event".into(), round(cpu * 1000.0 / n as f64, 3));
+    published.report(&mut line);
     finish(line, &server, &receiver, &meter, &delivered, wall, ctx)
 }
 
@@ -336,6 +346,8 @@ fn fanout_unbatched(ctx: &Ctx) -> Res<Line> {
     }
     let meter = Meter::start(Some(&server), ctx.clk_tck)?;
     let published = publish(&server, n, PUBLISHERS)?;
+    // From here on, the events that were acknowledged.
+    let n = published.ids.len();
     let delivered = receiver.wait_for(&expect_each(&published.ids, endpoints), STALL);
     let wall = delivered.seconds_since(published.first_send);
     let requests = receiver.requests();
@@ -350,6 +362,7 @@ fn fanout_unbatched(ctx: &Ctx) -> Res<Line> {
         "ratio_to_raw".into(),
         ctx.raw_rps.map_or(Value::Null, |raw| round(rps / raw, 3)),
     );
+    published.report(&mut line);
     finish(line, &server, &receiver, &meter, &delivered, wall, ctx)
 }
 
@@ -362,6 +375,8 @@ fn ten_endpoints(ctx: &Ctx) -> Res<Line> {
     }
     let meter = Meter::start(Some(&server), ctx.clk_tck)?;
     let published = publish(&server, n, PUBLISHERS)?;
+    // From here on, the events that were acknowledged.
+    let n = published.ids.len();
     let delivered = receiver.wait_for(&expect_each(&published.ids, endpoints), STALL);
     let wall = delivered.seconds_since(published.first_send);
     let cpu = meter.server_cpu()?;
@@ -384,6 +399,7 @@ fn ten_endpoints(ctx: &Ctx) -> Res<Line> {
         "cpu_ms_per_delivery".into(),
         round(cpu * 1000.0 / deliveries as f64, 3),
     );
+    published.report(&mut line);
     finish(line, &server, &receiver, &meter, &delivered, wall, ctx)
 }
 
@@ -394,6 +410,8 @@ fn batched(ctx: &Ctx) -> Res<Line> {
     server.create_endpoint(&receiver.url(0), Some(100), Some(0))?;
     let meter = Meter::start(Some(&server), ctx.clk_tck)?;
     let published = publish(&server, n, PUBLISHERS)?;
+    // From here on, the events that were acknowledged.
+    let n = published.ids.len();
     let delivered = receiver.wait_for(&expect_each(&published.ids, 1), STALL);
     let wall = delivered.seconds_since(published.first_send);
     let requests = receiver.requests();
@@ -410,6 +428,7 @@ fn batched(ctx: &Ctx) -> Res<Line> {
         "events_per_request".into(),
         round(receiver.events() as f64 / requests.max(1) as f64, 1),
     );
+    published.report(&mut line);
     finish(line, &server, &receiver, &meter, &delivered, wall, ctx)
 }
 
@@ -419,7 +438,7 @@ fn latency(ctx: &Ctx) -> Res<Line> {
     let server = Server::start("[delivery]\nbatch_window = \"0ms\"\n")?;
     server.create_endpoint(&receiver.url(0), None, Some(0))?;
     let meter = Meter::start(Some(&server), ctx.clk_tck)?;
-    let paced = publish_paced(&server, rate, secs, 4)?;
+    let (paced, failed) = publish_paced(&server, rate, secs, 4)?;
     let ids: Vec<String> = paced.iter().map(|p| p.id.clone()).collect();
     let delivered = receiver.wait_for(&expect_each(&ids, 1), STALL);
     let first = paced
@@ -449,6 +468,7 @@ fn latency(ctx: &Ctx) -> Res<Line> {
         round(lat.last().copied().unwrap_or(0.0), 2),
     );
     line.insert("publisher_max_behind_ms".into(), round(behind, 2));
+    failed.report(&mut line);
     line.insert("requests".into(), json!(receiver.requests()));
     finish(line, &server, &receiver, &meter, &delivered, wall, ctx)
 }
@@ -467,6 +487,8 @@ fn backlog(ctx: &Ctx) -> Res<Line> {
     server.create_endpoint(&url, None, Some(0))?;
     let meter = Meter::start(Some(&server), ctx.clk_tck)?;
     let published = publish(&server, n, PUBLISHERS)?;
+    // From here on, the events that were acknowledged.
+    let n = published.ids.len();
     let publish_s = published.seconds();
     let receiver = Receiver::start(Some(port))?;
     let up = Instant::now();
@@ -478,6 +500,7 @@ fn backlog(ctx: &Ctx) -> Res<Line> {
     line.insert("drain_seconds".into(), round(drain, 2));
     line.insert("events_per_s".into(), round(n as f64 / drain, 0));
     line.insert("requests".into(), json!(receiver.requests()));
+    published.report(&mut line);
     finish(line, &server, &receiver, &meter, &delivered, drain, ctx)
 }
 
@@ -507,7 +530,11 @@ fn finish(
     receiver.report(&mut line, wall);
     meter.report(&mut line)?;
     line.insert("duplicates".into(), json!(delivered.duplicates));
-    line.insert("valid".into(), json!(delivered.missing == 0));
+    let publish_errors = line.get("publish_errors").and_then(Value::as_u64);
+    line.insert(
+        "valid".into(),
+        json!(delivered.missing == 0 && publish_errors.unwrap_or(0) == 0),
+    );
     if delivered.missing > 0 {
         line.insert("missing".into(), json!(delivered.missing));
     }
@@ -598,12 +625,65 @@ struct Published {
     first_send: Instant,
     last_ack: Instant,
     ack_ms: Vec<f64>,
+    /// Events acknowledged by each publisher: a publisher whose connection the server does
+    /// not serve shows up here.
+    per_publisher: Vec<usize>,
+    /// Publishes that got no 202 (an error status, or no answer within the timeout), and
+    /// the first such failure.
+    failed: Failures,
 }
 
 impl Published {
     fn seconds(&self) -> f64 {
         self.last_ack.duration_since(self.first_send).as_secs_f64()
     }
+
+    /// Adds the publishers' figures to a scenario line.
+    fn report(&self, line: &mut Line) {
+        let min = self.per_publisher.iter().min().copied().unwrap_or(0);
+        let max = self.per_publisher.iter().max().copied().unwrap_or(0);
+        line.insert("publisher_events_min".into(), json!(min));
+        line.insert("publisher_events_max".into(), json!(max));
+        self.failed.report(line);
+    }
+}
+
+/// Failed publishes: an event without a 202 was sent but not acknowledged, so a scenario
+/// that has any is not valid. The run goes on so that the rest of the line is still seen.
+#[derive(Default)]
+struct Failures {
+    count: usize,
+    first: Option<String>,
+}
+
+impl Failures {
+    fn add(&mut self, error: String) {
+        self.count += 1;
+        self.first.get_or_insert(error);
+    }
+
+    fn merge(&mut self, other: Failures) {
+        self.count += other.count;
+        if let Some(e) = other.first {
+            self.first.get_or_insert(e);
+        }
+    }
+
+    fn report(&self, line: &mut Line) {
+        line.insert("publish_errors".into(), json!(self.count));
+        if let Some(e) = &self.first {
+            eprintln!("bench: {} publishes failed; the first: {e}", self.count);
+        }
+    }
+}
+
+/// One publish: the event id of a 202, or why there was none.
+fn publish_one(agent: &ureq::Agent, url: &str) -> Res<String> {
+    let (status, text) = post(agent, url, EVENT_BODY, true)?;
+    if status != 202 {
+        return Err(format!("publish answered {status}: {text}"));
+    }
+    event_id(&text)
 }
 
 /// Publishes `n` events from `threads` publishers, each with its own keep-alive connection.
@@ -614,21 +694,23 @@ fn publish(server: &Server, n: usize, threads: usize) -> Res<Published> {
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             let (next, url) = (next.clone(), url.clone());
-            thread::spawn(move || -> Res<(Vec<String>, Vec<f64>, Instant)> {
+            thread::spawn(move || {
                 let agent = agent();
-                let (mut ids, mut acks) = (Vec::new(), Vec::new());
+                let (mut ids, mut acks, mut failed) = (Vec::new(), Vec::new(), Failures::default());
                 let mut last = Instant::now();
                 while next.fetch_add(1, Ordering::Relaxed) < n {
                     let sent = Instant::now();
-                    let (status, text) = post(&agent, &url, EVENT_BODY, true)?;
+                    let result = publish_one(&agent, &url);
                     last = Instant::now();
-                    if status != 202 {
-                        return Err(format!("publish answered {status}: {text}"));
+                    match result {
+                        Ok(id) => {
+                            ids.push(id);
+                            acks.push(last.duration_since(sent).as_secs_f64() * 1000.0);
+                        }
+                        Err(e) => failed.add(e),
                     }
-                    ids.push(event_id(&text)?);
-                    acks.push(last.duration_since(sent).as_secs_f64() * 1000.0);
                 }
-                Ok((ids, acks, last))
+                (ids, acks, last, failed)
             })
         })
         .collect();
@@ -637,12 +719,16 @@ fn publish(server: &Server, n: usize, threads: usize) -> Res<Published> {
         first_send,
         last_ack: first_send,
         ack_ms: Vec::with_capacity(n),
+        per_publisher: Vec::with_capacity(threads),
+        failed: Failures::default(),
     };
     for h in handles {
-        let (ids, acks, last) = h.join().map_err(|_| "a publisher panicked")??;
+        let (ids, acks, last, failed) = h.join().map_err(|_| "a publisher panicked")?;
+        out.per_publisher.push(ids.len());
         out.ids.extend(ids);
         out.ack_ms.extend(acks);
         out.last_ack = out.last_ack.max(last);
+        out.failed.merge(failed);
     }
     out.ack_ms.sort_by(f64::total_cmp);
     Ok(out)
@@ -657,7 +743,12 @@ struct Paced {
 /// Publishes `rate` events per second for `secs` seconds, spread evenly: event k is due at
 /// k / rate seconds, taken in turn by `threads` publishers so that one slow answer does not
 /// delay the next event.
-fn publish_paced(server: &Server, rate: u32, secs: u32, threads: usize) -> Res<Vec<Paced>> {
+fn publish_paced(
+    server: &Server,
+    rate: u32,
+    secs: u32,
+    threads: usize,
+) -> Res<(Vec<Paced>, Failures)> {
     let total = (rate * secs) as usize;
     let interval = Duration::from_secs(1) / rate;
     let url = server.url("/api/v1/events");
@@ -665,9 +756,9 @@ fn publish_paced(server: &Server, rate: u32, secs: u32, threads: usize) -> Res<V
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let url = url.clone();
-            thread::spawn(move || -> Res<Vec<Paced>> {
+            thread::spawn(move || {
                 let agent = agent();
-                let mut out = Vec::new();
+                let (mut out, mut failed) = (Vec::new(), Failures::default());
                 for k in (t..total).step_by(threads) {
                     let due = start + interval * k as u32;
                     let now = Instant::now();
@@ -675,25 +766,26 @@ fn publish_paced(server: &Server, rate: u32, secs: u32, threads: usize) -> Res<V
                         thread::sleep(due - now);
                     }
                     let sent = Instant::now();
-                    let (status, text) = post(&agent, &url, EVENT_BODY, true)?;
-                    if status != 202 {
-                        return Err(format!("publish answered {status}: {text}"));
+                    match publish_one(&agent, &url) {
+                        Ok(id) => out.push(Paced {
+                            id,
+                            sent,
+                            behind_ms: sent.saturating_duration_since(due).as_secs_f64() * 1000.0,
+                        }),
+                        Err(e) => failed.add(e),
                     }
-                    out.push(Paced {
-                        id: event_id(&text)?,
-                        sent,
-                        behind_ms: sent.saturating_duration_since(due).as_secs_f64() * 1000.0,
-                    });
                 }
-                Ok(out)
+                (out, failed)
             })
         })
         .collect();
-    let mut all = Vec::with_capacity(total);
+    let (mut all, mut failed) = (Vec::with_capacity(total), Failures::default());
     for h in handles {
-        all.extend(h.join().map_err(|_| "a paced publisher panicked")??);
+        let (out, f) = h.join().map_err(|_| "a paced publisher panicked")?;
+        all.extend(out);
+        failed.merge(f);
     }
-    Ok(all)
+    Ok((all, failed))
 }
 
 fn event_id(answer: &str) -> Res<String> {
@@ -1281,8 +1373,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// One line per scenario with the median of each numeric figure over the runs, `valid` only
-/// when every run was, and the largest `missing`.
+/// One line per scenario with the median of each numeric figure over the runs; `valid` only
+/// when every run was, and the largest `missing` and `publish_errors` of any run.
 fn medians(lines: &[Line], scenarios: &[&str]) -> Vec<Line> {
     scenarios
         .iter()
@@ -1295,10 +1387,10 @@ fn medians(lines: &[Line], scenarios: &[&str]) -> Vec<Line> {
             for key in runs[0].keys() {
                 let values: Vec<&Value> = runs.iter().filter_map(|l| l.get(key)).collect();
                 let merged = match key.as_str() {
-                    "run" => continue,
+                    "run" | "missing" => continue,
                     "scenario" => json!(name),
                     "valid" => json!(values.iter().all(|v| v.as_bool() == Some(true))),
-                    "missing" => continue,
+                    "publish_errors" => json!(values.iter().filter_map(|v| v.as_u64()).max()),
                     _ => median(&values),
                 };
                 out.insert(key.clone(), merged);
@@ -1442,7 +1534,7 @@ fn render_md(results: &[Line], args: &Args) -> String {
         .collect();
     let mut md = String::new();
     md.push_str(&format!(
-        "\nRun: `cargo bench --bench bench -- {}--write-md`, {} at commit `{}`{}.\n\n",
+        "\nRun: `cargo bench --bench bench -- {}--write-md`, {} at commit `{}` on {}{}.\n\n",
         if args.runs > 1 {
             format!("--runs {} ", args.runs)
         } else {
@@ -1454,6 +1546,7 @@ fn render_md(results: &[Line], args: &Args) -> String {
             "one run".to_string()
         },
         command_out("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "?".into()),
+        command_out("date", &["-u", "+%Y-%m-%d"]).unwrap_or_else(|| "?".into()),
         if args.quick {
             ", **quick sizes (smoke run, not comparable)**"
         } else {
@@ -1478,10 +1571,14 @@ fn render_md(results: &[Line], args: &Args) -> String {
                     AtLeast => "≥",
                     AtMost => "≤",
                 };
-                (
-                    format!("{sign} {}", fmt_num(t)),
-                    (if ok { "yes" } else { "**no**" }).into(),
-                )
+                let valid = line.get("valid").and_then(Value::as_bool) == Some(true);
+                let met = match (ok, valid) {
+                    (true, true) => "yes",
+                    // A figure from a run that lost or failed events proves nothing.
+                    (true, false) => "**no** (not valid)",
+                    (false, _) => "**no**",
+                };
+                (format!("{sign} {}", fmt_num(t)), met.to_string())
             }
         };
         md.push_str(&format!(
@@ -1516,10 +1613,14 @@ fn render_md(results: &[Line], args: &Args) -> String {
         };
         let valid = match line.get("valid").and_then(Value::as_bool) {
             Some(true) => "yes".to_string(),
-            _ => format!(
-                "**no** ({} missing)",
-                line.get("missing").and_then(Value::as_u64).unwrap_or(0)
-            ),
+            _ => {
+                let count = |k: &str| line.get(k).and_then(Value::as_u64).unwrap_or(0);
+                format!(
+                    "**no** ({} missing, {} publishes failed)",
+                    count("missing"),
+                    count("publish_errors")
+                )
+            }
         };
         md.push_str(&format!(
             "| `{}` | {} | {} | {} | {} | {} | {} | {} | {valid} |\n",
@@ -1533,7 +1634,11 @@ fn render_md(results: &[Line], args: &Args) -> String {
             cell("other_cpu_s"),
         ));
     }
-    md.push_str("\nThe JSON lines of the run:\n\n```json\n");
+    md.push_str(if args.runs > 1 {
+        "\nThe summary's lines (medians):\n\n```json\n"
+    } else {
+        "\nThe JSON lines of the run:\n\n```json\n"
+    });
     for line in results {
         md.push_str(&Value::Object(line.clone()).to_string());
         md.push('\n');
