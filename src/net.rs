@@ -126,7 +126,29 @@ impl Resolver for PolicyResolver {
         config: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let addrs = DefaultResolver::default().resolve(uri, config, timeout)?;
+        // ureq resolves before it looks for a pooled connection, so this runs for every
+        // request; its default resolver starts a thread each time a timeout is set. An IP
+        // literal needs neither.
+        let literal = uri
+            .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<IpAddr>().ok());
+        let addrs = match literal {
+            Some(ip) => {
+                let default_port = if uri.scheme_str() == Some("https") {
+                    443
+                } else {
+                    80
+                };
+                let mut addrs = DefaultResolver::default().empty();
+                addrs.push(std::net::SocketAddr::new(
+                    ip,
+                    uri.port_u16().unwrap_or(default_port),
+                ));
+                addrs
+            }
+            None => DefaultResolver::default().resolve(uri, config, timeout)?,
+        };
         for addr in addrs.iter() {
             if let Err(why) = self.policy.check(addr.ip()) {
                 return Err(ureq::Error::Io(std::io::Error::new(
