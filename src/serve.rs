@@ -95,8 +95,6 @@ pub fn run(config: Config) -> Result<(), String> {
         log::warn!("final checkpoint failed: {e}");
     }
     log::info!("stopped");
-    // Give the log a moment to reach a pipe before the process ends.
-    std::thread::sleep(Duration::from_millis(10));
     Ok(())
 }
 
