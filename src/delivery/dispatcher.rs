@@ -38,9 +38,9 @@ struct Slot {
     loaded_through: i64,
     /// The store may hold pending messages after `loaded_through`.
     more: bool,
-    /// An outcome of this endpoint is decided but not yet recorded: reads whose answer depends
-    /// on recorded outcomes (parked messages, a reload) wait until it is.
-    unrecorded: bool,
+    /// Outcomes of this endpoint decided but not yet recorded: reads whose answer depends on
+    /// recorded outcomes (parked messages, a reload) wait until there are none.
+    unrecorded: u32,
     /// The endpoint or its queue changed in the store (an API action, a failed record):
     /// re-read both once nothing is unrecorded.
     stale: bool,
@@ -58,7 +58,7 @@ impl Slot {
             queue: VecDeque::new(),
             loaded_through: 0,
             more: true,
-            unrecorded: false,
+            unrecorded: 0,
             stale: false,
             parked_due: None,
             parked_stale: true,
@@ -113,26 +113,43 @@ impl Dispatcher {
             }
             Err(e) => log::error!("dispatcher cannot read endpoints: {e}"),
         }
+        // Outcomes are written by a recorder thread, so the dispatcher never waits for the
+        // writer (which a publish group may hold through its fsync) before sending the next
+        // request.
+        let (record_tx, record_rx) = crossbeam_channel::unbounded::<Vec<RequestOutcome>>();
+        let (recorded_tx, recorded_rx) = crossbeam_channel::unbounded::<(Vec<i64>, bool)>();
+        let store = self.store.clone();
+        let recorder = match std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || record_outcomes(&store, &record_rx, &recorded_tx))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                log::error!("cannot start the delivery recorder: {e}");
+                return;
+            }
+        };
         let mut stopping: Option<Instant> = None;
         let mut outcomes = Vec::new();
+        let mut outstanding = 0usize;
         loop {
-            // Send what memory allows first, so the next request is on the wire while the
-            // last outcomes are written; then record, and go round again for what needed them.
             let next = match stopping {
                 None => self.dispatch_ready(),
                 Some(deadline) => {
-                    if self.in_flight == 0 || Instant::now() >= deadline {
-                        if !outcomes.is_empty() {
-                            self.record(&mut outcomes);
-                        }
+                    if (self.in_flight == 0 && outstanding == 0 && outcomes.is_empty())
+                        || Instant::now() >= deadline
+                    {
                         break;
                     }
                     Some(deadline)
                 }
             };
             if !outcomes.is_empty() {
-                self.record(&mut outcomes);
-                continue;
+                outstanding += outcomes.len();
+                if record_tx.send(std::mem::take(&mut outcomes)).is_err() {
+                    log::error!("the delivery recorder has stopped; the dispatcher stops too");
+                    return;
+                }
             }
             let timeout = next.map_or(IDLE_WAIT, |at| at.saturating_duration_since(Instant::now()));
             select! {
@@ -145,16 +162,32 @@ impl Dispatcher {
                         outcomes.extend(self.finish(sent));
                     }
                 },
+                recv(recorded_rx) -> recorded => match recorded {
+                    Ok((seqs, ok)) => outstanding -= self.recorded(&seqs, ok),
+                    Err(_) => {
+                        log::error!("the delivery recorder has stopped; the dispatcher stops too");
+                        return;
+                    }
+                },
                 default(timeout) => {}
             }
             // Take whatever else is waiting, so that one transaction records a burst.
             while let Ok(sent) = self.done.try_recv() {
                 outcomes.extend(self.finish(sent));
             }
+            while let Ok((seqs, ok)) = recorded_rx.try_recv() {
+                outstanding -= self.recorded(&seqs, ok);
+            }
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd, &mut stopping);
             }
         }
+        // The recorder writes what it still holds, then ends with its channel.
+        if !outcomes.is_empty() {
+            let _ = record_tx.send(outcomes);
+        }
+        drop(record_tx);
+        let _ = recorder.join();
         if self.in_flight > 0 {
             log::warn!(
                 "shutdown timeout reached with {} requests in flight; their messages stay pending",
@@ -163,22 +196,19 @@ impl Dispatcher {
         }
     }
 
-    fn record(&mut self, outcomes: &mut Vec<RequestOutcome>) {
-        let result = self.store.record(outcomes);
-        for o in outcomes.iter() {
-            if let Some(slot) = self.slots.get_mut(&o.endpoint_seq) {
-                slot.unrecorded = false;
-                if result.is_err() {
+    /// Notes that the outcomes of these endpoints are in the store; returns how many.
+    fn recorded(&mut self, endpoint_seqs: &[i64], ok: bool) -> usize {
+        for seq in endpoint_seqs {
+            if let Some(slot) = self.slots.get_mut(seq) {
+                slot.unrecorded = slot.unrecorded.saturating_sub(1);
+                if !ok {
                     // The store still holds the messages as they were, so re-read them:
                     // they go out again, a duplicate but never a loss.
                     slot.stale = true;
                 }
             }
         }
-        if let Err(e) = result {
-            log::error!("cannot record {} delivery outcomes: {e}", outcomes.len());
-        }
-        outcomes.clear();
+        endpoint_seqs.len()
     }
 
     fn command(&mut self, cmd: Command, stopping: &mut Option<Instant>) {
@@ -225,7 +255,7 @@ impl Dispatcher {
             if self
                 .slots
                 .get(&seq)
-                .is_some_and(|s| s.stale && !s.unrecorded && !s.in_flight)
+                .is_some_and(|s| s.stale && s.unrecorded == 0 && !s.in_flight)
                 && !self.refresh(seq, now)
             {
                 continue;
@@ -236,7 +266,7 @@ impl Dispatcher {
             if !slot.ep.enabled || slot.in_flight {
                 continue;
             }
-            if slot.parked_stale && !slot.unrecorded {
+            if slot.parked_stale && slot.unrecorded == 0 {
                 match self.store.next_parked(seq) {
                     Ok(p) => {
                         slot.parked_due = p.map(|(_, due)| due);
@@ -280,7 +310,7 @@ impl Dispatcher {
                 next = Some(next.map_or(at, |n| n.min(at)));
                 continue;
             }
-            let messages = if parked_ready.is_some_and(|p| p <= now) && !slot.unrecorded {
+            let messages = if parked_ready.is_some_and(|p| p <= now) && slot.unrecorded == 0 {
                 match self.store.next_parked(seq) {
                     Ok(Some((m, _))) => vec![m],
                     Ok(None) => {
@@ -492,7 +522,7 @@ impl Dispatcher {
         for m in requeue.into_iter().rev() {
             slot.queue.push_front(m);
         }
-        slot.unrecorded = true;
+        slot.unrecorded += 1;
         Some(RequestOutcome {
             endpoint_seq: ep.seq,
             at: sent.at,
@@ -534,5 +564,27 @@ fn build_job(ep: &DispatchEndpoint, messages: Vec<QueuedMessage>, now: i64) -> J
         event_header,
         body,
         messages,
+    }
+}
+
+/// The recorder thread: writes every batch of outcomes waiting in one transaction and tells
+/// the dispatcher which endpoints' outcomes are now in the store.
+fn record_outcomes(
+    store: &Store,
+    batches: &Receiver<Vec<RequestOutcome>>,
+    recorded: &Sender<(Vec<i64>, bool)>,
+) {
+    while let Ok(mut outcomes) = batches.recv() {
+        while let Ok(more) = batches.try_recv() {
+            outcomes.extend(more);
+        }
+        let result = store.record(&outcomes);
+        if let Err(e) = &result {
+            log::error!("cannot record {} delivery outcomes: {e}", outcomes.len());
+        }
+        let seqs = outcomes.iter().map(|o| o.endpoint_seq).collect();
+        if recorded.send((seqs, result.is_ok())).is_err() {
+            break;
+        }
     }
 }
