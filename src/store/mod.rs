@@ -491,17 +491,7 @@ impl Store {
     pub fn publish(&self, items: &[NewEvent], now: i64) -> Result<Vec<PublishResult>> {
         self.write(Durability::Full, |tx| {
             self.ensure_room(tx, items)?;
-            let mut subscribers: Vec<(i64, Vec<String>)> = Vec::new();
-            {
-                let mut stmt =
-                    tx.prepare_cached("SELECT seq, event_types FROM endpoints WHERE enabled = 1")?;
-                let rows =
-                    stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-                for row in rows {
-                    let (seq, types) = row?;
-                    subscribers.push((seq, split_types(&types)));
-                }
-            }
+            let subscribers = subscribers(tx)?;
             let mut results = Vec::with_capacity(items.len());
             for item in items {
                 results.push(publish_one(tx, item, &subscribers, now)?);
@@ -686,6 +676,15 @@ fn used_bytes(c: &Connection) -> Result<u64> {
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     Ok(((pages - free).max(0) * size) as u64)
+}
+
+/// Enabled endpoints with their event-type filters, as the fan-out takes them.
+fn subscribers(tx: &Transaction) -> Result<Vec<(i64, Vec<String>)>> {
+    let mut stmt = tx.prepare_cached("SELECT seq, event_types FROM endpoints WHERE enabled = 1")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, split_types(&r.get::<_, String>(1)?)))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 fn split_types(text: &str) -> Vec<String> {

@@ -231,7 +231,7 @@ fn emit(
         only_endpoint: None,
         idempotency: None,
     };
-    let subscribers = subscribers(tx)?;
+    let subscribers = super::subscribers(tx)?;
     let endpoints = match super::publish_one(tx, &item, &subscribers, now)? {
         PublishResult::Accepted { endpoints } => endpoints,
         // Without an idempotency key every event is accepted.
@@ -243,18 +243,6 @@ fn emit(
         endpoints,
     });
     Ok(())
-}
-
-/// Enabled endpoints with their event-type filters, as the fan-out takes them.
-fn subscribers(tx: &Transaction) -> Result<Vec<(i64, Vec<String>)>> {
-    let mut stmt = tx.prepare_cached("SELECT seq, event_types FROM endpoints WHERE enabled = 1")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            super::split_types(&r.get::<_, String>(1)?),
-        ))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 const COMPONENT_COLUMNS: &str = "seq, id, name, status, created_at, updated_at";
