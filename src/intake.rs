@@ -1,13 +1,14 @@
-//! Event intake: the group commit behind `POST /api/v1/events`. API threads hand events to one
-//! intake thread, which writes everything that has queued up in one durable transaction and
-//! answers each caller, so that many concurrent publishers share one fsync instead of
-//! queueing for one each. After the commit it wakes the dispatcher for the endpoints that
-//! got messages.
+//! Event intake: the group commit behind `POST /api/v1/events`, run by the API threads
+//! themselves. The thread that finds no commit running becomes the leader: it writes every
+//! event queued so far in one transaction, hands the lead to the oldest thread still waiting,
+//! waits for its group to reach the disk, wakes the dispatcher for the endpoints that got
+//! messages and answers each thread of the group. Many concurrent publishers so share one
+//! flush, the next group is written while the last one is flushed, and no event is handed to
+//! a thread of its own: the leader commits its own event without sleeping, a follower sleeps
+//! once.
 
-use std::sync::Arc;
-use std::thread::JoinHandle;
-
-use crossbeam_channel::{Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Thread;
 
 use crate::delivery;
 use crate::event::EventType;
@@ -17,11 +18,6 @@ use crate::store::{NewEvent, PublishResult, Store, StoreError};
 /// The most events written in one transaction.
 const MAX_GROUP: usize = 512;
 
-struct Request {
-    event: NewEvent,
-    reply: Sender<Result<PublishResult, PublishError>>,
-}
-
 /// Why an event was not stored. Nothing of it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishError {
@@ -29,8 +25,6 @@ pub enum PublishError {
     Full,
     /// The store failed; the text says how.
     Failed(String),
-    /// The service is stopping.
-    ShuttingDown,
 }
 
 impl std::fmt::Display for PublishError {
@@ -38,72 +32,158 @@ impl std::fmt::Display for PublishError {
         match self {
             PublishError::Full => write!(f, "{}", StoreError::Full),
             PublishError::Failed(why) => write!(f, "the event could not be stored: {why}"),
-            PublishError::ShuttingDown => write!(f, "the server is shutting down"),
         }
     }
 }
 
-/// A clonable way to publish; the intake thread ends when every `Intake` is dropped.
+type Outcome = Result<PublishResult, PublishError>;
+
+/// A clonable way to publish; every clone queues into the same group commit.
 #[derive(Clone)]
 pub struct Intake {
-    requests: Sender<Request>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    dispatcher: delivery::Handle,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+}
+
+/// Invariant: when `leading` is false, `queue` is empty.
+#[derive(Default)]
+struct State {
+    queue: Vec<Waiting>,
+    /// A thread is committing a group, or has been handed the lead and will.
+    leading: bool,
+}
+
+struct Waiting {
+    event: NewEvent,
+    slot: Arc<Slot>,
+}
+
+/// Where a waiting thread learns what became of its event, or that it leads next.
+struct Slot {
+    thread: Thread,
+    note: Mutex<Option<Note>>,
+}
+
+enum Note {
+    Done(Outcome),
+    Lead,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            thread: std::thread::current(),
+            note: Mutex::new(None),
+        }
+    }
+
+    fn put(&self, note: Note) {
+        *self.note.lock().unwrap_or_else(|p| p.into_inner()) = Some(note);
+        self.thread.unpark();
+    }
+
+    /// Sleeps until a note arrives. `unpark` before `park` makes `park` return at once, and a
+    /// spurious wake-up finds no note and sleeps again, so no note is missed.
+    fn wait(&self) -> Note {
+        loop {
+            if let Some(note) = self.note.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                return note;
+            }
+            std::thread::park();
+        }
+    }
 }
 
 impl Intake {
-    pub fn start(
-        store: Arc<Store>,
-        dispatcher: delivery::Handle,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<(Intake, JoinHandle<()>)> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let thread = std::thread::Builder::new()
-            .name("intake".into())
-            .spawn(move || run(&store, &dispatcher, &metrics, rx))?;
-        Ok((Intake { requests: tx }, thread))
+    pub fn new(store: Arc<Store>, dispatcher: delivery::Handle, metrics: Arc<Metrics>) -> Intake {
+        Intake {
+            shared: Arc::new(Shared {
+                store,
+                dispatcher,
+                metrics,
+                state: Mutex::new(State::default()),
+            }),
+        }
     }
 
     /// Stores `event` durably and returns once it is committed, or the store's error.
-    pub fn publish(&self, event: NewEvent) -> Result<PublishResult, PublishError> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        self.requests
-            .send(Request { event, reply })
-            .map_err(|_| PublishError::ShuttingDown)?;
-        answer.recv().map_err(|_| PublishError::ShuttingDown)?
+    pub fn publish(&self, event: NewEvent) -> Outcome {
+        let slot = Arc::new(Slot::new());
+        let lead = {
+            let mut state = self.shared.lock();
+            state.queue.push(Waiting {
+                event,
+                slot: slot.clone(),
+            });
+            !std::mem::replace(&mut state.leading, true)
+        };
+        if !lead {
+            match slot.wait() {
+                Note::Done(outcome) => return outcome,
+                Note::Lead => {}
+            }
+        }
+        // This thread's event is among the oldest MAX_GROUP queued: it was alone in the queue
+        // when it found nobody leading, or first when the lead was handed to it.
+        self.shared.lead();
+        match slot.wait() {
+            Note::Done(outcome) => outcome,
+            Note::Lead => unreachable!("a leader is never handed the lead"),
+        }
     }
 }
 
-fn run(
-    store: &Store,
-    dispatcher: &delivery::Handle,
-    metrics: &Metrics,
-    requests: Receiver<Request>,
-) {
-    while let Ok(first) = requests.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match requests.try_recv() {
-                Ok(r) => group.push(r),
-                Err(_) => break,
-            }
-        }
-        let (events, replies): (Vec<NewEvent>, Vec<_>) =
-            group.into_iter().map(|r| (r.event, r.reply)).unzip();
-        match store.publish(&events, crate::time::now_ms()) {
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commits one group, hands the lead on, then waits for the group to reach the disk and
+    /// answers it: the next group's statements run while this one is flushed. The hand-off
+    /// runs even if the commit panics, and every waiter of the group is answered, so no
+    /// thread sleeps forever.
+    fn lead(&self) {
+        let group: Vec<Waiting> = {
+            let mut state = self.lock();
+            let n = state.queue.len().min(MAX_GROUP);
+            state.queue.drain(..n).collect()
+        };
+        let mut round = Round {
+            shared: self,
+            slots: Vec::with_capacity(group.len()),
+            handed_off: false,
+        };
+        let events: Vec<NewEvent> = group
+            .into_iter()
+            .map(|w| {
+                round.slots.push(w.slot);
+                w.event
+            })
+            .collect();
+        let committed = self.store.publish(&events, crate::time::now_ms());
+        round.hand_off();
+        match committed.and_then(|c| c.sync()) {
             Ok(results) => {
                 let mut woken: Vec<i64> = Vec::new();
                 for (r, e) in results.iter().zip(&events) {
                     if let PublishResult::Accepted { endpoints } = r {
                         woken.extend(endpoints);
                         if let Some(t) = EventType::parse(&e.event_type) {
-                            metrics.event_accepted(t);
+                            self.metrics.event_accepted(t);
                         }
                     }
                 }
                 woken.sort_unstable();
                 woken.dedup();
-                dispatcher.wake(woken);
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
+                self.dispatcher.wake(woken);
+                for (slot, result) in round.slots.drain(..).zip(results) {
+                    slot.put(Note::Done(Ok(result)));
                 }
             }
             Err(e) => {
@@ -112,10 +192,43 @@ fn run(
                     other => PublishError::Failed(other.to_string()),
                 };
                 log::error!("cannot store {} events: {error}", events.len());
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
+                for slot in round.slots.drain(..) {
+                    slot.put(Note::Done(Err(error.clone())));
                 }
             }
         }
+    }
+}
+
+/// One leader's group: hands the lead on and answers whoever is still unanswered, at the
+/// latest when dropped.
+struct Round<'a> {
+    shared: &'a Shared,
+    slots: Vec<Arc<Slot>>,
+    handed_off: bool,
+}
+
+impl Round<'_> {
+    /// Gives the lead to the oldest waiting thread, or ends it when nobody waits.
+    fn hand_off(&mut self) {
+        if std::mem::replace(&mut self.handed_off, true) {
+            return;
+        }
+        let mut state = self.shared.lock();
+        match state.queue.first() {
+            Some(next) => next.slot.put(Note::Lead),
+            None => state.leading = false,
+        }
+    }
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        for slot in self.slots.drain(..) {
+            slot.put(Note::Done(Err(PublishError::Failed(
+                "the commit was interrupted".into(),
+            ))));
+        }
+        self.hand_off();
     }
 }

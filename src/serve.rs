@@ -43,8 +43,7 @@ pub fn run(config: Config) -> Result<(), String> {
         crate::delivery::start(store.clone(), &config, metrics.clone())?;
     let (monitors, monitors_thread) =
         crate::monitor::start(store.clone(), &config, dispatcher.clone(), metrics.clone())?;
-    let (intake, intake_thread) = Intake::start(store.clone(), dispatcher.clone(), metrics.clone())
-        .map_err(|e| format!("cannot start intake: {e}"))?;
+    let intake = Intake::new(store.clone(), dispatcher.clone(), metrics.clone());
     let (stop_retention, retention_stop) = crossbeam_channel::bounded(1);
     let retention_thread =
         crate::retention::start(store.clone(), config.storage.retention_days, retention_stop)
@@ -82,11 +81,10 @@ pub fn run(config: Config) -> Result<(), String> {
     // Checks in flight are abandoned; a check not recorded changes nothing.
     monitors.shutdown();
     let _ = monitors_thread.join();
-    // Closing the listener refuses new connections; the intake ends once the last handle
-    // to it is gone, after writing what it holds.
+    // Every publish ran on an API thread, so with those joined nothing is left half-written.
+    // Closing the listener refuses new connections.
     drop(server);
     drop(api);
-    let _ = intake_thread.join();
     let _ = stop_retention.send(());
     let _ = retention_thread.join();
     dispatcher.shutdown();

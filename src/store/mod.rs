@@ -5,6 +5,10 @@
 //! Writes go through one connection behind a mutex, so they queue in the process instead of
 //! spinning on SQLite's busy handler; reads use a small pool of their own connections, which
 //! WAL lets run beside the writer.
+//!
+//! A durable write commits under `synchronous=NORMAL` and then flushes the write-ahead log
+//! with `fdatasync` after the writer is released, so that the next writer's statements run
+//! while the disk works; the caller answers only after the flush. See ARCHITECTURE.md.
 
 mod queue;
 mod schema;
@@ -38,6 +42,9 @@ pub enum StoreError {
     Corrupt(PathBuf, String),
     /// The database reached `storage.max_size`, or the disk is full.
     Full,
+    /// The write-ahead log could not be flushed to disk: the write is committed but may not
+    /// survive a power cut.
+    Sync(PathBuf, std::io::Error),
 }
 
 impl std::fmt::Display for StoreError {
@@ -60,6 +67,9 @@ impl std::fmt::Display for StoreError {
                 "database {} failed its integrity check ({why}); restore a backup, the file was left as it is",
                 path.display()
             ),
+            StoreError::Sync(path, e) => {
+                write!(f, "cannot flush {} to disk: {e}", path.display())
+            }
         }
     }
 }
@@ -80,13 +90,28 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// How much a write must survive.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// Survives power loss before the call returns (`synchronous=FULL`): whatever the API
-    /// acknowledges.
+    /// Survives power loss before the call returns (the write-ahead log is flushed to disk):
+    /// whatever the API acknowledges.
     Full,
-    /// Survives a crash of the process (`synchronous=NORMAL` under WAL). Used for delivery
-    /// bookkeeping, where losing the last moments to a power cut means a resend, which
-    /// at-least-once already allows.
+    /// Survives a crash of the process (the commit is in the operating system's hands). Used
+    /// for delivery bookkeeping, where losing the last moments to a power cut means a resend,
+    /// which at-least-once already allows.
     Normal,
+}
+
+/// A write that is committed (other connections see it) but not yet known to be on disk.
+#[must_use = "a commit is durable only once it is synced"]
+pub struct Unsynced<'a, T> {
+    store: &'a Store,
+    value: T,
+}
+
+impl<T> Unsynced<'_, T> {
+    /// Waits until the commit is on disk, and returns what the write returned.
+    pub fn sync(self) -> Result<T> {
+        self.store.sync_wal()?;
+        Ok(self.value)
+    }
 }
 
 pub struct Store {
@@ -94,6 +119,9 @@ pub struct Store {
     /// `storage.max_size`: new events are refused once the pages in use reach it.
     max_bytes: Option<u64>,
     writer: Mutex<Connection>,
+    /// The write-ahead log, opened for `fdatasync` only. `None` when the file is not in WAL
+    /// mode; the writer then keeps `synchronous=FULL` and every commit syncs itself.
+    wal: Option<(PathBuf, std::fs::File)>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -151,34 +179,66 @@ impl Store {
             StoreError::Sqlite(e) => StoreError::Open(path.into(), e),
             other => other,
         })?;
+        // Commits leave the log in the operating system's hands; durable writes flush it with
+        // `sync_wal` after releasing the writer. The log file lives as long as a connection
+        // to the database is open, and the writer is open as long as the store.
+        let wal = if mode.eq_ignore_ascii_case("wal") {
+            writer
+                .execute_batch("PRAGMA synchronous = NORMAL")
+                .map_err(opening)?;
+            let mut wal_path = path.as_os_str().to_owned();
+            wal_path.push("-wal");
+            let wal_path = PathBuf::from(wal_path);
+            let file = std::fs::File::open(&wal_path)
+                .map_err(|e| StoreError::Sync(wal_path.clone(), e))?;
+            Some((wal_path, file))
+        } else {
+            None
+        };
         Ok(Store {
             path: path.to_path_buf(),
             max_bytes,
             writer: Mutex::new(writer),
+            wal,
             readers: Mutex::new(Vec::new()),
         })
     }
 
-    /// Runs `f` in one immediate transaction on the writer connection.
+    /// Runs `f` in one immediate transaction on the writer connection; with
+    /// `Durability::Full` it returns once the commit is on disk.
     fn write<T>(
         &self,
         durability: Durability,
         f: impl FnOnce(&Transaction) -> Result<T>,
     ) -> Result<T> {
+        let committed = self.commit(f)?;
+        match durability {
+            Durability::Full => committed.sync(),
+            Durability::Normal => Ok(committed.value),
+        }
+    }
+
+    /// Runs `f` in one immediate transaction on the writer connection and releases the writer
+    /// as soon as the transaction is committed, before it is flushed to disk.
+    fn commit<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<Unsynced<'_, T>> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if durability == Durability::Normal {
-            conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(Unsynced { store: self, value })
+    }
+
+    /// Flushes the write-ahead log to disk: every transaction committed before the call is
+    /// then durable. `fdatasync` acts on the file, not on the descriptor, so it covers the
+    /// writer connection's writes. Flushes by several threads at once are safe; the kernel
+    /// joins them.
+    fn sync_wal(&self) -> Result<()> {
+        match &self.wal {
+            Some((path, file)) => file
+                .sync_data()
+                .map_err(|e| StoreError::Sync(path.clone(), e)),
+            None => Ok(()),
         }
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })();
-        if durability == Durability::Normal {
-            conn.execute_batch("PRAGMA synchronous = FULL")?;
-        }
-        result
     }
 
     /// Runs `f` on a reader connection from the pool.
@@ -485,11 +545,16 @@ impl Store {
 
     // ---- events ----
 
-    /// Writes a group of events and their messages in one transaction that is durable on
-    /// return: the group commit behind `POST /api/v1/events`. Each item gets its own answer;
-    /// an item refused for a conflict leaves no trace, the others are kept.
-    pub fn publish(&self, items: &[NewEvent], now: i64) -> Result<Vec<PublishResult>> {
-        self.write(Durability::Full, |tx| {
+    /// Writes a group of events and their messages in one transaction: the group commit
+    /// behind `POST /api/v1/events`. Each item gets its own answer; an item refused for a
+    /// conflict leaves no trace, the others are kept. The answer is `Unsynced`, so that the
+    /// caller can let the next group's statements run while this one is flushed.
+    pub fn publish(
+        &self,
+        items: &[NewEvent],
+        now: i64,
+    ) -> Result<Unsynced<'_, Vec<PublishResult>>> {
+        self.commit(|tx| {
             self.ensure_room(tx, items)?;
             let subscribers = subscribers(tx)?;
             let mut results = Vec::with_capacity(items.len());
