@@ -1,5 +1,5 @@
 //! `statussentry serve`: opens the store, settles the admin token, starts the dispatcher, the
-//! intake, the API threads and retention, then waits for SIGTERM or SIGINT and shuts down in
+//! intake, the API and retention, then waits for SIGTERM or SIGINT and shuts down in
 //! order: stop taking requests, finish stored writes, let deliveries in flight end within
 //! `shutdown_timeout`.
 
@@ -12,9 +12,6 @@ use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// Threads answering the admin API.
-const API_THREADS: usize = 32;
-
 const TOKEN_HASH_KEY: &str = "admin_token_sha256";
 
 /// Runs the service until a signal; the error is a start-up failure for the user.
@@ -24,13 +21,11 @@ pub fn run(config: Config) -> Result<(), String> {
     );
     let token_hash = admin_token_hash(&store, &config)?;
 
-    let server = listen(config.server.listen)
+    let listener = listen(config.server.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
-    let server = Arc::new(server);
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .map_or_else(|| config.server.listen.to_string(), |a| a.to_string());
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
 
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -57,8 +52,7 @@ pub fn run(config: Config) -> Result<(), String> {
         token_hash,
         metrics,
     ));
-    let api_threads = api::serve(server.clone(), api.clone(), API_THREADS)
-        .map_err(|e| format!("cannot start API: {e}"))?;
+    let server = api::serve(listener, api.clone()).map_err(|e| format!("cannot start API: {e}"))?;
 
     let counts = store.counts().map_err(|e| e.to_string())?;
     log::info!(
@@ -75,13 +69,10 @@ pub fn run(config: Config) -> Result<(), String> {
         log::info!("signal {sig} received; shutting down");
     }
     api::stop(&api);
-    for t in api_threads {
-        let _ = t.join();
-    }
     // Checks in flight are abandoned; a check not recorded changes nothing.
     monitors.shutdown();
     let _ = monitors_thread.join();
-    // Every publish ran on an API thread, so with those joined nothing is left half-written.
+    // Requests being answered have finished, so nothing acknowledged is half-written.
     // Closing the listener refuses new connections.
     drop(server);
     drop(api);
@@ -102,7 +93,7 @@ const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Binds the admin listener. Accepted sockets inherit the listener's options on Linux, which
 /// is how they get their timeouts and `TCP_NODELAY` without reaching into tiny_http.
-fn listen(addr: std::net::SocketAddr) -> Result<tiny_http::Server, String> {
+fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
     let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
     let socket = socket2::SockRef::from(&listener);
     let options = socket
@@ -112,7 +103,7 @@ fn listen(addr: std::net::SocketAddr) -> Result<tiny_http::Server, String> {
     if let Err(e) = options {
         log::warn!("cannot set timeouts on the admin listener: {e}");
     }
-    tiny_http::Server::from_listener(listener, None).map_err(|e| e.to_string())
+    Ok(listener)
 }
 
 /// The SHA-256 of the admin token: from the environment or configuration, else the stored

@@ -1,5 +1,5 @@
-//! The admin HTTP API on tiny_http (SPEC 5): a fixed set of threads taking requests from one
-//! listener, bearer-token authentication before routing, JSON in and out, and the error
+//! The admin HTTP API on tiny_http (SPEC 5): each request answered on the thread that reads
+//! its connection, bearer-token authentication before routing, JSON in and out, and the error
 //! shape every refusal uses. Only this module knows tiny_http; handlers live beside it, one
 //! file per resource.
 
@@ -14,8 +14,8 @@ mod signin;
 
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -36,6 +36,8 @@ pub struct Api {
     pub token_hash: [u8; 32],
     pub metrics: Arc<Metrics>,
     stopping: AtomicBool,
+    /// Requests being answered, so that shutdown can wait for them.
+    in_flight: AtomicUsize,
     sign_ins: signin::SignInLimiter,
 }
 
@@ -58,6 +60,7 @@ impl Api {
             token_hash,
             metrics,
             stopping: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
             sign_ins: signin::SignInLimiter::default(),
         }
     }
@@ -209,38 +212,54 @@ impl Req {
     }
 }
 
-/// How often an idle API thread checks whether the server is stopping.
-const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long shutdown waits for requests being answered.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Starts `threads` threads answering requests on `server`.
+/// Starts answering requests on `listener`. tiny_http reads each connection on a thread of
+/// its own (a pool that grows with the connections), and each request is answered on that
+/// thread: no hand-off between threads on the way in or out.
 pub fn serve(
-    server: Arc<tiny_http::Server>,
+    listener: std::net::TcpListener,
     api: Arc<Api>,
-    threads: usize,
-) -> std::io::Result<Vec<JoinHandle<()>>> {
-    (0..threads)
-        .map(|i| {
-            let (server, api) = (server.clone(), api.clone());
-            std::thread::Builder::new()
-                .name(format!("api-{i}"))
-                .spawn(move || {
-                    // A short wait keeps each thread checking whether it should stop;
-                    // tiny_http's `unblock` wakes only one waiting thread.
-                    while !api.stopping.load(Ordering::SeqCst) {
-                        match server.recv_timeout(STOP_CHECK) {
-                            Ok(Some(request)) => answer(&api, request),
-                            Ok(None) => {}
-                            Err(e) => log::debug!("accepting a connection failed: {e}"),
-                        }
-                    }
-                })
-        })
-        .collect()
+) -> std::result::Result<tiny_http::Server, String> {
+    let handler: tiny_http::Handler = Arc::new(move |request| {
+        let _counted = InFlight::enter(&api.in_flight);
+        answer(&api, request);
+    });
+    tiny_http::Server::from_listener_with_handler(listener, handler).map_err(|e| e.to_string())
 }
 
-/// Stops taking requests; requests already being answered finish.
+/// Counts one request as being answered for as long as it lives, panics included.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> InFlight<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Stops taking requests (later ones are answered 503) and waits, at most `DRAIN_TIMEOUT`,
+/// for those being answered to finish, so that every acknowledged write is complete.
 pub fn stop(api: &Api) {
     api.stopping.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while api.in_flight.load(Ordering::SeqCst) > 0 {
+        if Instant::now() >= deadline {
+            log::warn!(
+                "{} requests still being answered after {DRAIN_TIMEOUT:?}; stopping anyway",
+                api.in_flight.load(Ordering::SeqCst)
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn answer(api: &Api, mut request: tiny_http::Request) {

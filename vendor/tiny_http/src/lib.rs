@@ -119,6 +119,9 @@ pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
 
+/// StatusSentry patch: what `Server::from_listener_with_handler` calls for each request.
+pub type Handler = Arc<dyn Fn(Request) + Send + Sync + 'static>;
+
 mod client;
 mod common;
 mod connection;
@@ -246,6 +249,25 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Server::build(listener, ssl_config, None)
+    }
+
+    /// StatusSentry patch: like `from_listener` without SSL, but every request is passed to
+    /// `handler` on the thread that reads its connection, instead of being queued for `recv`.
+    /// The handler answers the request; the thread then reads the connection's next request.
+    /// `recv` and `incoming_requests` then only ever return accept errors.
+    pub fn from_listener_with_handler<L: Into<Listener>>(
+        listener: L,
+        handler: Handler,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Server::build(listener, None, Some(handler))
+    }
+
+    fn build<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        handler: Option<Handler>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -322,11 +344,16 @@ impl Server {
                 match new_client {
                     Ok(client) => {
                         let messages = inside_messages.clone();
+                        let handler = handler.clone();
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
                             if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
+                                if let Some(handler) = &handler {
+                                    for rq in client {
+                                        handler(rq);
+                                    }
+                                } else if client.secure() {
+                                    // Synchronization is needed for HTTPS requests to avoid a deadlock
                                     let (sender, receiver) = mpsc::channel();
                                     for rq in client {
                                         messages.push(rq.with_notify_sender(sender.clone()).into());
