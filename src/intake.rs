@@ -1,11 +1,10 @@
-//! Event intake: the group commit behind `POST /api/v1/events`, run by the API threads
-//! themselves. The thread that finds no commit running becomes the leader: it writes every
-//! event queued so far in one transaction, hands the lead to the oldest thread still waiting,
-//! waits for its group to reach the disk, wakes the dispatcher for the endpoints that got
+//! Event intake: the group commit behind `POST /api/v1/events`, run by the threads that
+//! answer requests. The thread that finds no commit running becomes the leader: it writes
+//! every event queued so far in one transaction, waits for it to reach the disk, hands the
+//! lead to the oldest thread still waiting, wakes the dispatcher for the endpoints that got
 //! messages and answers each thread of the group. Many concurrent publishers so share one
-//! flush, the next group is written while the last one is flushed, and no event is handed to
-//! a thread of its own: the leader commits its own event without sleeping, a follower sleeps
-//! once.
+//! flush, and no event is handed to a thread of its own: the leader commits its own event
+//! without sleeping, a follower sleeps once.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::Thread;
@@ -144,10 +143,9 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Commits one group, hands the lead on, then waits for the group to reach the disk and
-    /// answers it: the next group's statements run while this one is flushed. The hand-off
-    /// runs even if the commit panics, and every waiter of the group is answered, so no
-    /// thread sleeps forever.
+    /// Commits one group, waits for it to reach the disk, hands the lead on and answers the
+    /// group. The hand-off runs even if the commit panics, and every waiter of the group is
+    /// answered, so no thread sleeps forever.
     fn lead(&self) {
         let group: Vec<Waiting> = {
             let mut state = self.lock();
@@ -166,9 +164,12 @@ impl Shared {
                 w.event
             })
             .collect();
-        let committed = self.store.publish(&events, crate::time::now_ms());
+        // The lead passes on only after the flush. Passing it on before (so that the next
+        // group is written during this flush) shrank groups to about four events and cost
+        // more CPU per event for no more throughput (BENCHMARKS.md).
+        let outcome = self.store.publish(&events, crate::time::now_ms());
         round.hand_off();
-        match committed.and_then(|c| c.sync()) {
+        match outcome {
             Ok(results) => {
                 let mut woken: Vec<i64> = Vec::new();
                 for (r, e) in results.iter().zip(&events) {

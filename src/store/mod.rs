@@ -7,9 +7,10 @@
 //! WAL lets run beside the writer.
 //!
 //! A durable write commits under `synchronous=NORMAL` and then flushes the write-ahead log
-//! with `fdatasync` after the writer is released, so that the next writer's statements run
-//! while the disk works; the caller answers only after the flush. See ARCHITECTURE.md.
+//! (`flush.rs`) after the writer is released, so that other writers go on while the disk
+//! works; the caller answers only after the flush. See ARCHITECTURE.md.
 
+mod flush;
 mod queue;
 mod schema;
 mod sources;
@@ -44,7 +45,7 @@ pub enum StoreError {
     Full,
     /// The write-ahead log could not be flushed to disk: the write is committed but may not
     /// survive a power cut.
-    Sync(PathBuf, std::io::Error),
+    Sync(PathBuf, String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -67,9 +68,11 @@ impl std::fmt::Display for StoreError {
                 "database {} failed its integrity check ({why}); restore a backup, the file was left as it is",
                 path.display()
             ),
-            StoreError::Sync(path, e) => {
-                write!(f, "cannot flush {} to disk: {e}", path.display())
-            }
+            StoreError::Sync(path, why) => write!(
+                f,
+                "cannot flush {} to disk ({why}); durable writes are refused until a restart",
+                path.display()
+            ),
         }
     }
 }
@@ -99,29 +102,14 @@ pub enum Durability {
     Normal,
 }
 
-/// A write that is committed (other connections see it) but not yet known to be on disk.
-#[must_use = "a commit is durable only once it is synced"]
-pub struct Unsynced<'a, T> {
-    store: &'a Store,
-    value: T,
-}
-
-impl<T> Unsynced<'_, T> {
-    /// Waits until the commit is on disk, and returns what the write returned.
-    pub fn sync(self) -> Result<T> {
-        self.store.sync_wal()?;
-        Ok(self.value)
-    }
-}
-
 pub struct Store {
     path: PathBuf,
     /// `storage.max_size`: new events are refused once the pages in use reach it.
     max_bytes: Option<u64>,
     writer: Mutex<Connection>,
-    /// The write-ahead log, opened for `fdatasync` only. `None` when the file is not in WAL
-    /// mode; the writer then keeps `synchronous=FULL` and every commit syncs itself.
-    wal: Option<(PathBuf, std::fs::File)>,
+    /// Flushes of the write-ahead log. `None` when the file is not in WAL mode; the writer
+    /// then keeps `synchronous=FULL` and every commit flushes itself.
+    wal: Option<flush::Flusher>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -189,9 +177,9 @@ impl Store {
             let mut wal_path = path.as_os_str().to_owned();
             wal_path.push("-wal");
             let wal_path = PathBuf::from(wal_path);
-            let file = std::fs::File::open(&wal_path)
-                .map_err(|e| StoreError::Sync(wal_path.clone(), e))?;
-            Some((wal_path, file))
+            let flusher = flush::Flusher::open(&wal_path)
+                .map_err(|e| StoreError::Sync(wal_path.clone(), e.to_string()))?;
+            Some(flusher)
         } else {
             None
         };
@@ -211,34 +199,24 @@ impl Store {
         durability: Durability,
         f: impl FnOnce(&Transaction) -> Result<T>,
     ) -> Result<T> {
-        let committed = self.commit(f)?;
-        match durability {
-            Durability::Full => committed.sync(),
-            Durability::Normal => Ok(committed.value),
+        let (value, commit) = {
+            let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            (
+                value,
+                self.wal.as_ref().map_or(0, flush::Flusher::committed),
+            )
+        };
+        // The flush runs with the writer released, so other writers go on meanwhile.
+        // `fdatasync` acts on the file, not on the descriptor, so the flusher's own descriptor
+        // covers what the writer connection wrote.
+        if let (Durability::Full, Some(wal)) = (durability, &self.wal) {
+            wal.flush(commit)
+                .map_err(|e| StoreError::Sync(e.path, e.why))?;
         }
-    }
-
-    /// Runs `f` in one immediate transaction on the writer connection and releases the writer
-    /// as soon as the transaction is committed, before it is flushed to disk.
-    fn commit<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<Unsynced<'_, T>> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(Unsynced { store: self, value })
-    }
-
-    /// Flushes the write-ahead log to disk: every transaction committed before the call is
-    /// then durable. `fdatasync` acts on the file, not on the descriptor, so it covers the
-    /// writer connection's writes. Flushes by several threads at once are safe; the kernel
-    /// joins them.
-    fn sync_wal(&self) -> Result<()> {
-        match &self.wal {
-            Some((path, file)) => file
-                .sync_data()
-                .map_err(|e| StoreError::Sync(path.clone(), e)),
-            None => Ok(()),
-        }
+        Ok(value)
     }
 
     /// Runs `f` on a reader connection from the pool.
@@ -365,6 +343,9 @@ impl Store {
 
     /// Reads and writes a row, to prove the store answers (for `/healthz`).
     pub fn health_check(&self) -> Result<()> {
+        if let Some(e) = self.wal.as_ref().and_then(flush::Flusher::failure) {
+            return Err(StoreError::Sync(e.path, e.why));
+        }
         self.read(|c| {
             Ok(c.query_row("SELECT count(*) FROM settings", [], |r| r.get::<_, i64>(0))?)
         })?;
@@ -545,16 +526,11 @@ impl Store {
 
     // ---- events ----
 
-    /// Writes a group of events and their messages in one transaction: the group commit
-    /// behind `POST /api/v1/events`. Each item gets its own answer; an item refused for a
-    /// conflict leaves no trace, the others are kept. The answer is `Unsynced`, so that the
-    /// caller can let the next group's statements run while this one is flushed.
-    pub fn publish(
-        &self,
-        items: &[NewEvent],
-        now: i64,
-    ) -> Result<Unsynced<'_, Vec<PublishResult>>> {
-        self.commit(|tx| {
+    /// Writes a group of events and their messages in one transaction that is durable on
+    /// return: the group commit behind `POST /api/v1/events`. Each item gets its own answer;
+    /// an item refused for a conflict leaves no trace, the others are kept.
+    pub fn publish(&self, items: &[NewEvent], now: i64) -> Result<Vec<PublishResult>> {
+        self.write(Durability::Full, |tx| {
             self.ensure_room(tx, items)?;
             let subscribers = subscribers(tx)?;
             let mut results = Vec::with_capacity(items.len());

@@ -79,8 +79,6 @@ fn fan_out_follows_filters_and_enabled() {
             ],
             10,
         )
-        .unwrap()
-        .sync()
         .unwrap();
     assert_eq!(
         results[0],
@@ -115,8 +113,6 @@ fn idempotency_repeats_or_conflicts_within_one_group() {
             ],
             10,
         )
-        .unwrap()
-        .sync()
         .unwrap();
     assert!(matches!(results[0], PublishResult::Accepted { .. }));
     assert_eq!(
@@ -148,10 +144,7 @@ fn rotation_keeps_the_old_secret_for_its_grace() {
 fn delete_takes_messages_with_it() {
     let (_d, s) = store();
     let ep = endpoint(&s, &[]);
-    s.publish(&[event("incident.created", None)], 10)
-        .unwrap()
-        .sync()
-        .unwrap();
+    s.publish(&[event("incident.created", None)], 10).unwrap();
     assert!(s.delete_endpoint(&ep.id).unwrap().is_some());
     assert!(
         s.list_messages(&MessageFilter::default(), None, 10)
@@ -165,15 +158,9 @@ fn delete_takes_messages_with_it() {
 fn a_full_store_refuses_events_and_keeps_what_it_has() {
     let (dir, s) = store();
     let ep = endpoint(&s, &[]);
-    s.publish(&[event("incident.created", None)], 10)
-        .unwrap()
-        .sync()
-        .unwrap();
+    s.publish(&[event("incident.created", None)], 10).unwrap();
     let full = Store::open(&dir.path().join("t.db"), Some(1)).unwrap();
-    match full
-        .publish(&[event("incident.created", None)], 10)
-        .and_then(|c| c.sync())
-    {
+    match full.publish(&[event("incident.created", None)], 10) {
         Err(StoreError::Full) => {}
         other => panic!("expected Full, got {other:?}"),
     }
@@ -192,8 +179,6 @@ fn prune_removes_old_delivered_messages_and_what_only_they_used() {
             ],
             10,
         )
-        .unwrap()
-        .sync()
         .unwrap();
     assert_eq!(results.len(), 2);
     let queued = s.pending_after(ep.seq, 0, 10).unwrap();
