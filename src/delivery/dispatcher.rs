@@ -6,13 +6,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, select};
 
 use super::Command;
 use super::policy::{self, Class};
-use super::worker::{Job, Sent};
+use super::worker::{Job, Run, Sent};
 use crate::config::Delivery as DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::store::{DispatchEndpoint, QueuedMessage, RequestOutcome, Store, Verdict};
@@ -23,7 +24,8 @@ const IDLE_WAIT: Duration = Duration::from_secs(60);
 
 struct Slot {
     ep: DispatchEndpoint,
-    in_flight: bool,
+    /// The run in flight, if any: set its flag to stop it after its request in flight.
+    in_flight: Option<Arc<AtomicBool>>,
     /// When the last request to this endpoint ended, ms since the epoch. The window is counted
     /// from here rather than from the start: the receiver may see a request later than we
     /// start it (a new connection, a slow network), but never after its answer, so counting
@@ -53,7 +55,7 @@ impl Slot {
     fn new(ep: DispatchEndpoint) -> Slot {
         Slot {
             ep,
-            in_flight: false,
+            in_flight: None,
             last_end: i64::MIN / 2,
             queue: VecDeque::new(),
             loaded_through: 0,
@@ -69,6 +71,9 @@ impl Slot {
 /// Pending messages read from the store at a time, at least; more when `batch_max` is larger.
 const READ_AHEAD: i64 = 32;
 
+/// The most requests in one run (ARCHITECTURE.md, "How an event flows", step 4).
+const RUN_MAX: usize = 32;
+
 pub(super) struct Dispatcher {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
@@ -76,8 +81,9 @@ pub(super) struct Dispatcher {
     shutdown_timeout: Duration,
     commands: Receiver<Command>,
     done: Receiver<Sent>,
-    jobs: Sender<Job>,
+    runs: Sender<Run>,
     slots: HashMap<i64, Slot>,
+    /// Runs in flight.
     in_flight: usize,
 }
 
@@ -89,7 +95,7 @@ impl Dispatcher {
         shutdown_timeout: Duration,
         commands: Receiver<Command>,
         done: Receiver<Sent>,
-        jobs: Sender<Job>,
+        runs: Sender<Run>,
     ) -> Dispatcher {
         Dispatcher {
             store,
@@ -98,7 +104,7 @@ impl Dispatcher {
             shutdown_timeout,
             commands,
             done,
-            jobs,
+            runs,
             slots: HashMap::new(),
             in_flight: 0,
         }
@@ -222,12 +228,20 @@ impl Dispatcher {
                 }
             }
             Command::Changed(seq) => match self.slots.get_mut(&seq) {
-                Some(slot) => slot.stale = true,
+                Some(slot) => {
+                    slot.stale = true;
+                    if let Some(cancel) = &slot.in_flight {
+                        cancel.store(true, Ordering::SeqCst);
+                    }
+                }
                 None => self.add(seq),
             },
             Command::Shutdown => {
                 if stopping.is_none() {
                     *stopping = Some(Instant::now() + self.shutdown_timeout);
+                    for cancel in self.slots.values().filter_map(|s| s.in_flight.as_ref()) {
+                        cancel.store(true, Ordering::SeqCst);
+                    }
                 }
             }
         }
@@ -255,7 +269,7 @@ impl Dispatcher {
             if self
                 .slots
                 .get(&seq)
-                .is_some_and(|s| s.stale && s.unrecorded == 0 && !s.in_flight)
+                .is_some_and(|s| s.stale && s.unrecorded == 0 && s.in_flight.is_none())
                 && !self.refresh(seq, now)
             {
                 continue;
@@ -263,7 +277,7 @@ impl Dispatcher {
             let Some(slot) = self.slots.get_mut(&seq) else {
                 continue;
             };
-            if !slot.ep.enabled || slot.in_flight {
+            if !slot.ep.enabled || slot.in_flight.is_some() {
                 continue;
             }
             if slot.parked_stale && slot.unrecorded == 0 {
@@ -310,7 +324,8 @@ impl Dispatcher {
                 next = Some(next.map_or(at, |n| n.min(at)));
                 continue;
             }
-            let messages = if parked_ready.is_some_and(|p| p <= now) && slot.unrecorded == 0 {
+            let parked = parked_ready.is_some_and(|p| p <= now) && slot.unrecorded == 0;
+            let messages = if parked {
                 match self.store.next_parked(seq) {
                     Ok(Some((m, _))) => vec![m],
                     Ok(None) => {
@@ -328,12 +343,21 @@ impl Dispatcher {
             } else {
                 continue;
             };
-            let job = build_job(&slot.ep, messages, now);
-            slot.in_flight = true;
-            match self.jobs.send(job) {
+            let mut jobs = VecDeque::from([build_job(&slot.ep, messages, now)]);
+            // More requests back to back only where no window separates them, and only full
+            // ones: a batch is never sent short while more messages wait.
+            if !parked && slot.ep.batch_window_ms == 0 {
+                while jobs.len() < RUN_MAX && slot.queue.len() >= want {
+                    let messages = slot.queue.drain(..want).collect();
+                    jobs.push_back(build_job(&slot.ep, messages, now));
+                }
+            }
+            let cancel = Arc::new(AtomicBool::new(false));
+            slot.in_flight = Some(cancel.clone());
+            match self.runs.send(Run { jobs, cancel }) {
                 Ok(()) => self.in_flight += 1,
                 Err(_) => {
-                    slot.in_flight = false;
+                    slot.in_flight = None;
                     slot.stale = true;
                 }
             }
@@ -370,12 +394,16 @@ impl Dispatcher {
     /// Decides what a finished request means, updates the endpoint's slot and returns what to
     /// record. `None` when the endpoint was deleted meanwhile.
     fn finish(&mut self, sent: Sent) -> Option<RequestOutcome> {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        if sent.last {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
         let slot = self.slots.get_mut(&sent.job.endpoint_seq)?;
         let cfg = &self.config;
         let duration_ms = sent.duration.as_millis() as i64;
         let now = sent.at + duration_ms;
-        slot.in_flight = false;
+        if sent.last {
+            slot.in_flight = None;
+        }
         slot.last_end = now;
         let (status, retry_after, body, error) = match &sent.result {
             Ok(r) => {
@@ -518,6 +546,15 @@ impl Dispatcher {
                 requeue.push(again);
             }
             messages.push((m.seq, m.attempts + 1, v));
+        }
+        // The run's unsent messages were behind this request's, and still are.
+        for m in sent
+            .unsent
+            .into_iter()
+            .rev()
+            .flat_map(|job| job.messages.into_iter().rev())
+        {
+            slot.queue.push_front(m);
         }
         for m in requeue.into_iter().rev() {
             slot.queue.push_front(m);

@@ -66,13 +66,13 @@ pub fn start(
 ) -> Result<(Handle, JoinHandle<()>), String> {
     let agent = crate::net::agent(&config.delivery, &config.network)?;
     let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
-    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+    let (runs_tx, runs_rx) = crossbeam_channel::unbounded();
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     for i in 0..config.delivery.workers {
-        let (agent, jobs, done) = (agent.clone(), jobs_rx.clone(), done_tx.clone());
+        let (agent, runs, done) = (agent.clone(), runs_rx.clone(), done_tx.clone());
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
-            .spawn(move || worker::run(agent, jobs, done))
+            .spawn(move || worker::run(agent, runs, done))
             .map_err(|e| format!("cannot start delivery worker: {e}"))?;
     }
     let alive = Arc::new(AtomicBool::new(true));
@@ -87,7 +87,7 @@ pub fn start(
         config.server.shutdown_timeout,
         commands_rx,
         done_rx,
-        jobs_tx,
+        runs_tx,
     );
     let thread = std::thread::Builder::new()
         .name("dispatcher".into())

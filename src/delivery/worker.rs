@@ -1,8 +1,12 @@
-//! Delivery workers: a fixed pool of threads that each take a job, sign it afresh, send one
-//! HTTP request through the shared ureq agent and hand back what happened. Workers never
-//! touch the database; a failed request is data for the dispatcher, never a panic.
+//! Delivery workers: a fixed pool of threads that each take a run of requests for one
+//! endpoint, sign each afresh, send them one after another through the shared ureq agent and
+//! hand back what happened to each. Workers never touch the database; a failed request is
+//! data for the dispatcher, never a panic.
 
+use std::collections::VecDeque;
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -27,6 +31,13 @@ pub struct Job {
     pub messages: Vec<QueuedMessage>,
 }
 
+/// Requests for one endpoint, sent in order, one at a time.
+pub struct Run {
+    pub jobs: VecDeque<Job>,
+    /// Set by the dispatcher to stop the run after the request in flight.
+    pub cancel: Arc<AtomicBool>,
+}
+
 /// A finished request.
 pub struct Sent {
     pub job: Job,
@@ -34,6 +45,10 @@ pub struct Sent {
     pub at: i64,
     pub duration: Duration,
     pub result: Result<Response, &'static str>,
+    /// The run ended with this request: the endpoint has nothing in flight any more.
+    pub last: bool,
+    /// The run's requests that were not sent, in order; only on the last `Sent`.
+    pub unsent: Vec<Job>,
 }
 
 pub struct Response {
@@ -42,12 +57,21 @@ pub struct Response {
     pub body: String,
 }
 
-/// Runs jobs until the dispatcher closes the job channel, which is how workers are stopped.
-pub fn run(agent: ureq::Agent, jobs: Receiver<Job>, done: Sender<Sent>) {
-    while let Ok(job) = jobs.recv() {
-        let sent = send(&agent, job);
-        if done.send(sent).is_err() {
-            break;
+/// Runs runs until the dispatcher closes their channel, which is how workers are stopped. A run
+/// goes on after a 2xx only: any other answer is the dispatcher's to act on first.
+pub fn run(agent: ureq::Agent, runs: Receiver<Run>, done: Sender<Sent>) {
+    while let Ok(Run { mut jobs, cancel }) = runs.recv() {
+        while let Some(job) = jobs.pop_front() {
+            let mut sent = send(&agent, job);
+            let succeeded = matches!(&sent.result, Ok(r) if (200..300).contains(&r.status));
+            let go_on = succeeded && !jobs.is_empty() && !cancel.load(Ordering::SeqCst);
+            if !go_on {
+                sent.last = true;
+                sent.unsent = jobs.drain(..).collect();
+            }
+            if done.send(sent).is_err() {
+                return;
+            }
         }
     }
 }
@@ -103,5 +127,7 @@ fn send(agent: &ureq::Agent, job: Job) -> Sent {
         at,
         duration: started.elapsed(),
         result,
+        last: false,
+        unsent: Vec::new(),
     }
 }

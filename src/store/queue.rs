@@ -2,6 +2,8 @@
 //! transaction that records a set of finished requests. The dispatcher decides every new
 //! state; this module only writes what it is told.
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Durability, Result, Store};
@@ -170,7 +172,8 @@ impl Store {
         })
     }
 
-    /// Records finished requests and every state change they cause, in one transaction.
+    /// Records finished requests and every state change they cause, in one transaction. Each
+    /// endpoint's row is checked and updated once, to its state after its last outcome.
     pub fn record(&self, outcomes: &[RequestOutcome]) -> Result<()> {
         self.write(Durability::Normal, |tx| {
             let mut insert_request = tx.prepare_cached(
@@ -189,14 +192,20 @@ impl Store {
             )?;
             let mut disable_endpoint =
                 tx.prepare_cached("UPDATE endpoints SET enabled = 0, disabled_reason = ?2 WHERE seq = ?1")?;
+            // Per endpoint: whether it still exists (it may have been deleted while its
+            // requests were in flight), and its last outcome here.
+            let mut endpoints: HashMap<i64, (bool, &RequestOutcome)> = HashMap::new();
             for o in outcomes {
-                // The endpoint may have been deleted while the request was in flight.
-                if tx
-                    .prepare_cached("SELECT 1 FROM endpoints WHERE seq = ?1")?
-                    .query_row([o.endpoint_seq], |_| Ok(()))
-                    .optional()?
-                    .is_none()
-                {
+                let exists = match endpoints.get(&o.endpoint_seq) {
+                    Some(&(exists, _)) => exists,
+                    None => tx
+                        .prepare_cached("SELECT 1 FROM endpoints WHERE seq = ?1")?
+                        .query_row([o.endpoint_seq], |_| Ok(()))
+                        .optional()?
+                        .is_some(),
+                };
+                endpoints.insert(o.endpoint_seq, (exists, o));
+                if !exists {
                     continue;
                 }
                 insert_request.execute(params![
@@ -224,15 +233,17 @@ impl Store {
                         insert_attempt.execute(params![seq, request_seq, attempt])?;
                     }
                 }
-                update_endpoint.execute(params![
-                    o.endpoint_seq,
-                    o.endpoint_failures,
-                    o.endpoint_failing_since,
-                    o.endpoint_backoff_until
-                ])?;
                 if let Some(reason) = o.disable {
                     disable_endpoint.execute(params![o.endpoint_seq, reason])?;
                 }
+            }
+            for (seq, (_, last)) in endpoints.into_iter().filter(|(_, (exists, _))| *exists) {
+                update_endpoint.execute(params![
+                    seq,
+                    last.endpoint_failures,
+                    last.endpoint_failing_since,
+                    last.endpoint_backoff_until
+                ])?;
             }
             Ok(())
         })
