@@ -468,6 +468,110 @@ fn never_two_requests_in_flight_to_one_endpoint() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Runs: back-to-back requests to one endpoint whose window is 0 (ARCHITECTURE.md, step 4)
+
+/// The ids in `received` with repeats left out, each where it first arrived.
+fn first_arrivals(received: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    received
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Publishes `n` events while the receiver holds the first request, so that the rest wait
+/// and go out in runs once it is released; returns their ids in the order accepted.
+fn publish_behind_a_held_request(server: &Server, receiver: &Receiver, n: usize) -> Vec<String> {
+    receiver.hold();
+    let mut ids = vec![
+        s(
+            &publish(server, "incident.created", incident("run 0")),
+            "id",
+        )
+        .to_string(),
+    ];
+    receiver.wait_hits(1, DELIVERY);
+    ids.extend((1..n).map(|i| {
+        s(
+            &publish(server, "incident.created", incident(&format!("run {i}"))),
+            "id",
+        )
+        .to_string()
+    }));
+    receiver.release();
+    ids
+}
+
+#[test]
+fn a_failure_inside_a_run_resends_that_event_first_and_keeps_the_order() {
+    let _serial = timing_lock();
+    let server = Server::start(FAST);
+    let receiver = Receiver::start();
+    // The first request is held alone; the next ones go out in a run of up to 32, and the
+    // twentieth request overall, inside that run, fails.
+    receiver.script(std::iter::repeat_n(Reply::status(200), 19).chain([Reply::status(500)]));
+    let (endpoint_id, _) = endpoint_for(
+        &server,
+        &receiver,
+        "/",
+        json!({"batch_max": 1, "batch_window_ms": 0}),
+    );
+    let ids = publish_behind_a_held_request(&server, &receiver, 100);
+
+    wait_until(DELIVERY, "all 100 events at the receiver", || {
+        let received: HashSet<String> = receiver.event_ids().into_iter().collect();
+        ids.iter().all(|id| received.contains(id))
+    });
+    let hits = receiver.hits();
+    let received = receiver.event_ids();
+    assert_sequence(
+        &first_arrivals(&received),
+        &ids,
+        "first arrivals in the order accepted",
+    );
+
+    let failed = &hits[19];
+    assert_eq!(
+        failed.answered, 500,
+        "the twentieth request is the scripted failure"
+    );
+    let failed_id = s(&failed.json(), "id").to_string();
+    assert_eq!(failed.header("X-StatusSentry-Attempt"), Some("1"));
+    let retry = &hits[20];
+    assert_eq!(
+        retry.event_ids(),
+        [failed_id.as_str()],
+        "the request after the 500 resends the failed event before any later one"
+    );
+    assert_eq!(retry.header("X-StatusSentry-Attempt"), Some("2"));
+    let gap = retry.at - failed.at;
+    assert!(
+        gap >= Duration::from_millis(50) - ARRIVAL_NOISE,
+        "the endpoint backs off (initial_backoff 50ms) after the 500, but retried after {gap:?}"
+    );
+
+    let twice: Vec<&String> = ids
+        .iter()
+        .filter(|id| received.iter().filter(|r| r == id).count() > 1)
+        .collect();
+    assert_eq!(twice, [&failed_id], "only the failed event arrives twice");
+    assert_eq!(hits.len(), 101, "100 events and one retry");
+    assert_eq!(
+        receiver.max_in_flight(),
+        1,
+        "two requests were in flight at once"
+    );
+
+    let message = wait_message_status(&server, &failed_id, &endpoint_id, "delivered", DELIVERY);
+    assert_eq!(
+        attempt_codes(&message),
+        [json!(500), json!(200)],
+        "{message}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Backoff and outcomes
 
 #[test]
