@@ -12,6 +12,15 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch, now, rounded up: a time that is never earlier than the
+/// present, for waits that must never end early.
+pub fn now_ms_ceil() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros().div_ceil(1000) as i64)
+        .unwrap_or(0)
+}
+
 fn system_time(ms: i64) -> SystemTime {
     if ms >= 0 {
         UNIX_EPOCH + Duration::from_millis(ms as u64)

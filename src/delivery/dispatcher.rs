@@ -71,8 +71,11 @@ impl Slot {
 /// Pending messages read from the store at a time, at least; more when `batch_max` is larger.
 const READ_AHEAD: i64 = 32;
 
-/// The most requests in one run (ARCHITECTURE.md, "How an event flows", step 4).
+/// The most requests in one run (ARCHITECTURE.md, "How an event flows", step 4), and the most
+/// messages in a run beyond its first request: big batches gain little from running back to
+/// back, and a run's messages and bodies are held in memory until it ends.
 const RUN_MAX: usize = 32;
+const RUN_MAX_MESSAGES: usize = 256;
 
 pub(super) struct Dispatcher {
     store: Arc<Store>,
@@ -277,7 +280,9 @@ impl Dispatcher {
             let Some(slot) = self.slots.get_mut(&seq) else {
                 continue;
             };
-            if !slot.ep.enabled || slot.in_flight.is_some() {
+            // A stale endpoint waits for its reload: its settings (enabled, URL, secrets,
+            // batching) may have changed.
+            if !slot.ep.enabled || slot.in_flight.is_some() || slot.stale {
                 continue;
             }
             if slot.parked_stale && slot.unrecorded == 0 {
@@ -347,7 +352,9 @@ impl Dispatcher {
             // More requests back to back only where no window separates them, and only full
             // ones: a batch is never sent short while more messages wait.
             if !parked && slot.ep.batch_window_ms == 0 {
-                while jobs.len() < RUN_MAX && slot.queue.len() >= want {
+                let mut messages_left = RUN_MAX_MESSAGES;
+                while jobs.len() < RUN_MAX && slot.queue.len() >= want && messages_left >= want {
+                    messages_left -= want;
                     let messages = slot.queue.drain(..want).collect();
                     jobs.push_back(build_job(&slot.ep, messages, now));
                 }
@@ -400,7 +407,9 @@ impl Dispatcher {
         let slot = self.slots.get_mut(&sent.job.endpoint_seq)?;
         let cfg = &self.config;
         let duration_ms = sent.duration.as_millis() as i64;
-        let now = sent.at + duration_ms;
+        // `at` and the duration are both truncated to the millisecond; windows, backoff and
+        // Retry-After count from the end rounded up, so that a retry never comes early.
+        let now = sent.ended.max(sent.at + duration_ms);
         if sent.last {
             slot.in_flight = None;
         }

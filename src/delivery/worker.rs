@@ -44,6 +44,8 @@ pub struct Sent {
     /// Wall-clock start, ms since the epoch.
     pub at: i64,
     pub duration: Duration,
+    /// Wall-clock end, ms since the epoch, rounded up: waits counted from it never end early.
+    pub ended: i64,
     pub result: Result<Response, &'static str>,
     /// The run ended with this request: the endpoint has nothing in flight any more.
     pub last: bool,
@@ -126,6 +128,7 @@ fn send(agent: &ureq::Agent, job: Job) -> Sent {
         job,
         at,
         duration: started.elapsed(),
+        ended: crate::time::now_ms_ceil(),
         result,
         last: false,
         unsent: Vec::new(),
