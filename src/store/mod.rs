@@ -115,6 +115,9 @@ pub struct Store {
 
 const MAX_IDLE_READERS: usize = 8;
 
+/// Page cache per reader connection, KiB (the writer keeps SQLite's default of 2,000).
+const READER_CACHE_KIB: u32 = 512;
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.execute_batch(
@@ -124,6 +127,13 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
          PRAGMA temp_store = MEMORY;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
+    // The bundled SQLite has STAT4, which otherwise re-plans a cached statement whenever a
+    // value bound to a range on an indexed column changes: the dispatcher's queue read
+    // (`seq > ?`) was compiled anew on every call. The plans here do not depend on values.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(())
 }
 
@@ -231,6 +241,9 @@ impl Store {
                 )
                 .map_err(|e| StoreError::Open(self.path.clone(), e))?;
                 configure(&c)?;
+                // Readers see recent pages, which the OS caches as well; a smaller cache per
+                // reader keeps the resident size down when several are open.
+                c.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB}"))?;
                 c
             }
         };
