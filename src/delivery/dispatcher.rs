@@ -311,11 +311,14 @@ impl Dispatcher {
                     }
                 }
             }
-            let ready_at = slot
-                .ep
-                .backoff_until
-                .unwrap_or(i64::MIN)
-                .max(slot.last_end.saturating_add(slot.ep.batch_window_ms));
+            // With no window, the last request's end (rounded up to the next millisecond)
+            // must not hold the next one back.
+            let window_end = if slot.ep.batch_window_ms > 0 {
+                slot.last_end.saturating_add(slot.ep.batch_window_ms)
+            } else {
+                i64::MIN
+            };
+            let ready_at = slot.ep.backoff_until.unwrap_or(i64::MIN).max(window_end);
             let parked_ready = slot.parked_due.map(|due| due.max(ready_at));
             let at = if slot.queue.is_empty() {
                 parked_ready.unwrap_or(i64::MAX)
