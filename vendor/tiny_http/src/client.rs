@@ -2,7 +2,7 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -11,6 +11,11 @@ use crate::common::{HTTPVersion, Method};
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
+
+/// StatusSentry patch: the longest request or header line accepted, CRLF included. Upstream
+/// had no bound; this one is far above any real request line or header, so that only a
+/// client sending without end is cut off (the connection is closed, as on any read error).
+const MAX_HEADER_LINE: usize = 1024 * 1024;
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -77,27 +82,28 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
+    ///
+    /// StatusSentry patch: reads from the buffer a line at a time rather than a byte per
+    /// call, and refuses a line longer than `MAX_HEADER_LINE` instead of growing without bound.
     fn read_next_line(&mut self) -> IoResult<AsciiString> {
         let mut buf = Vec::new();
-        let mut prev_byte_was_cr = false;
-
         loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
-            };
-
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
+            let room = (MAX_HEADER_LINE - buf.len()) as u64;
+            let n = (&mut self.next_header_source)
+                .take(room)
+                .read_until(b'\n', &mut buf)?;
+            if n == 0 {
+                if buf.len() >= MAX_HEADER_LINE {
+                    return Err(IoError::new(ErrorKind::InvalidInput, "Header line too long"));
+                }
+                return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF"));
+            }
+            // A lone LF belongs to the line, as before: only CRLF ends it.
+            if buf.ends_with(b"\r\n") {
+                buf.truncate(buf.len() - 2);
                 return AsciiString::from_ascii(buf)
                     .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
             }
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
         }
     }
 
