@@ -365,6 +365,8 @@ fn no_secret_or_token_reaches_the_log() {
         200,
     );
     publish(&server, "incident.created", seed_data());
+    // One at a time: two events waiting together would rightly go out as one batch.
+    receiver.wait_hits(1, Duration::from_secs(20));
     server.expect(
         "POST",
         &format!("/api/v1/endpoints/{id}/test"),
