@@ -77,6 +77,10 @@ const READ_AHEAD: i64 = 32;
 const RUN_MAX: usize = 32;
 const RUN_MAX_MESSAGES: usize = 256;
 
+/// How long the recorder gathers outcomes before writing them, and the most it gathers.
+const RECORD_GATHER: Duration = Duration::from_millis(2);
+const RECORD_MAX: usize = 512;
+
 pub(super) struct Dispatcher {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
@@ -624,8 +628,14 @@ fn record_outcomes(
     recorded: &Sender<(Vec<i64>, bool)>,
 ) {
     while let Ok(mut outcomes) = batches.recv() {
-        while let Ok(more) = batches.try_recv() {
-            outcomes.extend(more);
+        // Outcomes arrive one request at a time; gathering them for a moment makes one
+        // transaction of many, which writes the same hot pages once instead of each time.
+        let until = Instant::now() + RECORD_GATHER;
+        while outcomes.len() < RECORD_MAX {
+            match batches.recv_deadline(until) {
+                Ok(more) => outcomes.extend(more),
+                Err(_) => break,
+            }
         }
         let result = store.record(&outcomes);
         if let Err(e) = &result {
