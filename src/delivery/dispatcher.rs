@@ -1,8 +1,9 @@
 //! The dispatcher: per-endpoint flood control (one request in flight, `batch_window` between
-//! starts), FIFO batching, backoff and parking. It keeps a little state per endpoint in
-//! memory, reads the queue from the store when an endpoint is ready, and records every
-//! finished request before it forms the next one, so a message is never sent twice except
-//! across a crash.
+//! starts), FIFO batching, runs of back-to-back requests, backoff and parking. It keeps a
+//! little state per endpoint in memory, reads the queue from the store when an endpoint is
+//! ready, and hands finished requests to the recorder thread; whatever depends on recorded
+//! outcomes waits for the recorder's report, so a message is never sent twice except across
+//! a crash.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
+use super::{Result, StoreError};
+
 pub(super) struct Flusher {
     path: PathBuf,
     file: File,
@@ -28,13 +30,6 @@ struct State {
     running: bool,
     /// The error of the flush that failed, which every later flush repeats.
     failed: Option<String>,
-}
-
-/// Why a flush did not happen.
-#[derive(Debug)]
-pub struct FlushError {
-    pub path: PathBuf,
-    pub why: String,
 }
 
 impl Flusher {
@@ -61,7 +56,7 @@ impl Flusher {
     /// Returns once commit number `upto` is on disk: at once if a flush already covered it,
     /// after the flush running now if that one started after it, else after a flush of its
     /// own.
-    pub(super) fn flush(&self, upto: u64) -> Result<(), FlushError> {
+    pub(super) fn flush(&self, upto: u64) -> Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(why) = &state.failed {
@@ -98,16 +93,13 @@ impl Flusher {
     }
 
     /// The error of a failed flush, if one failed.
-    pub(super) fn failure(&self) -> Option<FlushError> {
+    pub(super) fn failure(&self) -> Option<StoreError> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.failed.clone().map(|why| self.error(why))
     }
 
-    fn error(&self, why: String) -> FlushError {
-        FlushError {
-            path: self.path.clone(),
-            why,
-        }
+    fn error(&self, why: String) -> StoreError {
+        StoreError::Sync(self.path.clone(), why)
     }
 }
 
@@ -163,8 +155,10 @@ mod tests {
         let (_d, f) = flusher();
         f.state.lock().unwrap().failed = Some("EIO".into());
         let n = f.committed();
-        let e = f.flush(n).unwrap_err();
-        assert_eq!(e.why, "EIO");
+        match f.flush(n) {
+            Err(StoreError::Sync(_, why)) => assert_eq!(why, "EIO"),
+            other => panic!("expected the stored failure, got {other:?}"),
+        }
         assert!(f.failure().is_some());
     }
 }

@@ -177,8 +177,8 @@ impl Store {
             StoreError::Sqlite(e) => StoreError::Open(path.into(), e),
             other => other,
         })?;
-        // Commits leave the log in the operating system's hands; durable writes flush it with
-        // `sync_wal` after releasing the writer. The log file lives as long as a connection
+        // Commits leave the log in the operating system's hands; durable writes flush it
+        // through the flusher after releasing the writer. The log file lives as long as a connection
         // to the database is open, and the writer is open as long as the store.
         let wal = if mode.eq_ignore_ascii_case("wal") {
             writer
@@ -223,8 +223,7 @@ impl Store {
         // `fdatasync` acts on the file, not on the descriptor, so the flusher's own descriptor
         // covers what the writer connection wrote.
         if let (Durability::Full, Some(wal)) = (durability, &self.wal) {
-            wal.flush(commit)
-                .map_err(|e| StoreError::Sync(e.path, e.why))?;
+            wal.flush(commit)?;
         }
         Ok(value)
     }
@@ -357,7 +356,7 @@ impl Store {
     /// Reads and writes a row, to prove the store answers (for `/healthz`).
     pub fn health_check(&self) -> Result<()> {
         if let Some(e) = self.wal.as_ref().and_then(flush::Flusher::failure) {
-            return Err(StoreError::Sync(e.path, e.why));
+            return Err(e);
         }
         self.read(|c| {
             Ok(c.query_row("SELECT count(*) FROM settings", [], |r| r.get::<_, i64>(0))?)
