@@ -26,7 +26,12 @@ use serde_json::{Map, Value, json};
 
 use Cmp::{AtLeast, AtMost};
 
-const BIN: &str = env!("CARGO_BIN_EXE_statussentry");
+/// The server under test: the one cargo built with this bench, or `STATUSSENTRY_BIN` (an
+/// interleaved A/B of two builds; the machine's speed drifts too much to compare runs taken
+/// minutes apart).
+fn server_bin() -> String {
+    std::env::var("STATUSSENTRY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_statussentry").into())
+}
 const TOKEN: &str = "bench-admin-token-7c2e94f1a0";
 const EVENT_BODY: &str = r#"{"type":"monitor.status_change","data":{"monitor_id":"mon_bench","previous_status":"UP","status":"DOWN"}}"#;
 /// What `raw` posts: the size and shape of a delivered envelope, with one event id in it.
@@ -960,7 +965,8 @@ impl Server {
             Value::from(db.to_string_lossy().as_ref())
         );
         std::fs::write(&config, text).map_err(|e| format!("cannot write the config: {e}"))?;
-        let mut child = Command::new(BIN)
+        let bin = server_bin();
+        let mut child = Command::new(&bin)
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -975,7 +981,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start {BIN}: {e}"))?;
+            .map_err(|e| format!("cannot start {bin}: {e}"))?;
         let stderr = child.stderr.take().ok_or("no stderr pipe")?;
         let log = Arc::new(Mutex::new(VecDeque::new()));
         let (tx, rx) = crossbeam_channel::bounded(1);

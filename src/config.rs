@@ -345,11 +345,18 @@ impl Config {
             ca_file: n.ca_file.unwrap_or_default(),
             proxy: n.proxy.unwrap_or_default(),
         };
-        if !network.proxy.is_empty() && ureq::Proxy::new(&network.proxy).is_err() {
+        // SOCKS is not built in: ureq would panic on the first request through one.
+        let connect_proxy = |p: ureq::Proxy| {
+            matches!(
+                p.protocol(),
+                ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https
+            )
+        };
+        if !network.proxy.is_empty() && !ureq::Proxy::new(&network.proxy).is_ok_and(connect_proxy) {
             return Err(ConfigError::Invalid {
                 key: "network.proxy",
                 expected: format!(
-                    "a proxy URL such as \"http://proxy.internal:3128\", got {:?}",
+                    "an HTTP CONNECT proxy URL such as \"http://proxy.internal:3128\" (SOCKS is not supported), got {:?}",
                     network.proxy
                 ),
             });
@@ -528,6 +535,10 @@ mod tests {
             ("[network]\ndeny = [\"10.0.0.0/99\"]", "network.deny"),
             ("[network]\nallow = [\"nope\"]", "network.allow"),
             ("[network]\nproxy = \"::not a url::\"", "network.proxy"),
+            (
+                "[network]\nproxy = \"socks5://proxy:1080\"",
+                "network.proxy",
+            ),
         ];
         for (text, key) in rows {
             let err = load(text).expect_err(text);

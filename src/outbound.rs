@@ -1,5 +1,5 @@
 //! The outbound address policy (SPEC 4.6): which IP addresses deliveries and monitor checks
-//! may connect to. Pure: the resolver in `net.rs` applies it to every address a name resolves
+//! may connect to. Pure: the resolver in `net/mod.rs` applies it to every address a name resolves
 //! to, and the API applies it to IP literals when an endpoint is saved.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

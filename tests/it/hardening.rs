@@ -554,6 +554,55 @@ fn misbehaving_receivers_end_as_recorded_attempts_while_others_flow() {
     );
 }
 
+#[test]
+fn a_connection_the_receiver_closed_is_not_reused() {
+    // The receiver answers 200 without `Connection: close`, then closes. The pooled connection
+    // is dead by the next delivery, which must go out on a new one instead of failing.
+    let server = Server::start("[delivery]\nbatch_window = \"0ms\"\n");
+    let closed = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&closed);
+    let rogue = Rogue::start(Box::new(move |stream, stop| {
+        answer_ok(stream, stop);
+        counter.fetch_add(1, Ordering::SeqCst);
+    }));
+    let id = endpoint_to(&server, &rogue.url());
+    for i in 0..4 {
+        publish_incident(&server, &format!("e{i}"));
+        wait_attempts(&server, &id, i + 1, Duration::from_secs(10));
+        // The next event is published only once this connection is closed on the far side.
+        wait_until(Duration::from_secs(10), "the receiver closed", || {
+            closed.load(Ordering::SeqCst) > i
+        });
+    }
+    let attempts = attempts_of(&server, &id);
+    assert_eq!(attempts.len(), 4, "one attempt per event: {attempts:?}");
+    for a in &attempts {
+        assert_eq!(verdict(a), (json!(200), Value::Null), "{a}");
+    }
+    assert_eq!(rogue.connections(), 4);
+}
+
+#[test]
+fn a_peer_that_does_not_speak_tls_is_a_tls_failure() {
+    let server = Server::start(
+        "[delivery]\nbatch_window = \"0ms\"\ninitial_backoff = \"100ms\"\nmax_backoff = \"300ms\"\n",
+    );
+    // Answers the ClientHello the way a plain HTTP server answers bytes it cannot parse.
+    let plain = Rogue::start(Box::new(|mut stream, _| {
+        let _ = stream.read(&mut [0u8; 4096]);
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    }));
+    let id = endpoint_to(&server, &plain.url().replace("http://", "https://"));
+    publish_incident(&server, "over tls");
+    let attempts = wait_attempts(&server, &id, 1, Duration::from_secs(10));
+    assert_eq!(
+        verdict(&attempts[0]),
+        (Value::Null, json!("tls")),
+        "{}",
+        attempts[0]
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Names that resolve to refused addresses
 

@@ -9,10 +9,14 @@ use std::time::Duration;
 use ureq::http::Uri;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, parse_pem};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::{
+    ConnectProxyConnector, Connector, NextTimeout, RustlsConnector,
+};
 
 use crate::config::{Delivery, Network};
 use crate::outbound::{self, Policy};
+
+mod tcp;
 
 /// The one agent all outbound requests share: explicit timeouts, no redirects, status
 /// codes as data, no proxy from the environment, the system's trust roots plus `ca_file`,
@@ -40,7 +44,11 @@ pub fn agent(delivery: &Delivery, network: &Network) -> Result<ureq::Agent, Stri
         .build();
     Ok(ureq::Agent::with_parts(
         config,
-        DefaultConnector::default(),
+        // ureq's default chain, minus SOCKS (refused when the configuration is read), with
+        // the leaner TCP transport of `tcp.rs`.
+        ().chain(ConnectProxyConnector::default())
+            .chain(tcp::TcpConnector)
+            .chain(RustlsConnector::default()),
         PolicyResolver {
             policy: network.policy.clone(),
         },
@@ -176,6 +184,9 @@ pub fn error_kind(err: &ureq::Error) -> &'static str {
                 "blocked_address"
             }
             K::ConnectionRefused => "connection_refused",
+            // rustls reports a certificate it refuses, or a peer that does not speak TLS, as
+            // `InvalidData` wrapping its own error; nothing else under ureq uses that kind.
+            K::InvalidData => "tls",
             K::TimedOut | K::WouldBlock => "timeout",
             K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
                 "connection_reset"
