@@ -88,7 +88,7 @@ pub(super) struct Dispatcher {
     config: DeliveryConfig,
     shutdown_timeout: Duration,
     commands: Receiver<Command>,
-    done: Receiver<Sent>,
+    done: Receiver<Vec<Sent>>,
     runs: Sender<Run>,
     slots: HashMap<i64, Slot>,
     /// Runs in flight.
@@ -102,7 +102,7 @@ impl Dispatcher {
         config: DeliveryConfig,
         shutdown_timeout: Duration,
         commands: Receiver<Command>,
-        done: Receiver<Sent>,
+        done: Receiver<Vec<Sent>>,
         runs: Sender<Run>,
     ) -> Dispatcher {
         Dispatcher {
@@ -171,8 +171,8 @@ impl Dispatcher {
                     Ok(cmd) => self.command(cmd, &mut stopping),
                     Err(_) => self.command(Command::Shutdown, &mut stopping),
                 },
-                recv(self.done) -> sent => {
-                    if let Ok(sent) = sent {
+                recv(self.done) -> report => {
+                    for sent in report.into_iter().flatten() {
                         outcomes.extend(self.finish(sent));
                     }
                 },
@@ -186,8 +186,10 @@ impl Dispatcher {
                 default(timeout) => {}
             }
             // Take whatever else is waiting, so that one transaction records a burst.
-            while let Ok(sent) = self.done.try_recv() {
-                outcomes.extend(self.finish(sent));
+            while let Ok(report) = self.done.try_recv() {
+                for sent in report {
+                    outcomes.extend(self.finish(sent));
+                }
             }
             while let Ok((seqs, ok)) = recorded_rx.try_recv() {
                 outstanding -= self.recorded(&seqs, ok);

@@ -59,10 +59,20 @@ pub struct Response {
     pub body: String,
 }
 
+/// A run's finished requests are reported together, so that the dispatcher wakes once per
+/// several requests instead of once per request: when the run ends, else once this many wait
+/// or the oldest has waited this long. Nothing decides on a 2xx inside a run but the recorder,
+/// which gathers outcomes for as long anyway.
+const REPORT_MAX: usize = 16;
+const REPORT_AFTER: Duration = Duration::from_millis(2);
+
 /// Runs runs until the dispatcher closes their channel, which is how workers are stopped. A run
-/// goes on after a 2xx only: any other answer is the dispatcher's to act on first.
-pub fn run(agent: ureq::Agent, runs: Receiver<Run>, done: Sender<Sent>) {
+/// goes on after a 2xx only: any other answer is the dispatcher's to act on first, and ends the
+/// run with its report.
+pub fn run(agent: ureq::Agent, runs: Receiver<Run>, done: Sender<Vec<Sent>>) {
     while let Ok(Run { mut jobs, cancel }) = runs.recv() {
+        let mut report: Vec<Sent> = Vec::new();
+        let mut oldest = Instant::now();
         while let Some(job) = jobs.pop_front() {
             let mut sent = send(&agent, job);
             let succeeded = matches!(&sent.result, Ok(r) if (200..300).contains(&r.status));
@@ -71,7 +81,13 @@ pub fn run(agent: ureq::Agent, runs: Receiver<Run>, done: Sender<Sent>) {
                 sent.last = true;
                 sent.unsent = jobs.drain(..).collect();
             }
-            if done.send(sent).is_err() {
+            if report.is_empty() {
+                oldest = Instant::now();
+            }
+            report.push(sent);
+            if (!go_on || report.len() >= REPORT_MAX || oldest.elapsed() >= REPORT_AFTER)
+                && done.send(std::mem::take(&mut report)).is_err()
+            {
                 return;
             }
         }
