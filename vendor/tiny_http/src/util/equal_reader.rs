@@ -1,7 +1,5 @@
 use std::io::Read;
 use std::io::Result as IoResult;
-use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
 
 /// A `Reader` that reads exactly the number of bytes from a sub-reader.
 ///
@@ -14,23 +12,17 @@ where
 {
     reader: R,
     size: usize,
-    last_read_signal: Sender<IoResult<()>>,
 }
 
 impl<R> EqualReader<R>
 where
     R: Read,
 {
-    pub fn new(reader: R, size: usize) -> (EqualReader<R>, Receiver<IoResult<()>>) {
-        let (tx, rx) = channel();
-
-        let r = EqualReader {
-            reader,
-            size,
-            last_read_signal: tx,
-        };
-
-        (r, rx)
+    /// StatusSentry patch 4: upstream also returned the receiving end of a channel told how
+    /// the drain in `drop` ended. Its only caller drops it unread, and the channel cost two
+    /// allocations per request with a body.
+    pub fn new(reader: R, size: usize) -> (EqualReader<R>, ()) {
+        (EqualReader { reader, size }, ())
     }
 }
 
@@ -70,14 +62,7 @@ where
             let mut buf = vec![0; remaining_to_read];
 
             match self.reader.read(&mut buf) {
-                Err(e) => {
-                    self.last_read_signal.send(Err(e)).ok();
-                    break;
-                }
-                Ok(0) => {
-                    self.last_read_signal.send(Ok(())).ok();
-                    break;
-                }
+                Err(_) | Ok(0) => break,
                 Ok(other) => {
                     remaining_to_read -= other;
                 }

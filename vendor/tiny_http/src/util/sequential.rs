@@ -1,11 +1,66 @@
 use std::io::Result as IoResult;
 use std::io::{BufRead, Read, Write};
 
-use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use std::mem;
+
+/// StatusSentry patch 4: a one-shot hand-over in place of an `mpsc` channel. Upstream made two
+/// channels per request; a channel is a 256-byte aligned allocation, and its first send
+/// allocates a block of 31 slots (1.7 KiB for the reader), large enough that glibc
+/// consolidated its free lists on every request. `Receiver::recv`'s error when the sender is
+/// gone without sending is kept: `take` returns `None` then.
+struct Handover<T> {
+    /// The value, and whether the giving side is gone.
+    state: Mutex<(Option<T>, bool)>,
+    changed: Condvar,
+}
+
+fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Handover {
+        state: Mutex::new((None, false)),
+        changed: Condvar::new(),
+    });
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+struct Sender<T>(Arc<Handover<T>>);
+
+struct Receiver<T>(Arc<Handover<T>>);
+
+impl<T> Sender<T> {
+    fn send(&self, value: T) {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(value);
+        self.0.changed.notify_one();
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.0.changed.notify_one();
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Waits for the value; `None` once the sender is gone without sending one.
+    fn recv(&self) -> Option<T> {
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(value) = state.0.take() {
+                return Some(value);
+            }
+            if state.1 {
+                return None;
+            }
+            state = self
+                .0
+                .changed
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
 
 pub struct SequentialReaderBuilder<R>
 where
@@ -177,11 +232,11 @@ where
 
         match inner {
             SequentialReaderInner::MyTurn(reader) => {
-                self.next.send(reader).ok();
+                self.next.send(reader);
             }
             SequentialReaderInner::Waiting(recv) => {
                 let reader = recv.recv().unwrap();
-                self.next.send(reader).ok();
+                self.next.send(reader);
             }
             SequentialReaderInner::Empty => (),
         }
@@ -193,6 +248,6 @@ where
     W: Write + Send,
 {
     fn drop(&mut self) {
-        self.on_finish.send(()).ok();
+        self.on_finish.send(());
     }
 }
