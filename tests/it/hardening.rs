@@ -603,6 +603,94 @@ fn a_peer_that_does_not_speak_tls_is_a_tls_failure() {
     );
 }
 
+/// An HTTP CONNECT proxy: reads one `CONNECT host:port` request per connection, connects
+/// there, answers 200 and copies bytes both ways until either side closes. Records the
+/// targets it was asked for.
+fn connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    let targets = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&targets);
+    thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let seen = Arc::clone(&seen);
+            thread::spawn(move || {
+                let mut client = client;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let Some(target) = head
+                    .strip_prefix("CONNECT ")
+                    .and_then(|rest| rest.split(' ').next())
+                    .map(str::to_string)
+                else {
+                    let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n");
+                    return;
+                };
+                seen.lock().unwrap().push(target.clone());
+                let Ok(upstream) = TcpStream::connect(&target) else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                    return;
+                };
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let (mut up_read, mut client_write) = (
+                    upstream.try_clone().expect("clone upstream"),
+                    client.try_clone().expect("clone client"),
+                );
+                let back = thread::spawn(move || {
+                    let _ = std::io::copy(&mut up_read, &mut client_write);
+                    let _ = client_write.shutdown(Shutdown::Both);
+                });
+                let mut upstream = upstream;
+                let _ = std::io::copy(&mut client, &mut upstream);
+                let _ = upstream.shutdown(Shutdown::Both);
+                let _ = back.join();
+            });
+        }
+    });
+    (addr, targets)
+}
+
+#[test]
+fn deliveries_go_through_the_configured_connect_proxy() {
+    let (proxy, targets) = connect_proxy();
+    let server = Server::start(&format!(
+        "[network]\nproxy = \"http://{proxy}\"\n[delivery]\nbatch_window = \"0ms\"\n"
+    ));
+    let receiver = Receiver::start();
+    let url = receiver.url("/via-proxy");
+    let id = endpoint_to(&server, &url);
+    let events: Vec<String> = (0..3)
+        .map(|i| publish_incident(&server, &format!("proxied {i}")))
+        .collect();
+    wait_until(Duration::from_secs(20), "every event delivered", || {
+        let got: HashSet<String> = receiver.event_ids().into_iter().collect();
+        events.iter().all(|e| got.contains(e))
+    });
+    let attempts = attempts_of(&server, &id);
+    assert!(
+        attempts
+            .iter()
+            .all(|a| verdict(a) == (json!(200), Value::Null)),
+        "{attempts:?}"
+    );
+    let host_port = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/via-proxy")
+        .to_string();
+    let asked = targets.lock().unwrap().clone();
+    assert!(
+        !asked.is_empty() && asked.iter().all(|t| *t == host_port),
+        "the proxy was asked for {asked:?}, not only {host_port}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Names that resolve to refused addresses
 
