@@ -691,6 +691,125 @@ fn deliveries_go_through_the_configured_connect_proxy() {
     );
 }
 
+/// The test CA and the certificate it signed for `127.0.0.1` (valid until 2126), made with
+/// `openssl` for these tests.
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/fixtures")
+        .join(name)
+}
+
+/// An HTTPS receiver on rustls: answers every request 200 on a keep-alive connection and
+/// counts the requests whose body arrived whole.
+fn tls_receiver() -> (SocketAddr, Arc<AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(fixture("tls-server.pem"))
+            .expect("server certificate")
+            .collect::<Result<_, _>>()
+            .expect("parse server certificate");
+    let key = PrivateKeyDer::from_pem_file(fixture("tls-server.key")).expect("server key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind tls receiver");
+    let addr = listener.local_addr().expect("tls receiver address");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&requests);
+    thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let (config, count) = (Arc::clone(&config), Arc::clone(&count));
+            thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).expect("tls connection");
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut buf: Vec<u8> = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request: the head, then the body by Content-Length.
+                    let Some(end) = find(&buf, b"\r\n\r\n") else {
+                        match tls.read(&mut chunk) {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + 4 + length {
+                        match tls.read(&mut chunk) {
+                            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                    }
+                    buf.drain(..end + 4 + length);
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .and_then(|()| tls.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, requests)
+}
+
+#[test]
+fn https_endpoints_are_delivered_to_and_verified_against_ca_file() {
+    let (addr, requests) = tls_receiver();
+    let url = format!("https://{addr}/hook");
+
+    // Without the test CA among its trust roots, the certificate is refused.
+    let untrusting = Server::start(
+        "[delivery]\nbatch_window = \"0ms\"\ninitial_backoff = \"100ms\"\nmax_backoff = \"300ms\"\n",
+    );
+    let refused = endpoint_to(&untrusting, &url);
+    publish_incident(&untrusting, "untrusted");
+    let attempts = wait_attempts(&untrusting, &refused, 1, Duration::from_secs(10));
+    assert_eq!(
+        verdict(&attempts[0]),
+        (Value::Null, json!("tls")),
+        "{}",
+        attempts[0]
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 0, "no request got through");
+    drop(untrusting);
+
+    let server = Server::start(&format!(
+        "[network]\nca_file = {:?}\n[delivery]\nbatch_window = \"0ms\"\n",
+        fixture("tls-ca.pem").display().to_string()
+    ));
+    let id = endpoint_to(&server, &url);
+    let events: Vec<String> = (0..5)
+        .map(|i| publish_incident(&server, &format!("over tls {i}")))
+        .collect();
+    for event in &events {
+        wait_message_status(&server, event, &id, "delivered", Duration::from_secs(20));
+    }
+    let attempts = attempts_of(&server, &id);
+    assert!(
+        attempts
+            .iter()
+            .all(|a| verdict(a) == (json!(200), Value::Null)),
+        "every attempt succeeded: {attempts:?}"
+    );
+    assert!(requests.load(Ordering::SeqCst) >= 1);
+}
+
 // ---------------------------------------------------------------------------------------
 // Names that resolve to refused addresses
 
