@@ -810,6 +810,42 @@ fn https_endpoints_are_delivered_to_and_verified_against_ca_file() {
     assert!(requests.load(Ordering::SeqCst) >= 1);
 }
 
+#[test]
+fn a_request_head_that_never_ends_is_cut_off() {
+    // Header lines of 1 KiB each, without end: the server must close the connection once the
+    // head passes its limit instead of collecting headers for as long as they come.
+    let mut server = Server::start("");
+    let mut stream = TcpStream::connect(server.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(15)))
+        .expect("write timeout");
+    let pad = format!("X-Pad: {}\r\n", "p".repeat(1024));
+    let mut sent = 0usize;
+    let mut refused = stream
+        .write_all(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\n")
+        .is_err();
+    // 8 MiB is well past the limit; a server without one takes it all and waits for more.
+    while !refused && sent < 8 * 1024 * 1024 {
+        match stream.write_all(pad.as_bytes()) {
+            Ok(()) => sent += pad.len(),
+            Err(_) => refused = true,
+        }
+    }
+    let mut rest = Vec::new();
+    let closed = match stream.read_to_end(&mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() != ErrorKind::WouldBlock && e.kind() != ErrorKind::TimedOut,
+    };
+    assert!(
+        closed,
+        "the server still waited for the end of a {sent}-byte head"
+    );
+    assert_healthy(&mut server);
+}
+
 // ---------------------------------------------------------------------------------------
 // Names that resolve to refused addresses
 

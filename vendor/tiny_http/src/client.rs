@@ -12,10 +12,11 @@ use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
-/// StatusSentry patch: the longest request or header line accepted, CRLF included. Upstream
-/// had no bound; this one is far above any real request line or header, so that only a
-/// client sending without end is cut off (the connection is closed, as on any read error).
-const MAX_HEADER_LINE: usize = 1024 * 1024;
+/// StatusSentry patch: the largest request head accepted, the request line and every header
+/// line with their CRLFs. Upstream had no bound, on a line or on the number of lines; this one
+/// is far above any real request head, so that only a client sending without end is cut off
+/// (the connection is closed, as on any read error).
+const MAX_HEAD: usize = 1024 * 1024;
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -84,22 +85,24 @@ impl ClientConnection {
     ///  at the first byte of the new line.
     ///
     /// StatusSentry patch: reads from the buffer a line at a time rather than a byte per
-    /// call, and refuses a line longer than `MAX_HEADER_LINE` instead of growing without bound.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    /// call, and refuses a line that would take the head past `room` bytes (what is left of
+    /// `MAX_HEAD`) instead of growing without bound; `room` is reduced by the line read.
+    fn read_next_line(&mut self, room: &mut usize) -> IoResult<AsciiString> {
         let mut buf = Vec::new();
         loop {
-            let room = (MAX_HEADER_LINE - buf.len()) as u64;
+            let left = (*room - buf.len()) as u64;
             let n = (&mut self.next_header_source)
-                .take(room)
+                .take(left)
                 .read_until(b'\n', &mut buf)?;
             if n == 0 {
-                if buf.len() >= MAX_HEADER_LINE {
-                    return Err(IoError::new(ErrorKind::InvalidInput, "Header line too long"));
+                if buf.len() >= *room {
+                    return Err(IoError::new(ErrorKind::InvalidInput, "Request head too long"));
                 }
                 return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF"));
             }
             // A lone LF belongs to the line, as before: only CRLF ends it.
             if buf.ends_with(b"\r\n") {
+                *room -= buf.len();
                 buf.truncate(buf.len() - 2);
                 return AsciiString::from_ascii(buf)
                     .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
@@ -110,10 +113,13 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        let mut room = MAX_HEAD;
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self
+                    .read_next_line(&mut room)
+                    .map_err(ReadError::ReadIoError)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -124,7 +130,9 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self
+                        .read_next_line(&mut room)
+                        .map_err(ReadError::ReadIoError)?;
 
                     if line.is_empty() {
                         break;
