@@ -262,3 +262,141 @@ fn is_timeout(e: &io::Error) -> bool {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use ureq::unversioned::transport::time::Duration as UreqDuration;
+
+    /// A transport connected to a peer that does nothing unless told to; returns both ends.
+    fn pair() -> (TcpTransport, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        let transport = TcpTransport {
+            stream: Arc::new(client),
+            buffers: LazyBuffers::new(16 * 1024, 16 * 1024),
+            held: Vec::new(),
+            read_timeout: None,
+            write_timeout: None,
+        };
+        (transport, peer)
+    }
+
+    fn within(ms: u64) -> NextTimeout {
+        NextTimeout {
+            after: UreqDuration::from_millis(ms),
+            reason: Timeout::Global,
+            per_read: None,
+            per_write: None,
+        }
+    }
+
+    /// Hands `bytes` to the transport as ureq does: into the output buffer, then transmitted.
+    fn transmit(
+        t: &mut TcpTransport,
+        bytes: &[u8],
+        timeout: NextTimeout,
+    ) -> Result<(), ureq::Error> {
+        for chunk in bytes.chunks(8 * 1024) {
+            t.buffers.output()[..chunk.len()].copy_from_slice(chunk);
+            t.transmit_output(chunk.len(), timeout)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_request_is_held_until_the_answer_is_awaited_then_written_at_once() {
+        let (mut t, mut peer) = pair();
+        transmit(&mut t, b"POST / HTTP/1.1\r\n\r\n", within(1000)).unwrap();
+        transmit(&mut t, b"body", within(1000)).unwrap();
+        peer.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            peer.read(&mut buf).is_err(),
+            "nothing is written before the answer is awaited"
+        );
+        peer.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+        assert!(t.await_input(within(1000)).unwrap());
+        assert_eq!(t.buffers.input(), b"HTTP/1.1 200 OK\r\n\r\n");
+        let n = peer.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"POST / HTTP/1.1\r\n\r\nbody");
+    }
+
+    #[test]
+    fn a_read_times_out_at_its_deadline_never_before() {
+        let (mut t, _peer) = pair();
+        // A socket timeout left from an earlier, longer request must not stretch this wait.
+        t.read_timeout = Some(Some(Duration::from_secs(10)));
+        let started = Instant::now();
+        let result = t.await_input(within(300));
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(ureq::Error::Timeout(Timeout::Global))),
+            "{result:?}"
+        );
+        assert!(took >= Duration::from_millis(300), "ended early: {took:?}");
+        assert!(took < Duration::from_millis(1500), "ended late: {took:?}");
+    }
+
+    #[test]
+    fn a_write_to_a_peer_that_never_reads_times_out() {
+        let (mut t, _peer) = pair();
+        let started = Instant::now();
+        // Far more than the two sockets' buffers hold.
+        let result = transmit(&mut t, &vec![b'x'; 64 * 1024 * 1024], within(300))
+            .and_then(|()| t.await_input(within(300)).map(|_| ()));
+        let took = started.elapsed();
+        assert!(matches!(result, Err(ureq::Error::Timeout(_))), "{result:?}");
+        assert!(took >= Duration::from_millis(300), "ended early: {took:?}");
+        assert!(took < Duration::from_millis(3000), "ended late: {took:?}");
+        assert!(
+            t.held.capacity() <= HOLD_MAX,
+            "a failed write keeps no large buffer"
+        );
+    }
+
+    #[test]
+    fn the_probe_sees_a_peer_that_closed_or_sent_unasked_bytes() {
+        let (mut open, _peer) = pair();
+        assert!(open.is_open());
+
+        let (mut closed, peer) = pair();
+        drop(peer);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while closed.is_open() {
+            assert!(Instant::now() < deadline, "the peer's FIN never seen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+
+        let (mut chatty, mut peer) = pair();
+        peer.write_all(b"surprise").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while chatty.is_open() {
+            assert!(Instant::now() < deadline, "the unasked bytes never seen");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn timeouts_are_set_only_when_they_drift_more_than_one_per_cent() {
+        let (t, _peer) = pair();
+        let mut in_force = None;
+        let calls = std::cell::Cell::new(0);
+        let set = |_: &TcpStream, _: Option<Duration>| {
+            calls.set(calls.get() + 1);
+            Ok(())
+        };
+        let secs = |s: f64| Some(Duration::from_secs_f64(s));
+        arm(&t.stream, &mut in_force, secs(10.0), set).unwrap();
+        arm(&t.stream, &mut in_force, secs(9.95), set).unwrap();
+        assert_eq!(calls.get(), 1, "within 1 %: left as it is");
+        arm(&t.stream, &mut in_force, secs(9.8), set).unwrap();
+        assert_eq!(calls.get(), 2, "2 % off: set again");
+        arm(&t.stream, &mut in_force, None, set).unwrap();
+        arm(&t.stream, &mut in_force, None, set).unwrap();
+        assert_eq!(calls.get(), 3, "no timeout is set once");
+    }
+}
