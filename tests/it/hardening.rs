@@ -582,25 +582,28 @@ fn a_connection_the_receiver_closed_is_not_reused() {
     assert_eq!(rogue.connections(), 4);
 }
 
+/// Delivery settings that send at once and retry within a fraction of a second.
+const FAST_RETRY: &str =
+    "[delivery]\nbatch_window = \"0ms\"\ninitial_backoff = \"100ms\"\nmax_backoff = \"300ms\"\n";
+
+/// Starts a server with `FAST_RETRY`, sends one event to an endpoint at `url` and returns the
+/// endpoint's first attempt.
+fn first_attempt_to(url: &str) -> Value {
+    let server = Server::start(FAST_RETRY);
+    let id = endpoint_to(&server, url);
+    publish_incident(&server, "first attempt");
+    wait_attempts(&server, &id, 1, Duration::from_secs(10)).remove(0)
+}
+
 #[test]
 fn a_peer_that_does_not_speak_tls_is_a_tls_failure() {
-    let server = Server::start(
-        "[delivery]\nbatch_window = \"0ms\"\ninitial_backoff = \"100ms\"\nmax_backoff = \"300ms\"\n",
-    );
     // Answers the ClientHello the way a plain HTTP server answers bytes it cannot parse.
     let plain = Rogue::start(Box::new(|mut stream, _| {
         let _ = stream.read(&mut [0u8; 4096]);
         let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
     }));
-    let id = endpoint_to(&server, &plain.url().replace("http://", "https://"));
-    publish_incident(&server, "over tls");
-    let attempts = wait_attempts(&server, &id, 1, Duration::from_secs(10));
-    assert_eq!(
-        verdict(&attempts[0]),
-        (Value::Null, json!("tls")),
-        "{}",
-        attempts[0]
-    );
+    let attempt = first_attempt_to(&plain.url().replace("http://", "https://"));
+    assert_eq!(verdict(&attempt), (Value::Null, json!("tls")), "{attempt}");
 }
 
 /// An HTTP CONNECT proxy: reads one `CONNECT host:port` request per connection, connects
@@ -774,20 +777,9 @@ fn https_endpoints_are_delivered_to_and_verified_against_ca_file() {
     let url = format!("https://{addr}/hook");
 
     // Without the test CA among its trust roots, the certificate is refused.
-    let untrusting = Server::start(
-        "[delivery]\nbatch_window = \"0ms\"\ninitial_backoff = \"100ms\"\nmax_backoff = \"300ms\"\n",
-    );
-    let refused = endpoint_to(&untrusting, &url);
-    publish_incident(&untrusting, "untrusted");
-    let attempts = wait_attempts(&untrusting, &refused, 1, Duration::from_secs(10));
-    assert_eq!(
-        verdict(&attempts[0]),
-        (Value::Null, json!("tls")),
-        "{}",
-        attempts[0]
-    );
+    let attempt = first_attempt_to(&url);
+    assert_eq!(verdict(&attempt), (Value::Null, json!("tls")), "{attempt}");
     assert_eq!(requests.load(Ordering::SeqCst), 0, "no request got through");
-    drop(untrusting);
 
     let server = Server::start(&format!(
         "[network]\nca_file = {:?}\n[delivery]\nbatch_window = \"0ms\"\n",
@@ -851,10 +843,7 @@ fn a_request_head_that_never_ends_is_cut_off() {
 
 #[test]
 fn names_resolving_to_refused_addresses_are_blocked_at_every_connection() {
-    let mut server = Server::start(
-        "[network]\nallow_loopback = false\n[delivery]\nbatch_window = \"0ms\"\n\
-         initial_backoff = \"100ms\"\nmax_backoff = \"300ms\"\n",
-    );
+    let mut server = Server::start(&format!("[network]\nallow_loopback = false\n{FAST_RETRY}"));
     let receiver = Receiver::start();
     let literal = receiver.url("/literal");
     let named = literal
@@ -895,8 +884,10 @@ fn names_resolving_to_refused_addresses_are_blocked_at_every_connection() {
     // message, and the IP literal is accepted.
     write_config(
         server.db_path().parent().expect("server dir"),
-        "[network]\nallow_loopback = false\nallow = [\"127.0.0.1/32\", \"::1/128\"]\n\
-         [delivery]\nbatch_window = \"0ms\"\ninitial_backoff = \"100ms\"\nmax_backoff = \"300ms\"\n",
+        &format!(
+            "[network]\nallow_loopback = false\nallow = [\"127.0.0.1/32\", \"::1/128\"]\n\
+             {FAST_RETRY}"
+        ),
     );
     server.restart();
     create_endpoint(
