@@ -248,6 +248,26 @@ pub fn envelope(id: &str, event_type: &str, created_at_ms: i64, data: &Value) ->
     out
 }
 
+/// The id an envelope carries until the store assigns the event's own (`id::EventIds`): of
+/// the same length, so that the store writes the real one over it in place.
+pub const UNASSIGNED_ID: &str = "evt_0000000000000000";
+
+/// Writes `id` over `UNASSIGNED_ID` at the start of `envelope`, as `envelope` built it. Returns
+/// false, changing nothing, when the envelope does not start with it or `id` is not as long.
+pub fn set_envelope_id(envelope: &mut String, id: &str) -> bool {
+    const START: &str = "{\"id\":\"";
+    let at = START.len()..START.len() + UNASSIGNED_ID.len();
+    let fits = id.len() == UNASSIGNED_ID.len()
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && envelope.starts_with(START)
+        && envelope.get(at.clone()) == Some(UNASSIGNED_ID)
+        && envelope.as_bytes().get(at.end) == Some(&b'"');
+    if fits {
+        envelope.replace_range(at, id);
+    }
+    fits
+}
+
 /// A batch envelope around already-serialised event envelopes, byte for byte (SPEC 2, 4.3).
 pub fn batch_envelope(id: &str, created_at_ms: i64, events: &[&str]) -> String {
     let inner: usize = events.iter().map(|e| e.len() + 1).sum();
@@ -387,6 +407,30 @@ mod tests {
                 t.as_str()
             );
         }
+    }
+
+    #[test]
+    fn the_store_writes_the_event_id_over_the_placeholder_in_place() {
+        let data = seed();
+        let mut e = envelope(UNASSIGNED_ID, "incident.created", 1_698_417_000_000, &data);
+        assert!(set_envelope_id(&mut e, "evt_0123456789abcdef"));
+        assert_eq!(
+            e,
+            envelope(
+                "evt_0123456789abcdef",
+                "incident.created",
+                1_698_417_000_000,
+                &data
+            )
+        );
+        // Only over the placeholder, and only with an id of its length.
+        let before = e.clone();
+        assert!(!set_envelope_id(&mut e, "evt_zzzzzzzzzzzzzzzz"));
+        let mut fresh = envelope(UNASSIGNED_ID, "incident.created", 0, &data);
+        let unchanged = fresh.clone();
+        assert!(!set_envelope_id(&mut fresh, "evt_0123"));
+        assert!(!set_envelope_id(&mut fresh, "evt_0123456789abcde\""));
+        assert_eq!((e, fresh), (before, unchanged));
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl Shared {
             slots: Vec::with_capacity(group.len()),
             handed_off: false,
         };
-        let events: Vec<NewEvent> = group
+        let mut events: Vec<NewEvent> = group
             .into_iter()
             .map(|w| {
                 round.slots.push(w.slot);
@@ -167,13 +167,13 @@ impl Shared {
         // The lead passes on only after the flush. Passing it on before (so that the next
         // group is written during this flush) shrank groups to about four events and cost
         // more CPU per event for no more throughput (BENCHMARKS.md).
-        let outcome = self.store.publish(&events, crate::time::now_ms());
+        let outcome = self.store.publish(&mut events, crate::time::now_ms());
         round.hand_off();
         match outcome {
             Ok(results) => {
                 let mut woken: Vec<i64> = Vec::new();
                 for (r, e) in results.iter().zip(&events) {
-                    if let PublishResult::Accepted { endpoints } = r {
+                    if let PublishResult::Accepted { endpoints, .. } = r {
                         woken.extend(endpoints);
                         if let Some(t) = EventType::parse(&e.event_type) {
                             self.metrics.event_accepted(t);

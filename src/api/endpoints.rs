@@ -276,10 +276,9 @@ pub fn test(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     let ep = find(api, id)?;
     let now = now_ms();
     let data = crate::event::sample_data(event_type, now);
-    let event_id = crate::id::new("evt");
-    let payload = crate::event::envelope(&event_id, event_type.as_str(), now, &data);
+    let payload =
+        crate::event::envelope(crate::event::UNASSIGNED_ID, event_type.as_str(), now, &data);
     let result = api.intake.publish(NewEvent {
-        id: event_id.clone(),
         event_type: event_type.as_str().to_string(),
         created_at: now,
         payload,
@@ -287,7 +286,7 @@ pub fn test(api: &Api, id: &str, req: &Req) -> Result<Reply> {
         idempotency: None,
     })?;
     match result {
-        PublishResult::Accepted { .. } => Ok(Reply::json(
+        PublishResult::Accepted { event_id, .. } => Ok(Reply::json(
             202,
             &json!({"id": event_id, "type": event_type.as_str(), "created_at": rfc3339(now), "data": data}),
         )),

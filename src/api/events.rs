@@ -84,13 +84,12 @@ pub fn publish(api: &Api, req: &Req) -> Result<Reply> {
         }
     };
     let now = now_ms();
-    let id = crate::id::new("evt");
-    let payload = event::envelope(&id, event_type.as_str(), now, data);
+    // The store gives the event its id and writes it into these bytes.
+    let payload = event::envelope(event::UNASSIGNED_ID, event_type.as_str(), now, data);
     // The answer is the envelope's four keys plus `messages`: the stored bytes with one more
     // key, rather than the same JSON built and serialised a second time.
     let mut answer = payload.clone();
     let result = api.intake.publish(NewEvent {
-        id,
         event_type: event_type.as_str().to_string(),
         created_at: now,
         payload,
@@ -98,7 +97,13 @@ pub fn publish(api: &Api, req: &Req) -> Result<Reply> {
         idempotency,
     })?;
     match result {
-        PublishResult::Accepted { endpoints } => {
+        PublishResult::Accepted {
+            event_id,
+            endpoints,
+        } => {
+            if !event::set_envelope_id(&mut answer, &event_id) {
+                return Err(ApiError::unavailable("the stored event has no id"));
+            }
             answer.pop(); // the envelope's closing brace
             answer.push_str(&format!(",\"messages\":{}}}", endpoints.len()));
             Ok(Reply {

@@ -24,6 +24,8 @@ use rusqlite::{
 };
 use serde_json::Value;
 
+use crate::id::{EVENT_ID_KEY_LEN, EventIds};
+
 pub use queue::{DispatchEndpoint, QueuedMessage, RequestOutcome, Verdict};
 pub use sources::{
     CheckContext, CheckRow, ComponentInput, ComponentRef, ComponentRow, Emitted, IncidentPatch,
@@ -111,6 +113,8 @@ pub struct Store {
     /// then keeps `synchronous=FULL` and every commit flushes itself.
     wal: Option<flush::Flusher>,
     readers: Mutex<Vec<Connection>>,
+    /// Event ids from event `seq`s, with this database's key.
+    event_ids: EventIds,
 }
 
 const MAX_IDLE_READERS: usize = 8;
@@ -177,6 +181,24 @@ impl Store {
             StoreError::Sqlite(e) => StoreError::Open(path.into(), e),
             other => other,
         })?;
+        let key: String = writer
+            .query_row(
+                "SELECT value FROM settings WHERE key = 'event_id_key'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(opening)?;
+        let event_ids = parse_event_id_key(&key)
+            .map(|k| EventIds::new(&k))
+            .ok_or_else(|| {
+                StoreError::Corrupt(
+                    path.into(),
+                    format!(
+                        "settings.event_id_key must be {} hex digits",
+                        2 * EVENT_ID_KEY_LEN
+                    ),
+                )
+            })?;
         // Commits leave the log in the operating system's hands; durable writes flush it
         // through the flusher after releasing the writer. The log file lives as long as a connection
         // to the database is open, and the writer is open as long as the store.
@@ -199,6 +221,7 @@ impl Store {
             writer: Mutex::new(writer),
             wal,
             readers: Mutex::new(Vec::new()),
+            event_ids,
         })
     }
 
@@ -541,13 +564,15 @@ impl Store {
     /// Writes a group of events and their messages in one transaction that is durable on
     /// return: the group commit behind `POST /api/v1/events`. Each item gets its own answer;
     /// an item refused for a conflict leaves no trace, the others are kept.
-    pub fn publish(&self, items: &[NewEvent], now: i64) -> Result<Vec<PublishResult>> {
+    /// Stores `items`, each under the id the store gives it, which is written into its
+    /// envelope (built with `event::UNASSIGNED_ID`) and returned in `Accepted`.
+    pub fn publish(&self, items: &mut [NewEvent], now: i64) -> Result<Vec<PublishResult>> {
         self.write(Durability::Full, |tx| {
             self.ensure_room(tx, items)?;
             let subscribers = subscribers(tx)?;
             let mut results = Vec::with_capacity(items.len());
-            for item in items {
-                results.push(publish_one(tx, item, &subscribers, now)?);
+            for item in items.iter_mut() {
+                results.push(publish_one(tx, &self.event_ids, item, &subscribers, now)?);
             }
             Ok(results)
         })
@@ -555,9 +580,12 @@ impl Store {
 
     pub fn event(&self, id: &str) -> Result<Option<EventRow>> {
         self.read(|c| {
+            let Some(seq) = event_seq(c, &self.event_ids, id)? else {
+                return Ok(None);
+            };
             Ok(
-                c.prepare_cached("SELECT seq, id, payload FROM events WHERE id = ?1")?
-                    .query_row([id], event_row)
+                c.prepare_cached("SELECT seq, id, payload FROM events WHERE seq = ?1")?
+                    .query_row([seq], event_row)
                     .optional()?,
             )
         })
@@ -747,24 +775,75 @@ fn split_types(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The 64-byte key of `EventIds`, from its hex in `settings`.
+fn parse_event_id_key(hex: &str) -> Option<[u8; EVENT_ID_KEY_LEN]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 2 * EVENT_ID_KEY_LEN {
+        return None;
+    }
+    let mut key = [0u8; EVENT_ID_KEY_LEN];
+    for (k, pair) in key.iter_mut().zip(hex.chunks(2)) {
+        *k = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// The `seq` of the stored event with id `id`: the inverse of `EventIds` for events stored
+/// since schema version 3, `legacy_event_ids` for those stored before.
+fn event_seq(c: &Connection, ids: &EventIds, id: &str) -> Result<Option<i64>> {
+    if let Some(seq) = ids.seq(id) {
+        let found = c
+            .prepare_cached("SELECT seq FROM events WHERE seq = ?1 AND id = ?2")?
+            .query_row(params![seq, id], |r| r.get(0))
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(
+        c.prepare_cached("SELECT seq FROM legacy_event_ids WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+/// The `seq` the next event gets: one past the largest ever used, even if retention has
+/// deleted it since (AUTOINCREMENT keeps it in `sqlite_sequence`), so that no id repeats.
+fn next_event_seq(tx: &Transaction) -> Result<i64> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0) + 1",
+        )?
+        .query_row([], |r| r.get(0))?)
+}
+
 fn publish_one(
     tx: &Transaction,
-    item: &NewEvent,
+    ids: &EventIds,
+    item: &mut NewEvent,
     subscribers: &[(i64, Vec<String>)],
     now: i64,
 ) -> Result<PublishResult> {
     if let Some(idem) = &item.idempotency {
-        let previous: Option<(String, String, i64)> = tx
+        let previous: Option<(String, String)> = tx
             .prepare_cached(
-                "SELECT k.request, e.id, (SELECT count(*) FROM messages m WHERE m.event_seq = e.seq)
-                 FROM idempotency_keys k JOIN events e ON e.id = k.event_id
-                 WHERE k.key = ?1 AND k.created_at >= ?2",
+                "SELECT request, event_id FROM idempotency_keys WHERE key = ?1 AND created_at >= ?2",
             )?
             .query_row(params![idem.key, now - IDEMPOTENCY_WINDOW_MS], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?))
             })
             .optional()?;
-        if let Some((request, event_id, messages)) = previous {
+        // A key whose event retention has deleted since counts as unused, as before.
+        let previous = match previous {
+            Some((request, event_id)) => {
+                event_seq(tx, ids, &event_id)?.map(|seq| (request, event_id, seq))
+            }
+            None => None,
+        };
+        if let Some((request, event_id, event_seq)) = previous {
+            let messages: i64 = tx
+                .prepare_cached("SELECT count(*) FROM messages WHERE event_seq = ?1")?
+                .query_row([event_seq], |r| r.get(0))?;
             let same = serde_json::from_str::<Value>(&request).is_ok_and(|v| v == idem.request);
             return Ok(if same {
                 PublishResult::Repeated {
@@ -785,16 +864,23 @@ fn publish_one(
             .map(|(seq, _)| *seq)
             .collect(),
     };
+    let event_seq = next_event_seq(tx)?;
+    let event_id = ids.id(event_seq);
+    if !crate::event::set_envelope_id(&mut item.payload, &event_id) {
+        return Err(StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(
+            "an event's envelope must be built with event::UNASSIGNED_ID".into(),
+        )));
+    }
     tx.prepare_cached(
-        "INSERT INTO events (id, type, created_at, payload) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO events (seq, id, type, created_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
-        item.id,
+        event_seq,
+        event_id,
         item.event_type,
         item.created_at,
         item.payload
     ])?;
-    let event_seq = tx.last_insert_rowid();
     let mut insert = tx.prepare_cached(
         "INSERT INTO messages (event_seq, endpoint_seq, status, created_at) VALUES (?1, ?2, 'pending', ?3)",
     )?;
@@ -807,9 +893,12 @@ fn publish_one(
              ON CONFLICT (key) DO UPDATE SET request = excluded.request, event_id = excluded.event_id,
                                             created_at = excluded.created_at",
         )?
-        .execute(params![idem.key, idem.request.to_string(), item.id, now])?;
+        .execute(params![idem.key, idem.request.to_string(), event_id, now])?;
     }
-    Ok(PublishResult::Accepted { endpoints: targets })
+    Ok(PublishResult::Accepted {
+        event_id,
+        endpoints: targets,
+    })
 }
 
 /// How long an `Idempotency-Key` is remembered.
@@ -960,19 +1049,22 @@ pub struct Idempotency {
 }
 
 pub struct NewEvent {
-    pub id: String,
     pub event_type: String,
     pub created_at: i64,
+    /// The envelope, built with `event::UNASSIGNED_ID`; the store writes the event's id in.
     pub payload: String,
     /// Queue for this endpoint only (test events), whatever its filter and state.
     pub only_endpoint: Option<i64>,
     pub idempotency: Option<Idempotency>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishResult {
-    /// Stored, with one message for each of these endpoints.
-    Accepted { endpoints: Vec<i64> },
+    /// Stored under `event_id`, with one message for each of these endpoints.
+    Accepted {
+        event_id: String,
+        endpoints: Vec<i64>,
+    },
     /// The same idempotency key and body were seen within 24 h: the first event's answer.
     Repeated { event_id: String, messages: usize },
     /// The idempotency key was used within 24 h with another body.

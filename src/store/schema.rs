@@ -6,7 +6,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// Migration `i` takes the database from `user_version` `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the foundation.
     r#"
     CREATE TABLE settings (
@@ -176,6 +176,35 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (monitor_seq, minute)
     ) WITHOUT ROWID;
     "#,
+    // 3: event ids derived from `seq` (`id::EventIds`) instead of indexed random ones. The
+    // events table is rebuilt without the unique index on `id`, with AUTOINCREMENT so that a
+    // `seq`, and so an id, is never used twice. The events already stored keep their random
+    // ids, looked up through `legacy_event_ids`. Foreign keys are off while this runs
+    // (`migrate`), so dropping the old table does not cascade to its messages.
+    r#"
+    CREATE TABLE events_v3 (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        id         TEXT NOT NULL,                   -- id::EventIds of seq, or a legacy id
+        type       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,                -- ms
+        payload    TEXT NOT NULL                    -- the envelope, byte for byte as sent
+    );
+    INSERT INTO events_v3 (seq, id, type, created_at, payload)
+        SELECT seq, id, type, created_at, payload FROM events ORDER BY seq;
+
+    CREATE TABLE legacy_event_ids (
+        seq INTEGER PRIMARY KEY REFERENCES events(seq) ON DELETE CASCADE,
+        id  TEXT NOT NULL UNIQUE
+    );
+    INSERT INTO legacy_event_ids (seq, id) SELECT seq, id FROM events ORDER BY seq;
+
+    DROP TABLE events;
+    ALTER TABLE events_v3 RENAME TO events;
+    CREATE INDEX events_by_time ON events(created_at);
+
+    -- The key of the permutation: 64 random bytes as hex.
+    INSERT INTO settings (key, value) VALUES ('event_id_key', lower(hex(randomblob(64))));
+    "#,
 ];
 
 /// The schema version this binary writes.
@@ -183,6 +212,16 @@ pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the database up to `VERSION`, or refuses one that a newer binary wrote.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    // Migrations that rebuild a table need foreign keys off (SQLite's own procedure for
+    // schema changes); the pragma has no effect inside a transaction, so it brackets it, and
+    // the references are checked before the commit instead.
+    conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+    let result = migrate_unchecked(conn);
+    conn.execute_batch("PRAGMA foreign_keys = ON")?;
+    result
+}
+
+fn migrate_unchecked(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > VERSION {
@@ -194,6 +233,23 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    // Only after a migration ran: the check reads every referencing row.
+    let dangling: i64 = if current < VERSION {
+        tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })?
+    } else {
+        0
+    };
+    if dangling > 0 {
+        // Rolled back when `tx` drops: the database stays as it was.
+        return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+            Some(format!(
+                "{dangling} rows refer to rows that do not exist; the migration was not applied"
+            )),
+        )));
     }
     tx.commit()?;
     Ok(())

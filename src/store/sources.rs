@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::{Durability, NewEvent, PublishResult, Result, Store};
 use crate::event::EventType;
+use crate::id::EventIds;
 use crate::monitor::rules::{self, Outcome, State, Status};
 use crate::sla;
 
@@ -216,32 +217,38 @@ pub struct CheckContext<'a> {
 /// Stores one event and its messages in `tx` through the store's fan-out.
 fn emit(
     tx: &Transaction,
+    ids: &EventIds,
     event_type: EventType,
     data: &Value,
     now: i64,
     out: &mut Vec<Emitted>,
 ) -> Result<()> {
     debug_assert_eq!(crate::event::validate(event_type, data), Ok(()));
-    let id = crate::id::new("evt");
-    let item = NewEvent {
-        payload: crate::event::envelope(&id, event_type.as_str(), now, data),
-        id: id.clone(),
+    let mut item = NewEvent {
+        payload: crate::event::envelope(
+            crate::event::UNASSIGNED_ID,
+            event_type.as_str(),
+            now,
+            data,
+        ),
         event_type: event_type.as_str().to_string(),
         created_at: now,
         only_endpoint: None,
         idempotency: None,
     };
     let subscribers = super::subscribers(tx)?;
-    let endpoints = match super::publish_one(tx, &item, &subscribers, now)? {
-        PublishResult::Accepted { endpoints } => endpoints,
+    match super::publish_one(tx, ids, &mut item, &subscribers, now)? {
+        PublishResult::Accepted {
+            event_id,
+            endpoints,
+        } => out.push(Emitted {
+            event_id,
+            event_type,
+            endpoints,
+        }),
         // Without an idempotency key every event is accepted.
-        PublishResult::Repeated { .. } | PublishResult::Conflict => Vec::new(),
-    };
-    out.push(Emitted {
-        event_id: id,
-        event_type,
-        endpoints,
-    });
+        PublishResult::Repeated { .. } | PublishResult::Conflict => {}
+    }
     Ok(())
 }
 
@@ -403,6 +410,7 @@ fn fallback_status(tx: &Transaction, component_id: &str, except: i64) -> Result<
 /// its fallback status), writes it and emits `incident.resolved`.
 fn resolve(
     tx: &Transaction,
+    ids: &EventIds,
     inc: &mut IncidentRow,
     components: Option<Vec<ComponentRef>>,
     now: i64,
@@ -428,6 +436,7 @@ fn resolve(
     update_incident_row(tx, inc)?;
     emit(
         tx,
+        ids,
         EventType::IncidentResolved,
         &crate::incident::event_data(inc),
         now,
@@ -692,6 +701,7 @@ impl Store {
             let mut emitted = Vec::new();
             emit(
                 tx,
+                &self.event_ids,
                 EventType::IncidentCreated,
                 &crate::incident::event_data(&inc),
                 new.now,
@@ -767,7 +777,7 @@ impl Store {
             }
             let mut emitted = Vec::new();
             if to == "resolved" {
-                resolve(tx, &mut inc, components, now, &mut emitted)?;
+                resolve(tx, &self.event_ids, &mut inc, components, now, &mut emitted)?;
                 // A monitor whose incident a person resolved opens a new one on its next
                 // transition to DOWN.
                 tx.execute(
@@ -1057,17 +1067,30 @@ impl Store {
                     error: check.error,
                     consecutive_failures: next.failures,
                 });
-                emit(tx, EventType::MonitorStatusChange, &data, now, &mut emitted)?;
+                emit(
+                    tx,
+                    &self.event_ids,
+                    EventType::MonitorStatusChange,
+                    &data,
+                    now,
+                    &mut emitted,
+                )?;
                 let open = match &m.incident_id {
                     Some(id) => incident_by_id(tx, id)?.filter(|i| i.status != "resolved"),
                     None => None,
                 };
                 match (next.status, open) {
                     (Status::Down, None) if s.auto_incident => {
-                        incident_id = Some(open_monitor_incident(tx, &m, now, &mut emitted)?);
+                        incident_id = Some(open_monitor_incident(
+                            tx,
+                            &self.event_ids,
+                            &m,
+                            now,
+                            &mut emitted,
+                        )?);
                     }
                     (Status::Up, Some(mut inc)) => {
-                        resolve(tx, &mut inc, None, now, &mut emitted)?;
+                        resolve(tx, &self.event_ids, &mut inc, None, now, &mut emitted)?;
                         incident_id = None;
                     }
                     (Status::Up, None) => incident_id = None,
@@ -1083,7 +1106,14 @@ impl Store {
                 if warn {
                     let data =
                         sla::warning_data(&m.id, &s.name, target, s.sla_window_days, &a, now);
-                    emit(tx, EventType::SlaBreachWarning, &data, now, &mut emitted)?;
+                    emit(
+                        tx,
+                        &self.event_ids,
+                        EventType::SlaBreachWarning,
+                        &data,
+                        now,
+                        &mut emitted,
+                    )?;
                 }
             }
             tx.prepare_cached(
@@ -1113,6 +1143,7 @@ impl Store {
 /// `major_outage`, and emits `incident.created`; returns the incident's id.
 fn open_monitor_incident(
     tx: &Transaction,
+    ids: &EventIds,
     m: &MonitorRow,
     now: i64,
     out: &mut Vec<Emitted>,
@@ -1147,6 +1178,7 @@ fn open_monitor_incident(
     }
     emit(
         tx,
+        ids,
         EventType::IncidentCreated,
         &crate::incident::event_data(&inc),
         now,

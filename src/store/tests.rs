@@ -25,10 +25,8 @@ fn endpoint(store: &Store, types: &[&str]) -> EndpointRow {
 }
 
 fn event(t: &str, key: Option<(&str, Value)>) -> NewEvent {
-    let id = crate::id::new("evt");
     NewEvent {
-        payload: format!("{{\"id\":\"{id}\"}}"),
-        id,
+        payload: format!("{{\"id\":\"{}\"}}", crate::event::UNASSIGNED_ID),
         event_type: t.into(),
         created_at: 10,
         only_endpoint: None,
@@ -73,25 +71,21 @@ fn fan_out_follows_filters_and_enabled() {
     .unwrap();
     let results = s
         .publish(
-            &[
+            &mut [
                 event("incident.created", None),
                 event("sla.breach_warning", None),
             ],
             10,
         )
         .unwrap();
-    assert_eq!(
-        results[0],
-        PublishResult::Accepted {
-            endpoints: vec![all.seq, incidents.seq]
-        }
-    );
-    assert_eq!(
-        results[1],
-        PublishResult::Accepted {
-            endpoints: vec![all.seq]
-        }
-    );
+    let targets: Vec<&Vec<i64>> = results
+        .iter()
+        .map(|r| match r {
+            PublishResult::Accepted { endpoints, .. } => endpoints,
+            other => panic!("expected Accepted, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(targets, [&vec![all.seq, incidents.seq], &vec![all.seq]]);
     assert_eq!(s.endpoint_stats(all.seq).unwrap().pending, 2);
     assert_eq!(s.endpoint_stats(disabled.seq).unwrap().pending, 0);
 }
@@ -102,19 +96,22 @@ fn idempotency_repeats_or_conflicts_within_one_group() {
     endpoint(&s, &[]);
     let body = serde_json::json!({"type": "incident.created", "data": {"a": 1}});
     let other = serde_json::json!({"type": "incident.created", "data": {"a": 2}});
-    let first = event("incident.created", Some(("k", body.clone())));
-    let first_id = first.id.clone();
     let results = s
         .publish(
-            &[
-                first,
+            &mut [
+                event("incident.created", Some(("k", body.clone()))),
                 event("incident.created", Some(("k", body))),
                 event("incident.created", Some(("k", other))),
             ],
             10,
         )
         .unwrap();
-    assert!(matches!(results[0], PublishResult::Accepted { .. }));
+    let PublishResult::Accepted {
+        event_id: first_id, ..
+    } = results[0].clone()
+    else {
+        panic!("expected Accepted, got {:?}", results[0]);
+    };
     assert_eq!(
         results[1],
         PublishResult::Repeated {
@@ -144,7 +141,8 @@ fn rotation_keeps_the_old_secret_for_its_grace() {
 fn delete_takes_messages_with_it() {
     let (_d, s) = store();
     let ep = endpoint(&s, &[]);
-    s.publish(&[event("incident.created", None)], 10).unwrap();
+    s.publish(&mut [event("incident.created", None)], 10)
+        .unwrap();
     assert!(s.delete_endpoint(&ep.id).unwrap().is_some());
     assert!(
         s.list_messages(&MessageFilter::default(), None, 10)
@@ -158,9 +156,10 @@ fn delete_takes_messages_with_it() {
 fn a_full_store_refuses_events_and_keeps_what_it_has() {
     let (dir, s) = store();
     let ep = endpoint(&s, &[]);
-    s.publish(&[event("incident.created", None)], 10).unwrap();
+    s.publish(&mut [event("incident.created", None)], 10)
+        .unwrap();
     let full = Store::open(&dir.path().join("t.db"), Some(1)).unwrap();
-    match full.publish(&[event("incident.created", None)], 10) {
+    match full.publish(&mut [event("incident.created", None)], 10) {
         Err(StoreError::Full) => {}
         other => panic!("expected Full, got {other:?}"),
     }
@@ -173,7 +172,7 @@ fn prune_removes_old_delivered_messages_and_what_only_they_used() {
     let ep = endpoint(&s, &[]);
     let results = s
         .publish(
-            &[
+            &mut [
                 event("incident.created", None),
                 event("incident.created", None),
             ],
@@ -214,4 +213,114 @@ fn prune_removes_old_delivered_messages_and_what_only_they_used() {
         s.endpoint_stats(ep.seq).unwrap().last_request.is_none(),
         "its request went too"
     );
+}
+
+fn accepted_id(result: &PublishResult) -> String {
+    match result {
+        PublishResult::Accepted { event_id, .. } => event_id.clone(),
+        other => panic!("expected Accepted, got {other:?}"),
+    }
+}
+
+#[test]
+fn event_ids_are_written_into_the_envelope_found_again_and_never_reused() {
+    let (_d, s) = store();
+    endpoint(&s, &[]);
+    let mut events = [
+        event("incident.created", None),
+        event("incident.created", None),
+    ];
+    let results = s.publish(&mut events, 10).unwrap();
+    let ids: Vec<String> = results.iter().map(accepted_id).collect();
+    assert_ne!(ids[0], ids[1]);
+    for (id, e) in ids.iter().zip(&events) {
+        assert!(crate::id::is_valid("evt", id), "{id}");
+        assert_eq!(e.payload, format!("{{\"id\":\"{id}\"}}"));
+        let row = s.event(id).unwrap().expect("found by its id");
+        assert_eq!((&row.id, &row.payload), (id, &e.payload));
+    }
+    // A well-formed id that no event has, and a malformed one, find nothing.
+    assert!(s.event(&crate::id::new("evt")).unwrap().is_none());
+    assert!(s.event("evt_nope").unwrap().is_none());
+
+    // Retention empties the table; the next event still gets a seq, and an id, of its own.
+    let last_seq = s.event(&ids[1]).unwrap().unwrap().seq;
+    let queued = s.pending_after(1, 0, 10).unwrap();
+    let delivered: Vec<_> = queued
+        .iter()
+        .map(|m| (m.seq, 1, Verdict::Delivered))
+        .collect();
+    s.record(&[RequestOutcome {
+        endpoint_seq: 1,
+        at: 20,
+        duration_ms: 1,
+        status_code: Some(200),
+        error: None,
+        response_body: None,
+        messages: delivered,
+        endpoint_failures: 0,
+        endpoint_failing_since: None,
+        endpoint_backoff_until: None,
+        disable: None,
+    }])
+    .unwrap();
+    assert_eq!(s.prune(1_000, 0, 100).unwrap(), 2);
+    assert!(s.list_events(None, None, 10).unwrap().is_empty());
+    let next = accepted_id(
+        &s.publish(&mut [event("incident.created", None)], 30)
+            .unwrap()[0],
+    );
+    assert!(!ids.contains(&next));
+    assert!(s.event(&next).unwrap().unwrap().seq > last_seq);
+}
+
+#[test]
+fn a_version_2_database_keeps_its_events_their_ids_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let legacy = "evt_legacy0123456789";
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO endpoints (seq, id, url, enabled, batch_max, batch_window_ms, created_at, updated_at)
+                 VALUES (1, 'ep_0123456789abcdef', 'http://127.0.0.1:9/', 1, 100, 0, 1, 1);
+             INSERT INTO events (seq, id, type, created_at, payload)
+                 VALUES (41, '{legacy}', 'incident.created', 5, '{{\"id\":\"{legacy}\"}}');
+             INSERT INTO messages (seq, event_seq, endpoint_seq, status, created_at)
+                 VALUES (7, 41, 1, 'pending', 5);"
+        ))
+        .unwrap();
+    }
+    let s = Store::open(&path, None).unwrap();
+    let row = s
+        .event(legacy)
+        .unwrap()
+        .expect("the old event keeps its id");
+    assert_eq!(row.seq, 41);
+    let messages = s
+        .list_messages(&MessageFilter::default(), None, 10)
+        .unwrap();
+    assert_eq!(
+        messages.len(),
+        1,
+        "dropping the old table took no message with it"
+    );
+    assert_eq!(
+        (messages[0].seq, messages[0].event_id.as_str()),
+        (7, legacy)
+    );
+
+    // New events continue after the old ones, with derived ids.
+    let new = accepted_id(
+        &s.publish(&mut [event("incident.created", None)], 10)
+            .unwrap()[0],
+    );
+    assert_eq!(s.event(&new).unwrap().unwrap().seq, 42);
+    drop(s);
+    let s = Store::open(&path, None).unwrap();
+    assert_eq!(s.event(&new).unwrap().unwrap().seq, 42, "the key is kept");
+    assert_eq!(s.event(legacy).unwrap().unwrap().seq, 41);
 }
