@@ -570,9 +570,17 @@ impl Store {
         self.write(Durability::Full, |tx| {
             self.ensure_room(tx, items)?;
             let subscribers = subscribers(tx)?;
+            let mut seqs = EventSeqs::default();
             let mut results = Vec::with_capacity(items.len());
             for item in items.iter_mut() {
-                results.push(publish_one(tx, &self.event_ids, item, &subscribers, now)?);
+                results.push(publish_one(
+                    tx,
+                    &self.event_ids,
+                    &mut seqs,
+                    item,
+                    &subscribers,
+                    now,
+                )?);
             }
             Ok(results)
         })
@@ -807,19 +815,34 @@ fn event_seq(c: &Connection, ids: &EventIds, id: &str) -> Result<Option<i64>> {
     )
 }
 
-/// The `seq` the next event gets: one past the largest ever used, even if retention has
-/// deleted it since (AUTOINCREMENT keeps it in `sqlite_sequence`), so that no id repeats.
-fn next_event_seq(tx: &Transaction) -> Result<i64> {
-    Ok(tx
-        .prepare_cached(
-            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0) + 1",
-        )?
-        .query_row([], |r| r.get(0))?)
+/// Hands out event `seq`s within one transaction: one past the largest ever used, even if
+/// retention has deleted it since (AUTOINCREMENT keeps it in `sqlite_sequence`), so that no id
+/// repeats. Only the first is read from the database; the events of the transaction are
+/// inserted by whoever holds this, in order.
+#[derive(Default)]
+struct EventSeqs {
+    next: Option<i64>,
+}
+
+impl EventSeqs {
+    fn take(&mut self, tx: &Transaction) -> Result<i64> {
+        let seq = match self.next {
+            Some(seq) => seq,
+            None => tx
+                .prepare_cached(
+                    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0) + 1",
+                )?
+                .query_row([], |r| r.get(0))?,
+        };
+        self.next = Some(seq + 1);
+        Ok(seq)
+    }
 }
 
 fn publish_one(
     tx: &Transaction,
     ids: &EventIds,
+    seqs: &mut EventSeqs,
     item: &mut NewEvent,
     subscribers: &[(i64, Vec<String>)],
     now: i64,
@@ -864,7 +887,7 @@ fn publish_one(
             .map(|(seq, _)| *seq)
             .collect(),
     };
-    let event_seq = next_event_seq(tx)?;
+    let event_seq = seqs.take(tx)?;
     let event_id = ids.id(event_seq);
     if !crate::event::set_envelope_id(&mut item.payload, &event_id) {
         return Err(StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(

@@ -237,7 +237,8 @@ fn emit(
         idempotency: None,
     };
     let subscribers = super::subscribers(tx)?;
-    match super::publish_one(tx, ids, &mut item, &subscribers, now)? {
+    let mut seqs = super::EventSeqs::default();
+    match super::publish_one(tx, ids, &mut seqs, &mut item, &subscribers, now)? {
         PublishResult::Accepted {
             event_id,
             endpoints,
