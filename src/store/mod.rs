@@ -563,9 +563,9 @@ impl Store {
 
     /// Writes a group of events and their messages in one transaction that is durable on
     /// return: the group commit behind `POST /api/v1/events`. Each item gets its own answer;
-    /// an item refused for a conflict leaves no trace, the others are kept.
-    /// Stores `items`, each under the id the store gives it, which is written into its
-    /// envelope (built with `event::UNASSIGNED_ID`) and returned in `Accepted`.
+    /// an item refused for a conflict leaves no trace, the others are kept. Each accepted
+    /// item gets its event id from the store: written into its envelope (built with
+    /// `event::UNASSIGNED_ID`) and returned in `Accepted`.
     pub fn publish(&self, items: &mut [NewEvent], now: i64) -> Result<Vec<PublishResult>> {
         self.write(Durability::Full, |tx| {
             self.ensure_room(tx, items)?;
