@@ -1,6 +1,7 @@
 //! Public identifiers. Most (`ep_…`, `bat_…`, …) are random, from the operating system's
-//! CSPRNG; event ids (`evt_…`) are the event's `seq` through a keyed permutation
-//! (`EventIds`). Identifiers are opaque to consumers; this module only promises their shape.
+//! CSPRNG; event ids (`evt_…`) are the event's `seq` and random bits through a keyed
+//! permutation (`EventIds`). Identifiers are opaque to consumers; this module only promises
+//! their shape.
 
 use sha2::{Digest, Sha256};
 
@@ -85,13 +86,23 @@ const HALF_MASK: u64 = (1 << HALF_BITS) - 1;
 /// function (Luby and Rackoff); six leave a margin at this narrow width.
 const ROUNDS: u8 = 6;
 
-/// Event ids as a keyed permutation of event `seq`s onto `evt_` + 16 of `[0-9a-z]`.
+/// Bits of fresh randomness in each event id, below the `seq`.
+const SALT_BITS: u32 = 38;
+
+/// The largest `seq` an event id holds: 44 bits above the salt, together 82 bits, which fit in
+/// the 36^16 ids. That is 1.7e13 events, 55 years at 10,000 a second.
+pub const MAX_EVENT_SEQ: i64 = (1 << (82 - SALT_BITS)) - 1;
+
+/// Event ids as a keyed permutation of (event `seq`, 38 random bits) onto `evt_` + 16 of
+/// `[0-9a-z]`.
 ///
 /// A unique index on random ids put each new event on an index page of its own, about half
-/// of what every group commit wrote. A permutation needs no index: it is one-to-one, so ids
-/// never collide, and a lookup inverts it to the `seq`. Without the key the ids cannot be told
-/// from uniformly random ones, or predicted from each other; the key lives in the database
-/// (`settings`), so the same event keeps its id across restarts.
+/// of what every group commit wrote. A permutation needs no index: it is one-to-one, so two
+/// events (two `seq`s) never share an id, and a lookup inverts it to the `seq`. Without the key
+/// the ids cannot be told from uniformly random ones, or predicted from each other. The random
+/// bits are there for a database restored from a backup: it hands out the `seq`s after the
+/// backup again, and their events must not get the ids that consumers have already seen and
+/// would drop as duplicates. The key lives in the database (`settings`).
 ///
 /// The permutation is a balanced Feistel network over 84-bit numbers whose round function is
 /// SHA-256 of the key, the round and the half, cycle-walked onto the 36^16 ids: a value that
@@ -109,9 +120,23 @@ impl EventIds {
         EventIds { keyed }
     }
 
-    /// The id of the event with this `seq` (which is never negative).
-    pub fn id(&self, seq: i64) -> String {
-        let mut x = u128::from(seq.unsigned_abs());
+    /// A new id for the event with this `seq`; `None` if `seq` is negative or above
+    /// `MAX_EVENT_SEQ`.
+    pub fn id(&self, seq: i64) -> Option<String> {
+        let mut salt = [0u8; 8];
+        for b in &mut salt[..5] {
+            *b = random_byte();
+        }
+        self.id_salted(seq, u64::from_le_bytes(salt))
+    }
+
+    /// The id of the event with this `seq` and the low `SALT_BITS` of `salt`.
+    fn id_salted(&self, seq: i64, salt: u64) -> Option<String> {
+        if !(0..=MAX_EVENT_SEQ).contains(&seq) {
+            return None;
+        }
+        let salt = u128::from(salt & ((1 << SALT_BITS) - 1));
+        let mut x = (u128::from(seq.unsigned_abs()) << SALT_BITS) | salt;
         loop {
             x = self.forward(x);
             if x < ID_SPACE {
@@ -126,7 +151,7 @@ impl EventIds {
         let mut out = String::with_capacity(4 + RANDOM_LEN);
         out.push_str("evt_");
         out.extend(digits.iter().map(|&b| b as char));
-        out
+        Some(out)
     }
 
     /// The `seq` whose id is `id`, or `None` for text that is no event id. Every well-formed
@@ -147,7 +172,10 @@ impl EventIds {
                 break;
             }
         }
-        i64::try_from(x).ok()
+        if x >> 82 != 0 {
+            return None;
+        }
+        i64::try_from(x >> SALT_BITS).ok()
     }
 
     fn round(&self, round: u8, half: u64) -> u64 {
@@ -192,19 +220,33 @@ mod tests {
     #[test]
     fn event_ids_have_the_spec_shape_and_map_back_to_their_seq() {
         let ids = event_ids(7);
-        let seqs = (0..5000).chain([1 << 31, 1 << 40, i64::MAX - 1, i64::MAX]);
+        let seqs = (0..5000).chain([1 << 31, 1 << 40, MAX_EVENT_SEQ - 1, MAX_EVENT_SEQ]);
         for seq in seqs {
-            let id = ids.id(seq);
+            let id = ids.id(seq).unwrap();
             assert!(is_valid("evt", &id), "{seq}: {id}");
             assert_eq!(ids.seq(&id), Some(seq), "{id}");
         }
+        assert_eq!(ids.id(MAX_EVENT_SEQ + 1), None);
+        assert_eq!(ids.id(-1), None);
+    }
+
+    #[test]
+    fn the_same_seq_gets_a_new_id_each_time() {
+        // A database restored from a backup hands out seqs again; their events must not
+        // repeat the ids consumers have seen.
+        let ids = event_ids(9);
+        let again: std::collections::HashSet<String> =
+            (0..1000).map(|_| ids.id(42).unwrap()).collect();
+        assert_eq!(again.len(), 1000);
+        assert!(again.iter().all(|id| ids.seq(id) == Some(42)));
     }
 
     #[test]
     fn event_ids_are_unique_and_every_character_is_even_at_every_position() {
         let ids = event_ids(1);
         let n = 36 * 600;
-        let all: Vec<String> = (1..=n).map(|seq| ids.id(seq)).collect();
+        // Without salt, so that only the permutation can make neighbours look unrelated.
+        let all: Vec<String> = (1..=n).map(|seq| ids.id_salted(seq, 0).unwrap()).collect();
         let unique: std::collections::HashSet<&String> = all.iter().collect();
         assert_eq!(unique.len(), all.len());
         // Consecutive seqs must not give related ids: each position on its own is uniform.
@@ -244,20 +286,26 @@ mod tests {
     #[test]
     fn event_ids_depend_on_the_key() {
         let (a, b) = (event_ids(1), event_ids(2));
-        let differ = (1..1000).filter(|&seq| a.id(seq) != b.id(seq)).count();
+        let differ = (1..1000)
+            .filter(|&seq| a.id_salted(seq, 7) != b.id_salted(seq, 7))
+            .count();
         assert_eq!(differ, 999);
-        assert_ne!(a.seq(&b.id(5)), Some(5));
+        assert_ne!(a.seq(&b.id(5).unwrap()), Some(5));
     }
 
     #[test]
-    fn any_well_formed_id_maps_to_the_seq_that_has_it_and_malformed_ones_to_none() {
+    fn well_formed_ids_decode_to_a_seq_or_none_and_malformed_ones_to_none() {
         let ids = event_ids(3);
-        for _ in 0..2000 {
-            let id = new("evt");
-            if let Some(seq) = ids.seq(&id) {
-                assert_eq!(ids.id(seq), id);
-            }
-        }
+        // A random id decodes to a seq when its preimage is below 2^82: 2^82 / 36^16 = 61 %.
+        let n = 4000;
+        let decoded = (0..n)
+            .filter_map(|_| ids.seq(&new("evt")))
+            .inspect(|seq| assert!((0..=MAX_EVENT_SEQ).contains(seq)))
+            .count();
+        assert!(
+            (n * 55 / 100..=n * 67 / 100).contains(&decoded),
+            "{decoded} of {n} decoded"
+        );
         for bad in [
             "",
             "evt_",

@@ -888,7 +888,15 @@ fn publish_one(
             .collect(),
     };
     let event_seq = seqs.take(tx)?;
-    let event_id = ids.id(event_seq);
+    let event_id = ids.id(event_seq).ok_or_else(|| {
+        StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(
+            format!(
+                "the database has used every event number up to {}",
+                crate::id::MAX_EVENT_SEQ
+            )
+            .into(),
+        ))
+    })?;
     if !crate::event::set_envelope_id(&mut item.payload, &event_id) {
         return Err(StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(
             "an event's envelope must be built with event::UNASSIGNED_ID".into(),

@@ -324,3 +324,36 @@ fn a_version_2_database_keeps_its_events_their_ids_and_messages() {
     assert_eq!(s.event(&new).unwrap().unwrap().seq, 42, "the key is kept");
     assert_eq!(s.event(legacy).unwrap().unwrap().seq, 41);
 }
+
+#[test]
+fn a_database_restored_from_a_backup_gives_its_next_events_new_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, backup) = (dir.path().join("live.db"), dir.path().join("backup.db"));
+    let s = Store::open(&live, None).unwrap();
+    s.publish(&mut [event("incident.created", None)], 10)
+        .unwrap();
+    drop(s); // the last connection folds the log into the file
+    std::fs::copy(&live, &backup).unwrap();
+
+    // The live database goes on; then it is lost and the backup restored.
+    let s = Store::open(&live, None).unwrap();
+    let seen = accepted_id(
+        &s.publish(&mut [event("incident.created", None)], 20)
+            .unwrap()[0],
+    );
+    let restored = Store::open(&backup, None).unwrap();
+    let next = accepted_id(
+        &restored
+            .publish(&mut [event("incident.created", None)], 30)
+            .unwrap()[0],
+    );
+    let (a, b) = (
+        s.event(&seen).unwrap().unwrap(),
+        restored.event(&next).unwrap().unwrap(),
+    );
+    assert_eq!(
+        a.seq, b.seq,
+        "the restored database hands out the same seq again"
+    );
+    assert_ne!(seen, next, "but not the id consumers have already seen");
+}
