@@ -86,12 +86,15 @@ const HALF_MASK: u64 = (1 << HALF_BITS) - 1;
 /// function (Luby and Rackoff); six leave a margin at this narrow width.
 const ROUNDS: u8 = 6;
 
+/// The bits of an event id's plaintext: the most that fit in the 36^16 ids (about 2^82.7).
+const PLAIN_BITS: u32 = 82;
+
 /// Bits of fresh randomness in each event id, below the `seq`.
 const SALT_BITS: u32 = 38;
 
-/// The largest `seq` an event id holds: 44 bits above the salt, together 82 bits, which fit in
-/// the 36^16 ids. That is 1.7e13 events, 55 years at 10,000 a second.
-pub const MAX_EVENT_SEQ: i64 = (1 << (82 - SALT_BITS)) - 1;
+/// The largest `seq` an event id holds: the 44 bits above the salt. That is 1.7e13 events,
+/// 55 years at 10,000 a second.
+pub const MAX_EVENT_SEQ: i64 = (1 << (PLAIN_BITS - SALT_BITS)) - 1;
 
 /// Event ids as a keyed permutation of (event `seq`, 38 random bits) onto `evt_` + 16 of
 /// `[0-9a-z]`.
@@ -172,7 +175,7 @@ impl EventIds {
                 break;
             }
         }
-        if x >> 82 != 0 {
+        if x >> PLAIN_BITS != 0 {
             return None;
         }
         i64::try_from(x >> SALT_BITS).ok()

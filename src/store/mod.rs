@@ -181,6 +181,16 @@ impl Store {
             StoreError::Sqlite(e) => StoreError::Open(path.into(), e),
             other => other,
         })?;
+        // The key of the event id permutation, made once per database from the kernel's CSPRNG.
+        let mut fresh = [0u8; EVENT_ID_KEY_LEN];
+        crate::id::fill_random(&mut fresh);
+        let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+        writer
+            .execute(
+                "INSERT OR IGNORE INTO settings (key, value) VALUES ('event_id_key', ?1)",
+                [fresh],
+            )
+            .map_err(opening)?;
         let key: String = writer
             .query_row(
                 "SELECT value FROM settings WHERE key = 'event_id_key'",
@@ -828,9 +838,11 @@ impl EventSeqs {
     fn take(&mut self, tx: &Transaction) -> Result<i64> {
         let seq = match self.next {
             Some(seq) => seq,
+            // Both, in case `sqlite_sequence` lost its row (it is an ordinary table).
             None => tx
                 .prepare_cached(
-                    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0) + 1",
+                    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                                coalesce((SELECT max(seq) FROM events), 0)) + 1",
                 )?
                 .query_row([], |r| r.get(0))?,
         };

@@ -357,3 +357,40 @@ fn a_database_restored_from_a_backup_gives_its_next_events_new_ids() {
     );
     assert_ne!(seen, next, "but not the id consumers have already seen");
 }
+
+#[test]
+fn a_migration_that_would_leave_dangling_references_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        // A message whose event is missing, as only a hand edit without foreign keys makes.
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             INSERT INTO endpoints (seq, id, url, enabled, batch_max, batch_window_ms, created_at, updated_at)
+                 VALUES (1, 'ep_0123456789abcdef', 'http://127.0.0.1:9/', 1, 100, 0, 1, 1);
+             INSERT INTO messages (seq, event_seq, endpoint_seq, status, created_at)
+                 VALUES (7, 99, 1, 'pending', 5);",
+        )
+        .unwrap();
+    }
+    match Store::open(&path, None) {
+        Err(e) => assert!(e.to_string().contains("messages"), "{e}"),
+        Ok(_) => panic!("a migration leaving dangling references must be refused"),
+    }
+    let conn = Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('legacy_event_ids', 'events_v3')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!((version, tables), (2, 0), "rolled back");
+}
