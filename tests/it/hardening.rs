@@ -335,6 +335,17 @@ fn verdict(attempt: &Value) -> (Value, Value) {
     (attempt["status_code"].clone(), attempt["error"].clone())
 }
 
+/// Every attempt got a 200 and no error.
+fn assert_every_attempt_succeeded(attempts: &[Value]) {
+    for a in attempts {
+        assert_eq!(
+            verdict(a),
+            (json!(200), Value::Null),
+            "{a}; all: {attempts:?}"
+        );
+    }
+}
+
 fn duration_ms(attempt: &Value) -> u64 {
     attempt["duration_ms"]
         .as_u64()
@@ -576,9 +587,7 @@ fn a_connection_the_receiver_closed_is_not_reused() {
     }
     let attempts = attempts_of(&server, &id);
     assert_eq!(attempts.len(), 4, "one attempt per event: {attempts:?}");
-    for a in &attempts {
-        assert_eq!(verdict(a), (json!(200), Value::Null), "{a}");
-    }
+    assert_every_attempt_succeeded(&attempts);
     assert_eq!(rogue.connections(), 4);
 }
 
@@ -676,13 +685,7 @@ fn deliveries_go_through_the_configured_connect_proxy() {
         let got: HashSet<String> = receiver.event_ids().into_iter().collect();
         events.iter().all(|e| got.contains(e))
     });
-    let attempts = attempts_of(&server, &id);
-    assert!(
-        attempts
-            .iter()
-            .all(|a| verdict(a) == (json!(200), Value::Null)),
-        "{attempts:?}"
-    );
+    assert_every_attempt_succeeded(&attempts_of(&server, &id));
     let host_port = url
         .trim_start_matches("http://")
         .trim_end_matches("/via-proxy")
@@ -792,13 +795,7 @@ fn https_endpoints_are_delivered_to_and_verified_against_ca_file() {
     for event in &events {
         wait_message_status(&server, event, &id, "delivered", Duration::from_secs(20));
     }
-    let attempts = attempts_of(&server, &id);
-    assert!(
-        attempts
-            .iter()
-            .all(|a| verdict(a) == (json!(200), Value::Null)),
-        "every attempt succeeded: {attempts:?}"
-    );
+    assert_every_attempt_succeeded(&attempts_of(&server, &id));
     assert!(requests.load(Ordering::SeqCst) >= 1);
 }
 
