@@ -48,6 +48,8 @@ pub enum StoreError {
     /// The write-ahead log could not be flushed to disk: the write is committed but may not
     /// survive a power cut.
     Sync(PathBuf, String),
+    /// The store's own rules refuse the operation; the text says which.
+    Refused(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -75,6 +77,7 @@ impl std::fmt::Display for StoreError {
                 "cannot flush {} to disk ({why}); durable writes are refused until a restart",
                 path.display()
             ),
+            StoreError::Refused(why) => write!(f, "{why}"),
         }
     }
 }
@@ -179,6 +182,7 @@ impl Store {
             .map_err(opening)?;
         schema::migrate(&mut writer).map_err(|e| match e {
             StoreError::Sqlite(e) => StoreError::Open(path.into(), e),
+            StoreError::Refused(why) => StoreError::Corrupt(path.into(), why),
             other => other,
         })?;
         // The key of the event id permutation, made once per database from the kernel's CSPRNG.
@@ -901,18 +905,15 @@ fn publish_one(
     };
     let event_seq = seqs.take(tx)?;
     let event_id = ids.id(event_seq).ok_or_else(|| {
-        StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(
-            format!(
-                "the database has used every event number up to {}",
-                crate::id::MAX_EVENT_SEQ
-            )
-            .into(),
+        StoreError::Refused(format!(
+            "the database has used every event number up to {}",
+            crate::id::MAX_EVENT_SEQ
         ))
     })?;
     if !crate::event::set_envelope_id(&mut item.payload, &event_id) {
-        return Err(StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(
+        return Err(StoreError::Refused(
             "an event's envelope must be built with event::UNASSIGNED_ID".into(),
-        )));
+        ));
     }
     tx.prepare_cached(
         "INSERT INTO events (seq, id, type, created_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",

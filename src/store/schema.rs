@@ -249,12 +249,9 @@ fn migrate_unchecked(conn: &mut Connection) -> Result<(), StoreError> {
         )?;
         if dangling > 0 {
             // Rolled back when `tx` drops: the database stays as it was.
-            return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
-                Some(format!(
-                    "{dangling} rows of {table} refer to rows that do not exist after the \
-                     migration; it was not applied"
-                )),
+            return Err(StoreError::Refused(format!(
+                "{dangling} rows of {table} refer to rows that do not exist after the migration \
+                 to schema version {VERSION}; it was not applied"
             )));
         }
     }
