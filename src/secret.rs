@@ -51,6 +51,30 @@ pub fn key_bytes(secret: &str) -> Result<Vec<u8>, SecretError> {
     Ok(bytes)
 }
 
+/// Lower-case hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+/// Exactly `N` bytes from `2 * N` hex digits, or `None`.
+pub fn from_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    // `from_str_radix` alone would take "+f" as a digit pair.
+    if hex.len() != 2 * N || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// A new admin token: `sstok_` + 43 characters of URL-safe base64 (32 random bytes).
 pub fn generate_admin_token() -> String {
     let mut bytes = [0u8; 32];
@@ -105,6 +129,23 @@ mod tests {
         ];
         for (secret, want) in rows {
             assert_eq!(key_bytes(secret).map(|k| k.len()), want, "{secret}");
+        }
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_wrong_lengths_and_digits() {
+        let bytes = [0x00, 0x0f, 0xa5, 0xff];
+        assert_eq!(to_hex(&bytes), "000fa5ff");
+        assert_eq!(from_hex::<4>("000fa5ff"), Some(bytes));
+        assert_eq!(from_hex::<4>("000FA5FF"), Some(bytes));
+        for bad in [
+            "000fa5f",
+            "000fa5ff00",
+            "000fa5fg",
+            "00+fa5ff",
+            "000fa\u{e9}f",
+        ] {
+            assert_eq!(from_hex::<4>(bad), None, "{bad}");
         }
     }
 

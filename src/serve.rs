@@ -113,7 +113,7 @@ fn admin_token_hash(store: &Store, config: &Config) -> Result<[u8; 32], String> 
         return Ok(crate::secret::hash_token(&config.server.admin_token));
     }
     if let Some(hex) = store.setting(TOKEN_HASH_KEY).map_err(|e| e.to_string())? {
-        return decode_hash(&hex).ok_or_else(|| {
+        return crate::secret::from_hex::<32>(&hex).ok_or_else(|| {
             "the stored admin token hash is damaged; run `statussentry admin-token --reset`".into()
         });
     }
@@ -121,7 +121,7 @@ fn admin_token_hash(store: &Store, config: &Config) -> Result<[u8; 32], String> 
     store
         .set_setting(
             TOKEN_HASH_KEY,
-            &encode_hash(&crate::secret::hash_token(&token)),
+            &crate::secret::to_hex(&crate::secret::hash_token(&token)),
         )
         .map_err(|e| e.to_string())?;
     log::warn!(
@@ -154,23 +154,8 @@ pub fn reset_admin_token(config: &Config) -> Result<String, String> {
     store
         .set_setting(
             TOKEN_HASH_KEY,
-            &encode_hash(&crate::secret::hash_token(&token)),
+            &crate::secret::to_hex(&crate::secret::hash_token(&token)),
         )
         .map_err(|e| e.to_string())?;
     Ok(token)
-}
-
-fn encode_hash(hash: &[u8; 32]) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_hash(hex: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(out)
 }

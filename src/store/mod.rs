@@ -188,7 +188,7 @@ impl Store {
         // The key of the event id permutation, made once per database from the kernel's CSPRNG.
         let mut fresh = [0u8; EVENT_ID_KEY_LEN];
         crate::id::fill_random(&mut fresh);
-        let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+        let fresh = crate::secret::to_hex(&fresh);
         writer
             .execute(
                 "INSERT OR IGNORE INTO settings (key, value) VALUES ('event_id_key', ?1)",
@@ -202,7 +202,7 @@ impl Store {
                 |r| r.get(0),
             )
             .map_err(opening)?;
-        let event_ids = parse_event_id_key(&key)
+        let event_ids = crate::secret::from_hex::<EVENT_ID_KEY_LEN>(&key)
             .map(|k| EventIds::new(&k))
             .ok_or_else(|| {
                 StoreError::Corrupt(
@@ -795,19 +795,6 @@ fn split_types(text: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-/// The 64-byte key of `EventIds`, from its hex in `settings`.
-fn parse_event_id_key(hex: &str) -> Option<[u8; EVENT_ID_KEY_LEN]> {
-    let hex = hex.as_bytes();
-    if hex.len() != 2 * EVENT_ID_KEY_LEN {
-        return None;
-    }
-    let mut key = [0u8; EVENT_ID_KEY_LEN];
-    for (k, pair) in key.iter_mut().zip(hex.chunks(2)) {
-        *k = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(key)
 }
 
 /// The `seq` of the stored event with id `id`: the inverse of `EventIds` for events stored
