@@ -78,7 +78,7 @@ const READ_AHEAD: i64 = 32;
 const RUN_MAX: usize = 32;
 const RUN_MAX_MESSAGES: usize = 256;
 
-/// How long the recorder gathers outcomes before writing them, and the most it gathers.
+/// How long the recorder gathers outcomes before writing them, and the most it writes at once.
 const RECORD_GATHER: Duration = Duration::from_millis(2);
 const RECORD_MAX: usize = 512;
 
@@ -631,11 +631,13 @@ fn record_outcomes(
     recorded: &Sender<(Vec<i64>, bool)>,
 ) {
     while let Ok(mut outcomes) = batches.recv() {
-        // Outcomes arrive one request at a time; gathering them for a moment makes one
-        // transaction of many, which writes the same hot pages once instead of each time.
-        let until = Instant::now() + RECORD_GATHER;
+        // Outcomes arrive one worker's report at a time; gathering them for a moment makes one
+        // transaction of many, which writes the same hot pages once instead of each time. The
+        // thread sleeps through the gathering rather than waiting on the channel, so that the
+        // dispatcher's hand-overs meanwhile wake nobody.
+        std::thread::sleep(RECORD_GATHER);
         while outcomes.len() < RECORD_MAX {
-            match batches.recv_deadline(until) {
+            match batches.try_recv() {
                 Ok(more) => outcomes.extend(more),
                 Err(_) => break,
             }

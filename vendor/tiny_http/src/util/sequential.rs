@@ -9,16 +9,29 @@ use std::mem;
 /// channels per request; a channel is a 256-byte aligned allocation, and its first send
 /// allocates a block of 31 slots (1.7 KiB for the reader), large enough that glibc
 /// consolidated its free lists on every request. `Receiver::recv`'s error when the sender is
-/// gone without sending is kept: `take` returns `None` then.
+/// gone without sending is kept: `take` returns `None` then. The giving side wakes the taking
+/// side only when it waits: a `Condvar` notify is a system call even when nobody waits, and on
+/// a connection's own thread (every request of `from_listener_with_handler`) nobody ever does.
 struct Handover<T> {
-    /// The value, and whether the giving side is gone.
-    state: Mutex<(Option<T>, bool)>,
+    state: Mutex<HandoverState<T>>,
     changed: Condvar,
+}
+
+struct HandoverState<T> {
+    value: Option<T>,
+    /// The giving side is gone.
+    gone: bool,
+    /// The taking side is waiting on `changed`.
+    waiting: bool,
 }
 
 fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Handover {
-        state: Mutex::new((None, false)),
+        state: Mutex::new(HandoverState {
+            value: None,
+            gone: false,
+            waiting: false,
+        }),
         changed: Condvar::new(),
     });
     (Sender(shared.clone()), Receiver(shared))
@@ -28,17 +41,25 @@ struct Sender<T>(Arc<Handover<T>>);
 
 struct Receiver<T>(Arc<Handover<T>>);
 
+impl<T> Handover<T> {
+    fn update(&self, change: impl FnOnce(&mut HandoverState<T>)) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut state);
+        if state.waiting {
+            self.changed.notify_one();
+        }
+    }
+}
+
 impl<T> Sender<T> {
     fn send(&self, value: T) {
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(value);
-        self.0.changed.notify_one();
+        self.0.update(|state| state.value = Some(value));
     }
 }
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
-        self.0.changed.notify_one();
+        self.0.update(|state| state.gone = true);
     }
 }
 
@@ -47,17 +68,19 @@ impl<T> Receiver<T> {
     fn recv(&self) -> Option<T> {
         let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(value) = state.0.take() {
+            if let Some(value) = state.value.take() {
                 return Some(value);
             }
-            if state.1 {
+            if state.gone {
                 return None;
             }
+            state.waiting = true;
             state = self
                 .0
                 .changed
                 .wait(state)
                 .unwrap_or_else(|p| p.into_inner());
+            state.waiting = false;
         }
     }
 }
