@@ -568,12 +568,14 @@ fn finish(
 }
 
 /// CPU counters at the start of a scenario's load: the server's, this process's (publishers
-/// and receiver) and the whole machine's, so that what other processes took is visible too.
+/// and receiver) and the whole machine's, so that what other processes took is visible too,
+/// and how close the load came to using every core.
 struct Meter {
     server_pid: Option<u32>,
     server_s: f64,
     client_s: f64,
     machine_s: f64,
+    started: Instant,
     clk_tck: f64,
 }
 
@@ -585,6 +587,7 @@ impl Meter {
             server_s: server_pid.map_or(Ok(0.0), |pid| process_cpu_s(pid, clk_tck))?,
             client_s: process_cpu_s(std::process::id(), clk_tck)?,
             machine_s: machine_busy_s(clk_tck)?,
+            started: Instant::now(),
             clk_tck,
         })
     }
@@ -602,7 +605,8 @@ impl Meter {
         Ok(process_cpu_s(std::process::id(), self.clk_tck)? - self.client_s)
     }
 
-    /// Adds the bench's own CPU and what every other process on the machine took meanwhile.
+    /// Adds the bench's own CPU, what every other process on the machine took meanwhile, and
+    /// the machine's busy time as a percentage of all its cores over the same span.
     fn report(&self, line: &mut Line) -> Res<()> {
         let machine = machine_busy_s(self.clk_tck)? - self.machine_s;
         let (server, client) = (self.server_cpu()?, self.client_cpu()?);
@@ -610,6 +614,12 @@ impl Meter {
         line.insert(
             "other_cpu_s".into(),
             round((machine - server - client).max(0.0), 2),
+        );
+        let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let span = self.started.elapsed().as_secs_f64();
+        line.insert(
+            "machine_busy_pct".into(),
+            round(machine * 100.0 / (span * cores), 1),
         );
         Ok(())
     }
@@ -1742,10 +1752,10 @@ fn render_md(results: &[Line], args: &Args) -> String {
     md.push_str(
         "\nPer scenario: the server's memory and CPU; the receiver's saturation (its threads' \
          CPU as a percentage of one core, and its mean time per request); the CPU of the bench \
-         process (publishers and receiver) and of every other process during the load; and the \
-         correctness check.\n\n\
-         | scenario | peak RSS MB | idle RSS MB | server CPU s | receiver busy % | receiver µs/request | bench CPU s | other CPU s | valid |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         process (publishers and receiver) and of every other process during the load; how busy \
+         the machine's cores were, together, over the scenario; and the correctness check.\n\n\
+         | scenario | peak RSS MB | idle RSS MB | server CPU s | receiver busy % | receiver µs/request | bench CPU s | other CPU s | machine busy % | valid |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for line in results {
         let cell = |k: &str| {
@@ -1765,7 +1775,7 @@ fn render_md(results: &[Line], args: &Args) -> String {
             }
         };
         md.push_str(&format!(
-            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {valid} |\n",
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {valid} |\n",
             line["scenario"].as_str().unwrap_or("?"),
             cell("server_peak_rss_mb"),
             cell("server_idle_rss_mb"),
@@ -1774,6 +1784,7 @@ fn render_md(results: &[Line], args: &Args) -> String {
             cell("receiver_us_per_request"),
             cell("client_cpu_s"),
             cell("other_cpu_s"),
+            cell("machine_busy_pct"),
         ));
     }
     md.push_str(if args.runs > 1 {
