@@ -122,6 +122,13 @@ pub struct Store {
 
 const MAX_IDLE_READERS: usize = 8;
 
+/// Retention's search for delivered messages accepted before `?1`, at most `?2`, and the
+/// metrics' oldest pending message: both through `messages_by_status (status, created_at)`,
+/// which a unit test checks in their plans.
+const PRUNE_DELIVERED: &str =
+    "SELECT seq FROM messages WHERE status = 'delivered' AND created_at < ?1 LIMIT ?2";
+const OLDEST_PENDING: &str = "SELECT min(created_at) FROM messages WHERE status = 'pending'";
+
 /// Page cache per reader connection, KiB (the writer keeps SQLite's default of 2,000).
 const READER_CACHE_KIB: u32 = 512;
 
@@ -322,11 +329,8 @@ impl Store {
                 *n = stmt.query_row([*status], |r| r.get(0))?;
             }
             let oldest: Option<i64> = c
-                .prepare_cached(
-                    "SELECT created_at FROM messages WHERE status = 'pending' ORDER BY seq LIMIT 1",
-                )?
-                .query_row([], |r| r.get(0))
-                .optional()?;
+                .prepare_cached(OLDEST_PENDING)?
+                .query_row([], |r| r.get(0))?;
             g.oldest_pending_age_secs = oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
             let (enabled, backing_off, disabled) = c.query_row(
                 "SELECT coalesce(sum(enabled = 1 AND coalesce(backoff_until, 0) <= ?1), 0),
@@ -721,16 +725,41 @@ impl Store {
 
     // ---- retention ----
 
-    /// Deletes up to `batch` delivered messages accepted before `cutoff`, then events and
-    /// requests nothing refers to any more, and idempotency keys older than `keys_cutoff`.
+    /// Deletes up to `batch` delivered messages accepted before `cutoff`, then the requests
+    /// and events nothing refers to any more, and idempotency keys older than `keys_cutoff`.
     /// Returns how many messages went, so the caller can loop with pauses between batches.
+    /// It reads only what it deletes and what still refers to it (ARCHITECTURE.md, Storage).
     pub fn prune(&self, cutoff: i64, keys_cutoff: i64, batch: usize) -> Result<usize> {
         self.write(Durability::Normal, |tx| {
-            let n = tx.execute(
-                "DELETE FROM messages WHERE seq IN (
-                     SELECT seq FROM messages WHERE status = 'delivered' AND created_at < ?1 LIMIT ?2)",
-                params![cutoff, batch as i64],
+            // Through messages_by_status (status, created_at): the search ends at the cutoff.
+            let messages: Vec<i64> = tx
+                .prepare_cached(PRUNE_DELIVERED)?
+                .query_map(params![cutoff, batch as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            // The requests of these messages' attempts, which may go with them.
+            let mut requests: Vec<i64> = Vec::new();
+            let mut attempts =
+                tx.prepare_cached("SELECT request_seq FROM attempts WHERE message_seq = ?1")?;
+            for seq in &messages {
+                for request in attempts.query_map([seq], |r| r.get(0))? {
+                    requests.push(request?);
+                }
+            }
+            requests.sort_unstable();
+            requests.dedup();
+            // Their attempts go with them (ON DELETE CASCADE).
+            let mut delete_message = tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
+            for seq in &messages {
+                delete_message.execute([seq])?;
+            }
+            // A request of a batch stays while an attempt of another message refers to it.
+            let mut delete_request = tx.prepare_cached(
+                "DELETE FROM requests WHERE seq = ?1
+                   AND NOT EXISTS (SELECT 1 FROM attempts WHERE request_seq = ?1)",
             )?;
+            for seq in &requests {
+                delete_request.execute([seq])?;
+            }
             tx.execute(
                 "DELETE FROM events WHERE seq IN (
                      SELECT e.seq FROM events e WHERE e.created_at < ?1
@@ -738,16 +767,10 @@ impl Store {
                 params![cutoff, batch as i64],
             )?;
             tx.execute(
-                "DELETE FROM requests WHERE seq IN (
-                     SELECT r.seq FROM requests r WHERE r.at < ?1
-                       AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.request_seq = r.seq) LIMIT ?2)",
-                params![cutoff, batch as i64],
-            )?;
-            tx.execute(
                 "DELETE FROM idempotency_keys WHERE created_at < ?1",
                 params![keys_cutoff],
             )?;
-            Ok(n)
+            Ok(messages.len())
         })
     }
 

@@ -215,6 +215,107 @@ fn prune_removes_old_delivered_messages_and_what_only_they_used() {
     );
 }
 
+fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
+    s.record(&[RequestOutcome {
+        endpoint_seq,
+        at: 20,
+        duration_ms: 1,
+        status_code: Some(200),
+        error: None,
+        response_body: None,
+        messages: messages
+            .iter()
+            .map(|&seq| (seq, 1, Verdict::Delivered))
+            .collect(),
+        endpoint_failures: 0,
+        endpoint_failing_since: None,
+        endpoint_backoff_until: None,
+        disable: None,
+    }])
+    .unwrap();
+}
+
+#[test]
+fn prune_keeps_a_batch_request_until_its_last_message_goes() {
+    let (_d, s) = store();
+    let ep = endpoint(&s, &[]);
+    let (mut old, mut young) = (
+        event("incident.created", None),
+        event("incident.created", None),
+    );
+    (old.created_at, young.created_at) = (10, 30);
+    s.publish(&mut [old, young], 30).unwrap();
+    let queued = s.pending_after(ep.seq, 0, 10).unwrap();
+    delivered_in_one_request(&s, ep.seq, &[queued[0].seq, queued[1].seq]);
+
+    assert_eq!(s.prune(20, 0, 100).unwrap(), 1, "only the old message");
+    let left = s
+        .list_messages(&MessageFilter::default(), None, 10)
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        left[0].attempts.len(),
+        1,
+        "the young message's attempt, and so the request, stay"
+    );
+    assert!(s.endpoint_stats(ep.seq).unwrap().last_request.is_some());
+
+    assert_eq!(s.prune(100, 0, 100).unwrap(), 1);
+    assert!(
+        s.endpoint_stats(ep.seq).unwrap().last_request.is_none(),
+        "the request went with its last message"
+    );
+}
+
+/// Retention's search must end at the cutoff: an index range on `(status, created_at)`, not a
+/// walk through every delivered message (ARCHITECTURE.md, Storage).
+#[test]
+fn retention_and_the_oldest_pending_message_are_found_through_the_time_index() {
+    let (_d, s) = store();
+    let conn = s.writer.lock().unwrap();
+    let plan = |sql: &str, values: &[i64]| -> String {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let prune = plan(PRUNE_DELIVERED, &[5, 500]);
+    assert!(
+        prune.contains("messages_by_status (status=? AND created_at<?)"),
+        "{prune}"
+    );
+    let oldest = plan(OLDEST_PENDING, &[]);
+    assert!(oldest.contains("messages_by_status"), "{oldest}");
+}
+
+#[test]
+fn a_version_3_database_gets_the_time_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+    }
+    let s = Store::open(&path, None).unwrap();
+    let conn = s.writer.lock().unwrap();
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_index_info('messages_by_status') ORDER BY seqno")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(columns, ["status", "created_at"]);
+}
+
 fn accepted_id(result: &PublishResult) -> String {
     match result {
         PublishResult::Accepted { event_id, .. } => event_id.clone(),
