@@ -728,7 +728,7 @@ impl Store {
     /// Deletes up to `batch` delivered messages accepted before `cutoff`, then the requests
     /// and events nothing refers to any more, and idempotency keys older than `keys_cutoff`.
     /// Returns how many messages went, so the caller can loop with pauses between batches.
-    /// It reads only what it deletes and what still refers to it (ARCHITECTURE.md, Storage).
+    /// None of its searches reads past the cutoff (ARCHITECTURE.md, Storage).
     pub fn prune(&self, cutoff: i64, keys_cutoff: i64, batch: usize) -> Result<usize> {
         self.write(Durability::Normal, |tx| {
             // Through messages_by_status (status, created_at): the search ends at the cutoff.
@@ -1112,7 +1112,7 @@ pub struct NewEvent {
     pub idempotency: Option<Idempotency>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum PublishResult {
     /// Stored under `event_id`, with one message for each of these endpoints.
     Accepted {

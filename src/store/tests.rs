@@ -106,12 +106,7 @@ fn idempotency_repeats_or_conflicts_within_one_group() {
             10,
         )
         .unwrap();
-    let PublishResult::Accepted {
-        event_id: first_id, ..
-    } = results[0].clone()
-    else {
-        panic!("expected Accepted, got {:?}", results[0]);
-    };
+    let first_id = accepted_id(&results[0]);
     assert_eq!(
         results[1],
         PublishResult::Repeated {
@@ -166,55 +161,7 @@ fn a_full_store_refuses_events_and_keeps_what_it_has() {
     assert_eq!(full.endpoint_stats(ep.seq).unwrap().pending, 1);
 }
 
-#[test]
-fn prune_removes_old_delivered_messages_and_what_only_they_used() {
-    let (_d, s) = store();
-    let ep = endpoint(&s, &[]);
-    let results = s
-        .publish(
-            &mut [
-                event("incident.created", None),
-                event("incident.created", None),
-            ],
-            10,
-        )
-        .unwrap();
-    assert_eq!(results.len(), 2);
-    let queued = s.pending_after(ep.seq, 0, 10).unwrap();
-    // The first message is delivered, the second still pending.
-    s.record(&[RequestOutcome {
-        endpoint_seq: ep.seq,
-        at: 20,
-        duration_ms: 1,
-        status_code: Some(200),
-        error: None,
-        response_body: Some("ok".into()),
-        messages: vec![(queued[0].seq, 1, Verdict::Delivered)],
-        endpoint_failures: 0,
-        endpoint_failing_since: None,
-        endpoint_backoff_until: None,
-        disable: None,
-    }])
-    .unwrap();
-    // Nothing is old enough yet.
-    assert_eq!(s.prune(5, 0, 100).unwrap(), 0);
-    assert_eq!(s.prune(1_000, 0, 100).unwrap(), 1);
-    let left = s
-        .list_messages(&MessageFilter::default(), None, 10)
-        .unwrap();
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0].status, "pending");
-    assert_eq!(
-        s.list_events(None, None, 10).unwrap().len(),
-        1,
-        "the delivered event went with its message"
-    );
-    assert!(
-        s.endpoint_stats(ep.seq).unwrap().last_request.is_none(),
-        "its request went too"
-    );
-}
-
+/// Records one 200 that delivered `messages` together.
 fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
     s.record(&[RequestOutcome {
         endpoint_seq,
@@ -233,6 +180,42 @@ fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
         disable: None,
     }])
     .unwrap();
+}
+
+#[test]
+fn prune_removes_old_delivered_messages_and_what_only_they_used() {
+    let (_d, s) = store();
+    let ep = endpoint(&s, &[]);
+    let results = s
+        .publish(
+            &mut [
+                event("incident.created", None),
+                event("incident.created", None),
+            ],
+            10,
+        )
+        .unwrap();
+    assert_eq!(results.len(), 2);
+    let queued = s.pending_after(ep.seq, 0, 10).unwrap();
+    // The first message is delivered, the second still pending.
+    delivered_in_one_request(&s, ep.seq, &[queued[0].seq]);
+    // Nothing is old enough yet.
+    assert_eq!(s.prune(5, 0, 100).unwrap(), 0);
+    assert_eq!(s.prune(1_000, 0, 100).unwrap(), 1);
+    let left = s
+        .list_messages(&MessageFilter::default(), None, 10)
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].status, "pending");
+    assert_eq!(
+        s.list_events(None, None, 10).unwrap().len(),
+        1,
+        "the delivered event went with its message"
+    );
+    assert!(
+        s.endpoint_stats(ep.seq).unwrap().last_request.is_none(),
+        "its request went too"
+    );
 }
 
 #[test]
@@ -347,24 +330,8 @@ fn event_ids_are_written_into_the_envelope_found_again_and_never_reused() {
     // Retention empties the table; the next event still gets a seq, and an id, of its own.
     let last_seq = s.event(&ids[1]).unwrap().unwrap().seq;
     let queued = s.pending_after(1, 0, 10).unwrap();
-    let delivered: Vec<_> = queued
-        .iter()
-        .map(|m| (m.seq, 1, Verdict::Delivered))
-        .collect();
-    s.record(&[RequestOutcome {
-        endpoint_seq: 1,
-        at: 20,
-        duration_ms: 1,
-        status_code: Some(200),
-        error: None,
-        response_body: None,
-        messages: delivered,
-        endpoint_failures: 0,
-        endpoint_failing_since: None,
-        endpoint_backoff_until: None,
-        disable: None,
-    }])
-    .unwrap();
+    let seqs: Vec<i64> = queued.iter().map(|m| m.seq).collect();
+    delivered_in_one_request(&s, 1, &seqs);
     assert_eq!(s.prune(1_000, 0, 100).unwrap(), 2);
     assert!(s.list_events(None, None, 10).unwrap().is_empty());
     let next = accepted_id(
