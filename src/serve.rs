@@ -64,10 +64,7 @@ pub fn run(config: Config) -> Result<(), String> {
     );
     crate::systemd::notify_ready();
 
-    let mut signals = signals;
-    if let Some(sig) = signals.forever().next() {
-        log::info!("signal {sig} received; shutting down");
-    }
+    let failure = wait_for_stop(signals, || api::accepting(&server));
     api::stop(&api);
     // Checks in flight are abandoned; a check not recorded changes nothing.
     monitors.shutdown();
@@ -83,25 +80,50 @@ pub fn run(config: Config) -> Result<(), String> {
     if let Err(e) = store.checkpoint() {
         log::warn!("final checkpoint failed: {e}");
     }
-    log::info!("stopped");
-    Ok(())
+    match failure {
+        None => {
+            log::info!("stopped");
+            Ok(())
+        }
+        Some(reason) => Err(reason),
+    }
 }
 
-/// How long a client of the admin API may leave a read or write of its connection idle
-/// before the connection is closed, so slow or stalled clients cannot hold threads forever.
-const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the main thread looks at the listener while it waits for a signal.
+const LIVENESS_CHECK: Duration = Duration::from_millis(250);
 
-/// Binds the admin listener. Accepted sockets inherit the listener's options on Linux, which
-/// is how they get their timeouts and `TCP_NODELAY` without reaching into tiny_http.
+/// Waits for SIGTERM or SIGINT (`None`), checking every `LIVENESS_CHECK` that the admin
+/// listener still accepts connections: if its accept loop ended, the API is gone, and the
+/// process must exit non-zero (so that systemd restarts it) instead of running on looking
+/// healthy; that is `Some(reason)`.
+fn wait_for_stop(
+    mut signals: signal_hook::iterator::Signals,
+    accepting: impl Fn() -> bool,
+) -> Option<String> {
+    loop {
+        if let Some(sig) = signals.pending().next() {
+            log::info!("signal {sig} received; shutting down");
+            return None;
+        }
+        if !accepting() {
+            let reason =
+                "the admin listener stopped accepting connections; exiting so that it is restarted"
+                    .to_string();
+            log::error!("{reason}");
+            return Some(reason);
+        }
+        std::thread::sleep(LIVENESS_CHECK);
+    }
+}
+
+/// Binds the admin listener. Accepted sockets inherit `TCP_NODELAY` from it on Linux. Their
+/// timeouts are set on each accepted socket (`api::serve`), never on the listener: on Linux a
+/// receive timeout on a listening socket makes `accept` itself fail after that long without
+/// a new connection.
 fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
     let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
-    let socket = socket2::SockRef::from(&listener);
-    let options = socket
-        .set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))
-        .and_then(|()| socket.set_write_timeout(Some(CLIENT_IDLE_TIMEOUT)))
-        .and_then(|()| socket.set_tcp_nodelay(true));
-    if let Err(e) = options {
-        log::warn!("cannot set timeouts on the admin listener: {e}");
+    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+        log::warn!("cannot set TCP_NODELAY on the admin listener: {e}");
     }
     Ok(listener)
 }
