@@ -116,16 +116,29 @@ fn wait_for_stop(
     }
 }
 
+/// How many connections the kernel may hold for the accept loop. std's 128 drops the SYNs
+/// of a larger burst, whose clients then retry after 1, 3, 7 s...; the accept loop answers
+/// connections past `server.max_connections` at once, so a deeper queue turns a burst into
+/// prompt answers (a 503 at worst) instead of stalled handshakes. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// Binds the admin listener. Accepted sockets inherit `TCP_NODELAY` from it on Linux. Their
 /// timeouts are set on each accepted socket (`api::serve`), never on the listener: on Linux a
 /// receive timeout on a listening socket makes `accept` itself fail after that long without
 /// a new connection.
 fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
-    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+    use socket2::{Domain, Socket, Type};
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(|e| e.to_string())?;
+    // As std does: a restart may bind while the old process's connections are in TIME_WAIT.
+    socket.set_reuse_address(true).map_err(|e| e.to_string())?;
+    socket.bind(&addr.into()).map_err(|e| e.to_string())?;
+    socket.listen(LISTEN_BACKLOG).map_err(|e| e.to_string())?;
+    if let Err(e) = socket.set_tcp_nodelay(true) {
         log::warn!("cannot set TCP_NODELAY on the admin listener: {e}");
     }
-    Ok(listener)
+    Ok(socket.into())
 }
 
 /// The SHA-256 of the admin token: from the environment or configuration, else the stored

@@ -5,6 +5,7 @@
 mod api;
 mod assets;
 mod delivery;
+mod edge;
 mod hardening;
 mod harness;
 mod ops;

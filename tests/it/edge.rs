@@ -1,0 +1,758 @@
+//! The admin listener's edge, against the real binary: it survives quiet spells longer than
+//! every timeout, descriptor exhaustion and one connection too many; a request head that
+//! is too long, too slow, malformed or for another Host gets an answer; a body's claimed
+//! length is never an allocation; and threads, descriptors and memory stay bounded by
+//! `server.max_connections` under thousands of idle and slow connections.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// One answer read off a raw connection.
+struct Raw {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{} is not JSON ({e}): {}", self.status, self.head))
+    }
+
+    /// The SPEC 5 error code, asserting the error shape.
+    fn code(&self) -> String {
+        error_parts(&self.json()).0
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .expect("write timeout");
+    stream
+}
+
+/// Reads one answer (head and `Content-Length` body); `None` when the connection closed or
+/// failed before a whole head arrived.
+fn read_answer(stream: &mut TcpStream) -> Option<Raw> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&data[..end]).into_owned();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let mut raw = Raw {
+        status,
+        head,
+        body: data[end + 4..].to_vec(),
+    };
+    let length: usize = raw
+        .header("Content-Length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while raw.body.len() < length {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => raw.body.extend_from_slice(&buf[..n]),
+        }
+    }
+    raw.body.truncate(length);
+    Some(raw)
+}
+
+/// Sends `request` on a new connection and reads the answer; panics when there is none.
+fn exchange(addr: SocketAddr, request: &[u8]) -> Raw {
+    let mut stream = connect(addr);
+    // The server may answer and close before it has read everything; that is fine.
+    let _ = stream.write_all(request);
+    read_answer(&mut stream).unwrap_or_else(|| {
+        panic!(
+            "no answer to {:?}",
+            String::from_utf8_lossy(&request[..request.len().min(120)])
+        )
+    })
+}
+
+/// True once the connection is closed by the server (EOF or reset) within `deadline`.
+fn closed_within(stream: &mut TcpStream, deadline: Duration) -> bool {
+    stream
+        .set_read_timeout(Some(deadline))
+        .expect("read timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        }
+    }
+}
+
+fn healthz(server: &Server) -> u16 {
+    let (status, _) = server.api("GET", "/healthz", None);
+    status
+}
+
+fn assert_alive(server: &mut Server) {
+    assert!(
+        server
+            .child_mut()
+            .try_wait()
+            .expect("poll server")
+            .is_none(),
+        "the server exited; log:\n{}",
+        server.log()
+    );
+    assert_eq!(healthz(server), 200, "log:\n{}", server.log());
+}
+
+// ---------------------------------------------------------------------------------------
+// The listener lives through quiet spells
+
+#[test]
+fn a_client_is_served_after_a_quiet_spell_longer_than_every_timeout() {
+    // The admin sockets' idle timeout is 30 s. Before the fix it also sat on the listener,
+    // where it made accept() fail with EAGAIN after 30 s without a new connection, and the
+    // accept loop ended for good: every later client got "connection refused".
+    let mut server = Server::start("");
+    assert_eq!(healthz(&server), 200);
+    let quiet = Duration::from_secs(38);
+    // The quiet spell is what is under test, not a wait for something to happen.
+    thread::sleep(quiet);
+    assert_alive(&mut server);
+    let log = server.log();
+    for complaint in ["Error accepting", "accept loop", "cannot accept"] {
+        assert!(
+            !log.contains(complaint),
+            "the accept loop complained during the quiet spell:\n{log}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A claimed length is not an allocation
+
+#[test]
+fn a_huge_content_length_is_answered_without_reading_or_allocating_it() {
+    let mut server = Server::start("");
+    let addr = server.addr();
+    // 100 GB claimed on a route that reads no body: answered, then closed, since the body
+    // will not be read (it used to be drained into a buffer of that size, and the process
+    // aborted on the failed allocation).
+    let mut stream = connect(addr);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n")
+        .expect("send");
+    let answer = read_answer(&mut stream).expect("an answer");
+    assert_eq!(answer.status, 200);
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(10)),
+        "the connection stayed open with 100 GB of body unread"
+    );
+    // The same on an API route that refuses it from its length: 413, then closed.
+    let answer = exchange(
+        addr,
+        format!(
+            "POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100000000000\r\n\r\n{{"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.code(), "payload_too_large");
+    assert_alive(&mut server);
+
+    // A body under the limit that a refusal leaves unread is drained, and the connection
+    // serves its next request.
+    let mut stream = connect(addr);
+    let body = vec![b' '; 4000];
+    let mut request =
+        b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n"
+            .to_vec();
+    request.extend_from_slice(&body);
+    request.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(&request).expect("send");
+    let first = read_answer(&mut stream).expect("an answer to the unauthorised POST");
+    assert_eq!(first.status, 401);
+    let second = read_answer(&mut stream).expect("the kept-alive connection's next answer");
+    assert_eq!(second.status, 200, "{}", second.head);
+}
+
+// ---------------------------------------------------------------------------------------
+// max_connections
+
+fn metric_value(server: &Server, name: &str) -> f64 {
+    let reply = server.client().raw("GET", "/metrics", &[], None);
+    assert_eq!(reply.status, 200);
+    reply
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[test]
+fn a_connection_past_max_connections_gets_503_with_retry_after() {
+    let mut server = Server::start("[server]\nmax_connections = 4\nheader_timeout = \"30s\"\n");
+    let addr = server.addr();
+    let refused_before = metric_value(&server, "statussentry_http_connections_refused_total");
+    // Four connections that send nothing hold the four places.
+    let mut idle: Vec<TcpStream> = (0..4).map(|_| connect(addr)).collect();
+    let answer = wait_for(
+        Duration::from_secs(10),
+        "a 503 for the fifth connection",
+        || {
+            let mut stream = connect(addr);
+            let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            match read_answer(&mut stream) {
+                Some(a) if a.status == 503 => Ok(a),
+                Some(a) => Err(format!("got {}", a.status)),
+                None => Err("no answer".into()),
+            }
+        },
+    );
+    assert_eq!(answer.header("Retry-After").as_deref(), Some("1"));
+    assert_eq!(answer.code(), "unavailable");
+    assert_eq!(answer.header("Connection").as_deref(), Some("close"));
+    // The held connections are still served: the refusal took nothing from them.
+    idle[0]
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_answer(&mut idle[0]).expect("answer").status, 200);
+    idle.clear();
+    wait_until(Duration::from_secs(10), "a free place again", || {
+        server.client().raw("GET", "/healthz", &[], None).status == 200
+    });
+    let refused = metric_value(&server, "statussentry_http_connections_refused_total");
+    assert!(
+        refused >= refused_before + 1.0,
+        "refusals counted: {refused_before} then {refused}"
+    );
+    assert_alive(&mut server);
+}
+
+// ---------------------------------------------------------------------------------------
+// header_timeout
+
+#[test]
+fn a_head_that_trickles_in_is_cut_off_at_header_timeout_while_others_are_served() {
+    let _timing = timing_lock();
+    let mut server = Server::start("[server]\nheader_timeout = \"1500ms\"\n");
+    let addr = server.addr();
+    let mut slow = connect(addr);
+    let started = Instant::now();
+    slow.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .expect("send");
+    // One byte every 200 ms: each read is quick, so only a deadline on the whole head can
+    // end it (the 30 s idle timeout is per read). Between bytes the client looks for an
+    // answer; the wait for one paces the drip.
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let dripping = thread::spawn(move || {
+        let mut sent = 0;
+        let mut peek = [0u8; 1];
+        while started.elapsed() < Duration::from_secs(20) {
+            if slow.write_all(b"s").is_err() {
+                break;
+            }
+            sent += 1;
+            if slow.peek(&mut peek).is_ok() {
+                break;
+            }
+        }
+        let elapsed = started.elapsed();
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        (sent, elapsed, read_answer(&mut slow))
+    });
+    // Meanwhile others are served.
+    for _ in 0..5 {
+        assert_eq!(healthz(&server), 200);
+    }
+    let (sent, elapsed, answer) = dripping.join().expect("drip thread");
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "a head trickling in was not cut off ({sent} bytes over {elapsed:?})"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(1400),
+        "cut off before the header timeout: {elapsed:?}"
+    );
+    let answer = answer.expect("an answer to the late head");
+    assert_eq!(answer.status, 408);
+    assert_eq!(answer.code(), "unavailable");
+
+    // A kept-alive connection may stay idle between requests longer than the header timeout
+    // (up to the 30 s idle timeout); the deadline runs from a request's first byte.
+    let mut kept = connect(addr);
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_answer(&mut kept).expect("first answer").status, 200);
+    // The idle spell between requests is what is under test.
+    thread::sleep(Duration::from_millis(2500));
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_answer(&mut kept).expect("second answer").status, 200);
+
+    // A new connection that sends nothing is closed at the header timeout, without an answer.
+    let mut silent = connect(addr);
+    let opened = Instant::now();
+    let mut buf = Vec::new();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("read timeout");
+    let _ = silent.read_to_end(&mut buf);
+    assert!(
+        opened.elapsed() < Duration::from_secs(10),
+        "a silent connection was held {:?}",
+        opened.elapsed()
+    );
+    assert!(buf.is_empty(), "a silent connection got {buf:?}");
+    assert_alive(&mut server);
+}
+
+// ---------------------------------------------------------------------------------------
+// Every head gets an answer
+
+#[test]
+fn every_refused_head_gets_an_answer_in_the_error_shape() {
+    let mut server = Server::start("");
+    let addr = server.addr();
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let long_line = format!("GET /api/v1/events?x={} HTTP/1.1\r\n\r\n", "a".repeat(9000));
+    let long_head = format!(
+        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        format!("X-Pad: {}\r\n", "p".repeat(4000)).repeat(20)
+    );
+    let many_headers = format!(
+        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X-A: b\r\n".repeat(150)
+    );
+    let rows: Vec<(&str, Vec<u8>, u16, &str, Option<&str>)> = vec![
+        (
+            "obs-text in a header value",
+            format!(
+                "POST /api/v1/events HTTP/1.1\r\nHost: x\r\n{auth}Idempotency-Key: \u{e9}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+            )
+            .into_bytes(),
+            400,
+            "invalid_field",
+            Some("Idempotency-Key"),
+        ),
+        (
+            "a Latin-1 byte in a header value",
+            b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nX-Name: caf\xe9\r\n\r\n".to_vec(),
+            400,
+            "invalid_field",
+            Some("X-Name"),
+        ),
+        (
+            "a header line without a colon",
+            b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nnonsense\r\n\r\n".to_vec(),
+            400,
+            "invalid_field",
+            None,
+        ),
+        (
+            "a malformed request line",
+            b"GET\r\n\r\n".to_vec(),
+            400,
+            "invalid_field",
+            None,
+        ),
+        (
+            "an over-long request line",
+            long_line.into_bytes(),
+            414,
+            "payload_too_large",
+            None,
+        ),
+        (
+            "an over-long head",
+            long_head.into_bytes(),
+            431,
+            "payload_too_large",
+            None,
+        ),
+        (
+            "too many header lines",
+            many_headers.into_bytes(),
+            431,
+            "payload_too_large",
+            None,
+        ),
+        (
+            "an unknown transfer coding",
+            format!(
+                "POST /api/v1/events HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+            )
+            .into_bytes(),
+            501,
+            "invalid_field",
+            Some("Transfer-Encoding"),
+        ),
+        (
+            "an unparsable Content-Length",
+            b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n".to_vec(),
+            400,
+            "invalid_field",
+            Some("Content-Length"),
+        ),
+    ];
+    for (what, request, status, code, field) in rows {
+        let answer = exchange(addr, &request);
+        assert_eq!(answer.status, status, "{what}: {}", answer.head);
+        let (got_code, got_field) = error_parts(&answer.json());
+        assert_eq!(
+            (got_code.as_str(), got_field.as_deref()),
+            (code, field),
+            "{what}"
+        );
+        assert_eq!(
+            answer.header("Connection").as_deref(),
+            Some("close"),
+            "{what}: the connection closes after a refused head"
+        );
+    }
+    // A well-formed request on the same server still goes through.
+    assert_alive(&mut server);
+    assert_eq!(
+        server.api("GET", "/api/v1/events", None).0,
+        200,
+        "log:\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_host_outside_allowed_hosts_is_421() {
+    let mut server = Server::start("[server]\nallowed_hosts = [\"status.example.com\"]\n");
+    let addr = server.addr();
+    let request = |host: &str, path: &str| {
+        exchange(
+            addr,
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+    };
+    // A DNS-rebinding page: its own name, resolving to this address.
+    let rebound = request("evil.example:8080", "/api/v1/endpoints");
+    assert_eq!(rebound.status, 421);
+    let (code, field) = error_parts(&rebound.json());
+    assert_eq!(
+        (code.as_str(), field.as_deref()),
+        ("invalid_field", Some("Host"))
+    );
+    assert_eq!(request("evil.example", "/healthz").status, 421);
+    assert_eq!(
+        request("status.example.com", "/api/v1/endpoints").status,
+        200
+    );
+    assert_eq!(request("Status.Example.com:443", "/healthz").status, 200);
+    // The listen address itself is always accepted.
+    assert_eq!(request(&addr.to_string(), "/api/v1/endpoints").status, 200);
+    assert_alive(&mut server);
+}
+
+// ---------------------------------------------------------------------------------------
+// Descriptor exhaustion
+
+/// A server under `prlimit --nofile`, with its log, killed on drop.
+struct Limited {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Limited {
+    fn start(nofile: u32, extra_toml: &str) -> Limited {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = write_config(dir.path(), extra_toml);
+        let mut child = command(dir.path())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the server");
+        // Lower the limit of the running process, before it accepts anything.
+        let status = std::process::Command::new("prlimit")
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--pid")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run prlimit");
+        assert!(status.success(), "prlimit failed");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stderr);
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 0 {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect();
+                    if let Ok(addr) = addr.trim_end_matches(',').parse::<SocketAddr>() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no listening line; log:\n{}", log.lock().unwrap()));
+        Limited {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn running_out_of_descriptors_refuses_connections_but_never_the_listener() {
+    let _timing = timing_lock();
+    // A long header timeout, so that only this test releases the connections it holds.
+    let mut server = Limited::start(48, "[server]\nheader_timeout = \"60s\"\n");
+    let api = Api::new(server.addr);
+    assert_eq!(api.raw("GET", "/healthz", &[], None).status, 200);
+    let pid = server.child.id();
+    // More connections than the server has descriptors left; the kernel completes the
+    // handshakes the server cannot accept and queues them.
+    let mut held: Vec<TcpStream> = Vec::new();
+    for _ in 0..80 {
+        match TcpStream::connect(server.addr) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "the server reports that it cannot accept",
+        || server.log().contains("cannot accept connections"),
+    );
+    // It waits rather than spins, and says so once per episode, not per attempt.
+    let wait_started = Instant::now();
+    while wait_started.elapsed() < Duration::from_millis(600) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        server.log().matches("cannot accept connections").count(),
+        1,
+        "log:\n{}",
+        server.log()
+    );
+    assert!(
+        server.child.try_wait().expect("poll").is_none(),
+        "the server exited; log:\n{}",
+        server.log()
+    );
+    held.clear();
+    wait_until(
+        Duration::from_secs(20),
+        "the server serves again once descriptors are free",
+        || {
+            let mut stream = connect(server.addr);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            read_answer(&mut stream).is_some_and(|a| a.status == 200)
+        },
+    );
+    assert!(
+        server.log().contains("accepting connections again"),
+        "log:\n{}",
+        server.log()
+    );
+    assert!(server.child.try_wait().expect("poll").is_none());
+    assert!(open_fds(pid) > 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// The figure: thousands of idle and slow connections
+
+struct Footprint {
+    rss_kib: u64,
+    threads: usize,
+    fds: usize,
+}
+
+fn footprint(pid: u32) -> Footprint {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    Footprint {
+        rss_kib: field("VmRSS:"),
+        threads: field("Threads:") as usize,
+        fds: open_fds(pid),
+    }
+}
+
+#[test]
+fn thousands_of_idle_and_slow_connections_stay_within_max_connections() {
+    let _timing = timing_lock();
+    const IDLE: usize = 5000;
+    const SLOW: usize = 500;
+    const MAX: usize = 512;
+    let mut server = Server::start("");
+    let addr = server.addr();
+    let pid = server.child_mut().id();
+    assert_eq!(healthz(&server), 200);
+    let base = footprint(pid);
+
+    let flood_started = Instant::now();
+    // 500 clients that start a head and send one more byte of it every second: each read
+    // is quick, so only the head deadline (10 s) ends them.
+    let mut slow: Vec<TcpStream> = Vec::with_capacity(SLOW);
+    for _ in 0..SLOW {
+        let mut s = TcpStream::connect(addr).expect("connect slow client");
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ");
+        slow.push(s);
+    }
+    // 5,000 clients that connect and send nothing.
+    let mut idle: Vec<TcpStream> = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(TcpStream::connect(addr).expect("connect idle client"));
+    }
+    // Connections the server could not take at once wait in its backlog, or retry their
+    // handshake (after 1, 3, 7, 15 s) when that is full, so the flood lasts a while.
+    let connected_in = flood_started.elapsed();
+    for s in &slow {
+        s.set_nonblocking(true).expect("non-blocking");
+    }
+    let drip = |slow: &mut Vec<TcpStream>| {
+        for s in slow.iter_mut() {
+            let _ = s.write(b"s");
+        }
+    };
+    drip(&mut slow);
+    // Measured while all 5,500 are open and before the head deadline ends any of them.
+    let flood = footprint(pid);
+    // A normal client on a new connection is answered meanwhile: 503 with Retry-After while
+    // every place is taken, a place as soon as the head deadline frees them.
+    let normal = |addr: SocketAddr| -> Option<Raw> {
+        let mut stream = connect(addr);
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        read_answer(&mut stream)
+    };
+    let reply = normal(addr).expect("an answer for a normal client during the flood");
+    assert!(
+        reply.status == 200 || (reply.status == 503 && reply.header("Retry-After").is_some()),
+        "a normal client got {} during the flood",
+        reply.status
+    );
+    let during = reply.status;
+    let served = wait_for(
+        Duration::from_secs(60),
+        "a normal client served during the flood",
+        || {
+            drip(&mut slow);
+            match normal(addr) {
+                Some(r) if r.status == 200 => Ok(flood_started.elapsed()),
+                Some(r) => Err(format!("{}", r.status)),
+                None => Err("no answer".into()),
+            }
+        },
+    );
+    let refused = metric_value(&server, "statussentry_http_connections_refused_total");
+    eprintln!(
+        "edge figure: before rss {} KiB, {} threads, {} fds; with {IDLE} idle + {SLOW} slow-header \
+         connections open (all connected after {connected_in:?}): rss {} KiB, {} threads, {} fds; \
+         a normal client got {during} at once and 200 {served:?} after the flood began; \
+         {refused} connections refused with 503",
+        base.rss_kib, base.threads, base.fds, flood.rss_kib, flood.threads, flood.fds
+    );
+    assert!(
+        flood.threads <= base.threads + MAX,
+        "{} threads with max_connections {MAX} (before: {})",
+        flood.threads,
+        base.threads
+    );
+    // Each connection holds one descriptor; a few more come and go for refusals.
+    assert!(
+        flood.fds <= base.fds + MAX + 16,
+        "{} descriptors (before: {})",
+        flood.fds,
+        base.fds
+    );
+    assert!(
+        flood.rss_kib <= base.rss_kib + 96 * 1024,
+        "RSS went from {} KiB to {} KiB",
+        base.rss_kib,
+        flood.rss_kib
+    );
+    // Places freed by the head deadline go to connections still arriving, so fewer than
+    // all the others are refused; but most must have been.
+    assert!(
+        refused >= (IDLE + SLOW) as f64 / 2.0,
+        "only {refused} of {} connections were refused",
+        IDLE + SLOW
+    );
+    drop(idle);
+    drop(slow);
+    assert_alive(&mut server);
+}
