@@ -357,7 +357,9 @@ fn every_refused_head_gets_an_answer_in_the_error_shape() {
         "GET /api/v1/events HTTP/1.1\r\nHost: x\r\n{}\r\n",
         "X-A: b\r\n".repeat(150)
     );
-    let rows: Vec<(&str, Vec<u8>, u16, &str, Option<&str>)> = vec![
+    // What is sent, and the status, code and field it must get.
+    type Row<'a> = (&'a str, Vec<u8>, u16, &'a str, Option<&'a str>);
+    let rows: Vec<Row> = vec![
         (
             "obs-text in a header value",
             format!(
