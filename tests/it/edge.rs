@@ -55,38 +55,50 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Reads one answer (head and `Content-Length` body); `None` when the connection closed or
-/// failed before a whole head arrived.
+/// failed before a whole answer arrived.
 fn read_answer(stream: &mut TcpStream) -> Option<Raw> {
+    read_answers(stream, 1).pop()
+}
+
+/// Reads up to `n` answers sent back to back (pipelined requests' answers may arrive in one
+/// segment); stops early when the connection closes or fails.
+fn read_answers(stream: &mut TcpStream, n: usize) -> Vec<Raw> {
     let mut data = Vec::new();
+    let mut answers = Vec::new();
     let mut buf = [0u8; 16 * 1024];
-    let end = loop {
-        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
+    while answers.len() < n {
+        let parsed = data
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .and_then(|end| {
+                let head = String::from_utf8_lossy(&data[..end]).into_owned();
+                let status = head.split_whitespace().nth(1)?.parse().ok()?;
+                let mut raw = Raw {
+                    status,
+                    head,
+                    body: Vec::new(),
+                };
+                let length: usize = raw
+                    .header("Content-Length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if data.len() < end + 4 + length {
+                    return None;
+                }
+                raw.body = data[end + 4..end + 4 + length].to_vec();
+                Some((raw, end + 4 + length))
+            });
+        if let Some((raw, used)) = parsed {
+            answers.push(raw);
+            data.drain(..used);
+            continue;
         }
         match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&data[..end]).into_owned();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let mut raw = Raw {
-        status,
-        head,
-        body: data[end + 4..].to_vec(),
-    };
-    let length: usize = raw
-        .header("Content-Length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    while raw.body.len() < length {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => raw.body.extend_from_slice(&buf[..n]),
+            Ok(0) | Err(_) => break,
+            Ok(k) => data.extend_from_slice(&buf[..k]),
         }
     }
-    raw.body.truncate(length);
-    Some(raw)
+    answers
 }
 
 /// Sends `request` on a new connection and reads the answer; panics when there is none.
@@ -201,10 +213,13 @@ fn a_huge_content_length_is_answered_without_reading_or_allocating_it() {
     request.extend_from_slice(&body);
     request.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     stream.write_all(&request).expect("send");
-    let first = read_answer(&mut stream).expect("an answer to the unauthorised POST");
-    assert_eq!(first.status, 401);
-    let second = read_answer(&mut stream).expect("the kept-alive connection's next answer");
-    assert_eq!(second.status, 200, "{}", second.head);
+    let answers = read_answers(&mut stream, 2);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses,
+        [401, 200],
+        "the unauthorised POST, then the kept-alive connection's next request"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -757,4 +772,108 @@ fn thousands_of_idle_and_slow_connections_stay_within_max_connections() {
     drop(idle);
     drop(slow);
     assert_alive(&mut server);
+}
+
+// ---------------------------------------------------------------------------------------
+// A listener that does die ends the process
+
+#[test]
+fn a_listener_that_stops_accepting_makes_healthz_fail_and_the_process_exit_non_zero() {
+    let mut server = Server::start("");
+    let addr = server.addr();
+    let mut kept = connect(addr);
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(read_answer(&mut kept).expect("answer").status, 200);
+    // Destroy the listening socket from outside (SOCK_DESTROY through `ss -K`): its accept
+    // then fails with EINVAL, which no retry mends.
+    let killed = std::process::Command::new("ss")
+        .args([
+            "-K",
+            "-t",
+            "-l",
+            "-n",
+            "sport",
+            "=",
+            &format!(":{}", addr.port()),
+        ])
+        .output()
+        .expect("run ss");
+    assert!(killed.status.success(), "ss -K failed: {killed:?}");
+    // The kept-alive connection may still be answered until the process exits; once
+    // /healthz has said 503 it never says 200 again.
+    let mut statuses = Vec::new();
+    loop {
+        if kept
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .is_err()
+        {
+            break;
+        }
+        match read_answer(&mut kept) {
+            Some(a) => statuses.push(a.status),
+            None => break,
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    if let Some(first) = statuses.iter().position(|s| *s == 503) {
+        assert!(
+            statuses[first..].iter().all(|s| *s == 503),
+            "/healthz answered {statuses:?}"
+        );
+    }
+    let status = wait_exit(server.child_mut(), Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("still running; log:\n{}", server.log()));
+    server.forget_child();
+    assert!(
+        !status.success(),
+        "exit status {status}; log:\n{}",
+        server.log()
+    );
+    let log = server.log();
+    assert!(
+        log.contains("the accept loop stopped") && log.contains("stopped accepting connections"),
+        "log:\n{log}"
+    );
+}
+
+#[test]
+fn check_config_prints_the_server_limits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(
+        dir.path(),
+        "[server]\nmax_connections = 7\nheader_timeout = \"3s\"\nallowed_hosts = [\"status.example.com\"]\n",
+    );
+    let out = run_with_deadline(
+        command(dir.path())
+            .arg("check-config")
+            .arg("--config")
+            .arg(&config),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "max_connections = 7\n",
+        "header_timeout = \"3s\"\n",
+        "allowed_hosts = [\"status.example.com\"]\n",
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+    let defaults = write_config(dir.path(), "");
+    let out = run_with_deadline(
+        command(dir.path())
+            .arg("check-config")
+            .arg("--config")
+            .arg(&defaults),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "max_connections = 512\n",
+        "header_timeout = \"10s\"\n",
+        "allowed_hosts = []\n",
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
 }
