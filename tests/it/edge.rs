@@ -438,6 +438,16 @@ fn every_refused_head_gets_an_answer_in_the_error_shape() {
             Some("Transfer-Encoding"),
         ),
         (
+            "both Transfer-Encoding and Content-Length",
+            format!(
+                "POST /api/v1/events HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            )
+            .into_bytes(),
+            400,
+            "invalid_field",
+            Some("Transfer-Encoding"),
+        ),
+        (
             "an unparsable Content-Length",
             b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n".to_vec(),
             400,

@@ -397,6 +397,18 @@ impl ClientConnection {
             .find(|h| h.field.equiv("Transfer-Encoding"))
             .map(|h| h.value.as_str().trim());
         if let Some(te) = transfer_encoding {
+            // Both framings at once is how requests are smuggled past a proxy that reads the
+            // other one (RFC 9112, 6.3); refuse rather than pick.
+            if headers.iter().any(|h| h.field.equiv("Content-Length")) {
+                return Err(ReadError::Refused(
+                    refused(
+                        400,
+                        "send either Transfer-Encoding or Content-Length, not both",
+                        Some("Transfer-Encoding"),
+                    ),
+                    version,
+                ));
+            }
             if !te.eq_ignore_ascii_case("chunked") {
                 return Err(ReadError::Refused(
                     refused(
