@@ -530,11 +530,63 @@ impl Drop for Limited {
     }
 }
 
+/// The user a server runs as when a test needs `RLIMIT_NPROC`, which never applies to root.
+const NOBODY: u32 = 65534;
+
 impl Limited {
+    /// A server whose descriptors are limited to `nofile`.
     fn start(nofile: u32, extra_toml: &str) -> Limited {
+        let limited = Limited::spawn(extra_toml, None);
+        limited.prlimit(&format!("--nofile={nofile}:{nofile}"));
+        limited
+    }
+
+    /// Sets a resource limit of the running server (`prlimit` syntax), before the test makes
+    /// any connection.
+    fn prlimit(&self, limit: &str) {
+        let status = std::process::Command::new("prlimit")
+            .arg(limit)
+            .arg("--pid")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run prlimit");
+        assert!(status.success(), "prlimit {limit} failed");
+    }
+
+    /// Starts the server with stderr collected and the address read from its log. With
+    /// `nproc`, as `nobody` (`RLIMIT_NPROC` never applies to root) under that many threads:
+    /// `prlimit` sets the limit and `setpriv` changes the user, since a limit cannot be set on
+    /// another user's process without `CAP_SYS_RESOURCE`.
+    fn spawn(extra_toml: &str, nproc: Option<u64>) -> Limited {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = write_config(dir.path(), extra_toml);
-        let mut child = command(dir.path())
+        let mut cmd = command(dir.path());
+        if let Some(nproc) = nproc {
+            for path in [dir.path(), config.as_path()] {
+                std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).expect("chown");
+            }
+            let mut wrapped = std::process::Command::new("prlimit");
+            wrapped
+                .args([
+                    format!("--nproc={nproc}:{nproc}"),
+                    "--".to_string(),
+                    "setpriv".to_string(),
+                    format!("--reuid={NOBODY}"),
+                    format!("--regid={NOBODY}"),
+                    "--clear-groups".to_string(),
+                    "--".to_string(),
+                ])
+                .arg(BIN)
+                .current_dir(dir.path())
+                .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+                .env_remove("STATUSSENTRY_LISTEN")
+                .env_remove("STATUSSENTRY_DB")
+                .env_remove("STATE_DIRECTORY")
+                .env_remove("NOTIFY_SOCKET")
+                .stdin(Stdio::null());
+            cmd = wrapped;
+        }
+        let mut child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -542,14 +594,6 @@ impl Limited {
             .stdout(Stdio::null())
             .spawn()
             .expect("start the server");
-        // Lower the limit of the running process, before it accepts anything.
-        let status = std::process::Command::new("prlimit")
-            .arg(format!("--nofile={nofile}:{nofile}"))
-            .arg("--pid")
-            .arg(child.id().to_string())
-            .status()
-            .expect("run prlimit");
-        assert!(status.success(), "prlimit failed");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = crossbeam_channel::unbounded();
         let stderr = child.stderr.take().expect("stderr");
@@ -886,4 +930,80 @@ fn check_config_prints_the_server_limits() {
     ] {
         assert!(text.contains(line), "{line:?} not in:\n{text}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Threads that cannot be started
+
+fn threads_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads in /proc/<pid>/status")
+}
+
+#[test]
+fn a_thread_that_cannot_be_started_refuses_one_connection_never_the_listener() {
+    let _timing = timing_lock();
+    // RLIMIT_NPROC counts the threads of the server's user, which must not be root (root is
+    // exempt), so the server runs as nobody, under a limit two threads above what it starts
+    // with (counted on a first run of the same configuration).
+    let config =
+        "[server]\nheader_timeout = \"60s\"\n[delivery]\nworkers = 1\n[monitors]\ncheckers = 1\n";
+    let first = Limited::spawn(config, Some(10_000));
+    let api = Api::new(first.addr);
+    assert_eq!(api.raw("GET", "/healthz", &[], None).status, 200);
+    let threads = threads_of(first.child.id());
+    drop(first);
+    let mut server = Limited::spawn(config, Some(threads + 2));
+    let api = Api::new(server.addr);
+    assert_eq!(api.raw("GET", "/healthz", &[], None).status, 200);
+    drop(api);
+    // The pool's four idle threads and two new ones take six connections; the others find
+    // no thread and are closed.
+    let mut held: Vec<TcpStream> = (0..12).map(|_| connect(server.addr)).collect();
+    wait_until(
+        Duration::from_secs(20),
+        "the server reports that it cannot start a thread",
+        || server.log().contains("cannot start a thread"),
+    );
+    let closed = held
+        .iter_mut()
+        .map(|s| closed_within(s, Duration::from_millis(300)))
+        .filter(|closed| *closed)
+        .count();
+    assert!(
+        (1..12).contains(&closed),
+        "{closed} of 12 connections closed; log:\n{}",
+        server.log()
+    );
+    assert!(
+        server.child.try_wait().is_ok_and(|s| s.is_none()),
+        "the server exited; log:\n{}",
+        server.log()
+    );
+    held.clear();
+    wait_until(
+        Duration::from_secs(20),
+        "the server serves again once threads are free",
+        || {
+            let mut stream = connect(server.addr);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            read_answer(&mut stream).is_some_and(|a| a.status == 200)
+        },
+    );
+    assert!(
+        server.log().contains("accepting connections again"),
+        "log:\n{}",
+        server.log()
+    );
+    assert_eq!(
+        server.log().matches("cannot start a thread").count(),
+        1,
+        "logged once per episode; log:\n{}",
+        server.log()
+    );
 }
