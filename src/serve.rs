@@ -130,7 +130,7 @@ fn admin_token_hash(store: &Store, config: &Config) -> Result<[u8; 32], String> 
     Ok(crate::secret::hash_token(&token))
 }
 
-/// `statussentry backup FILE`: a consistent copy of the configured database.
+/// `statussentry backup FILE`: a consistent copy of the configured database, 0600.
 pub fn backup(config: &Config, dest: &std::path::Path) -> Result<i64, String> {
     if dest.exists() {
         return Err(format!(
@@ -138,18 +138,22 @@ pub fn backup(config: &Config, dest: &std::path::Path) -> Result<i64, String> {
             dest.display()
         ));
     }
-    if !config.storage.path.exists() {
-        return Err(format!("no database at {}", config.storage.path.display()));
-    }
-    let store =
-        Store::open(&config.storage.path, config.storage.max_size).map_err(|e| e.to_string())?;
+    let store = open_for_tool(config)?;
     store.backup(dest).map_err(|e| e.to_string())
 }
 
-/// `statussentry admin-token --reset`: stores a new token's hash and prints the token.
-pub fn reset_admin_token(config: &Config) -> Result<String, String> {
-    let store =
-        Store::open(&config.storage.path, config.storage.max_size).map_err(|e| e.to_string())?;
+/// What `statussentry admin-token --reset` did.
+pub struct TokenReset {
+    /// The new token, to be printed once.
+    pub token: String,
+    /// Set when a configured token overrides the stored one, so that the reset changes nothing
+    /// the service does.
+    pub overridden_by: Option<&'static str>,
+}
+
+/// `statussentry admin-token --reset`: stores a new token's hash and returns the token.
+pub fn reset_admin_token(config: &Config) -> Result<TokenReset, String> {
+    let store = open_for_tool(config)?;
     let token = crate::secret::generate_admin_token();
     store
         .set_setting(
@@ -157,5 +161,36 @@ pub fn reset_admin_token(config: &Config) -> Result<String, String> {
             &crate::secret::to_hex(&crate::secret::hash_token(&token)),
         )
         .map_err(|e| e.to_string())?;
-    Ok(token)
+    // The configuration has already merged the two; the environment wins over the file.
+    let overridden_by = if config.server.admin_token.is_empty() {
+        None
+    } else if std::env::var_os("STATUSSENTRY_ADMIN_TOKEN").is_some_and(|v| !v.is_empty()) {
+        Some("STATUSSENTRY_ADMIN_TOKEN")
+    } else {
+        Some("server.admin_token")
+    };
+    Ok(TokenReset {
+        token,
+        overridden_by,
+    })
+}
+
+/// Opens the service's database for an operator's tool: it must exist. A relative
+/// `storage.path` is taken inside `$STATE_DIRECTORY` when that is set, else the working
+/// directory, so a tool run from a home directory without either would otherwise make a new,
+/// empty database there and act on it.
+fn open_for_tool(config: &Config) -> Result<Store, String> {
+    let path = &config.storage.path;
+    Store::open_existing(path, config.storage.max_size).map_err(|e| match e {
+        crate::store::StoreError::Missing(_) => {
+            let tried = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            format!(
+                "no database at {}; the tools open only an existing database. Give \
+                 storage.path as an absolute path, or set STATE_DIRECTORY to the service's \
+                 state directory (the unit's is /var/lib/statussentry)",
+                tried.display()
+            )
+        }
+        other => other.to_string(),
+    })
 }

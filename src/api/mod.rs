@@ -379,54 +379,66 @@ fn metrics(api: &Api, method: &str) -> Result<Reply> {
     })
 }
 
+/// Checks the bearer token (SPEC 5). A request with the correct token is always served.
+/// Failures are limited per source address: once an address has sent
+/// `signin::MAX_FAILURES` wrong tokens in a window, its wrong or missing tokens get 429
+/// `rate_limited` until the window ends. Whether the address is limited is known before the
+/// token is looked at, and everything that cannot be the token (no header, another scheme, a
+/// token longer than any admin token may be) is refused without hashing; a token that could
+/// be the right one costs one SHA-256 of at most `secret::MAX_ADMIN_TOKEN_LEN` bytes, the
+/// least that telling the correct token apart from a wrong one takes.
 fn authenticate(
     api: &Api,
     headers: &[(String, String)],
     peer: Option<std::net::IpAddr>,
 ) -> Result<()> {
-    let unauthorized = || {
-        ApiError::new(
+    let now = std::time::Instant::now();
+    let limited = peer.and_then(|ip| api.sign_ins.limited_for(ip, now));
+    let refusal = || match limited {
+        Some(wait) => {
+            // Whole seconds, rounded up, so that a client that waits them is not limited.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut e = ApiError::new(
+                429,
+                "rate_limited",
+                format!(
+                    "too many wrong admin tokens from this address; try again in {secs} s \
+                     (the correct token is still accepted)"
+                ),
+            );
+            e.retry_after = Some(secs);
+            e
+        }
+        None => ApiError::new(
             401,
             "unauthorized",
             "a valid admin token is required: Authorization: Bearer <token>",
-        )
+        ),
     };
-    let value = headers
+    // A missing or malformed header is refused but is not a guess, so it is not counted.
+    let token = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        .map(|(_, v)| v.trim())
-        .ok_or_else(unauthorized)?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(unauthorized)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(unauthorized());
+        .and_then(|(_, v)| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(refusal)?;
+    let correct = token.len() <= crate::secret::MAX_ADMIN_TOKEN_LEN
+        && crate::secret::constant_time_eq(&crate::secret::hash_token(token), &api.token_hash);
+    if correct {
+        return Ok(());
     }
-    let now = std::time::Instant::now();
-    if let Some(wait) = peer.and_then(|ip| api.sign_ins.locked_for(ip, now)) {
-        let secs = wait.as_secs().max(1);
-        let mut e = ApiError::new(
-            401,
-            "unauthorized",
-            format!("too many wrong tokens from this address; try again in {secs} s"),
+    if let Some(ip) = peer
+        && limited.is_none()
+        && api.sign_ins.failed(ip, now)
+    {
+        log::warn!(
+            "{ip} sent {} wrong admin tokens; its wrong tokens get 429 for {:?}",
+            signin::MAX_FAILURES,
+            signin::WINDOW
         );
-        e.retry_after = Some(secs);
-        return Err(e);
     }
-    let hash = crate::secret::hash_token(token.trim());
-    if crate::secret::constant_time_eq(&hash, &api.token_hash) {
-        Ok(())
-    } else {
-        if let Some(ip) = peer {
-            api.sign_ins.failed(ip, now);
-            if api.sign_ins.locked_for(ip, now).is_some() {
-                log::warn!(
-                    "{ip} sent {} wrong admin tokens; refused for {:?}",
-                    signin::MAX_FAILURES,
-                    signin::WINDOW
-                );
-            }
-        }
-        Err(unauthorized())
-    }
+    Err(refusal())
 }
 
 fn read_body(
