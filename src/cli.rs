@@ -326,9 +326,8 @@ mod tests {
 
     #[test]
     fn the_secret_may_come_from_the_environment() {
-        let args = |line: &str| -> Vec<String> {
-            line.split_whitespace().map(str::to_string).collect()
-        };
+        let args =
+            |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_string).collect() };
         let env = || Some("whsec_from_env".to_string());
         assert_eq!(
             parse_with(&args("sign"), env()),

@@ -138,16 +138,14 @@ fn inet_aton(text: &str) -> Option<Ipv4Addr> {
 /// must be consumed: it starts with a digit, `0x` means hexadecimal, another leading `0`
 /// octal; at most 32 bits.
 fn aton_part(part: &str) -> Option<u32> {
-    let (digits, radix) = if let Some(hex) = part
-        .strip_prefix("0x")
-        .or_else(|| part.strip_prefix("0X"))
-    {
-        (hex, 16)
-    } else if part.len() > 1 && part.starts_with('0') {
-        (&part[1..], 8)
-    } else {
-        (part, 10)
-    };
+    let (digits, radix) =
+        if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (part, 10)
+        };
     // `from_str_radix` alone would take a leading `+`.
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
@@ -252,7 +250,10 @@ mod tests {
             ("255.255.255.255", Some(ip("255.255.255.255"))),
             ("4294967295", Some(ip("255.255.255.255"))),
             ("[::1]", Some(ip("::1"))),
-            ("[::ffff:169.254.169.254]", Some(ip("::ffff:169.254.169.254"))),
+            (
+                "[::ffff:169.254.169.254]",
+                Some(ip("::ffff:169.254.169.254")),
+            ),
             // Names stay names: the resolver would look them up.
             ("example.com", None),
             ("1.example", None),

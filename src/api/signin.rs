@@ -70,7 +70,10 @@ mod tests {
             assert!(!limiter.failed(ip, t0));
         }
         assert_eq!(limiter.limited_for(ip, t0), None);
-        assert!(limiter.failed(ip, t0), "the tenth failure reaches the limit");
+        assert!(
+            limiter.failed(ip, t0),
+            "the tenth failure reaches the limit"
+        );
         assert!(!limiter.failed(ip, t0), "and says so once");
         assert_eq!(
             limiter.limited_for(ip, t0 + Duration::from_secs(1)),

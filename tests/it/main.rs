@@ -5,6 +5,7 @@
 mod api;
 mod assets;
 mod delivery;
+mod guard;
 mod hardening;
 mod harness;
 mod ops;
