@@ -88,9 +88,10 @@ fn main() -> ExitCode {
             }
         }
         Command::ResetAdminToken { config } => {
-            match Config::load(config.as_deref(), &Env::from_process())
+            let env = Env::from_process();
+            match Config::load(config.as_deref(), &env)
                 .map_err(|e| e.to_string())
-                .and_then(|c| serve::reset_admin_token(&c))
+                .and_then(|c| serve::reset_admin_token(&c, &env))
             {
                 Ok(reset) => {
                     println!("{}", reset.token);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{self, Api};
-use crate::config::Config;
+use crate::config::{Config, Env};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -152,7 +152,8 @@ pub struct TokenReset {
 }
 
 /// `statussentry admin-token --reset`: stores a new token's hash and returns the token.
-pub fn reset_admin_token(config: &Config) -> Result<TokenReset, String> {
+/// `env` is the environment `config` was loaded with.
+pub fn reset_admin_token(config: &Config, env: &Env) -> Result<TokenReset, String> {
     let store = open_for_tool(config)?;
     let token = crate::secret::generate_admin_token();
     store
@@ -161,10 +162,11 @@ pub fn reset_admin_token(config: &Config) -> Result<TokenReset, String> {
             &crate::secret::to_hex(&crate::secret::hash_token(&token)),
         )
         .map_err(|e| e.to_string())?;
-    // The configuration has already merged the two; the environment wins over the file.
+    // The service takes a configured token over the stored hash (`admin_token_hash`), and
+    // the configuration has merged the two sources: the environment wins over the file.
     let overridden_by = if config.server.admin_token.is_empty() {
         None
-    } else if std::env::var_os("STATUSSENTRY_ADMIN_TOKEN").is_some_and(|v| !v.is_empty()) {
+    } else if env.admin_token.is_some() {
         Some("STATUSSENTRY_ADMIN_TOKEN")
     } else {
         Some("server.admin_token")
