@@ -353,11 +353,22 @@ impl Supervisor {
         beat
     }
 
-    /// What was wrong with a thread's end, or `None` when it ended for shutdown.
+    /// What was wrong with a thread's end, or `None` when it ended for shutdown or because
+    /// another failure is ending the process.
     fn ended_badly(&self, beat: &Beat, outcome: std::thread::Result<()>) -> Option<String> {
         match outcome {
             Ok(()) if self.is_stopping() => None,
-            Ok(()) => Some(format!("thread {} ended unexpectedly", beat.name())),
+            Ok(()) => {
+                // A thread returns when its channel closes, which is often because the thread
+                // at its other end just died: give that one's report time to land first. When
+                // the process is already failing, this end is a consequence, not a cause.
+                std::thread::sleep(GATHER);
+                if self.is_stopping() || self.inner.health.is_failing() {
+                    None
+                } else {
+                    Some(format!("thread {} ended unexpectedly", beat.name()))
+                }
+            }
             Err(payload) => Some(format!(
                 "thread {} panicked: {}",
                 beat.name(),

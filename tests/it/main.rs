@@ -9,3 +9,4 @@ mod hardening;
 mod harness;
 mod ops;
 mod sources;
+mod supervise;
