@@ -10,3 +10,4 @@ mod hardening;
 mod harness;
 mod ops;
 mod sources;
+mod supervise;
