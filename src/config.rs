@@ -230,10 +230,12 @@ impl Config {
             .clone()
             .or(raw.server.admin_token)
             .unwrap_or_default();
-        if !admin_token.is_empty() && admin_token.len() < 16 {
+        if !admin_token.is_empty()
+            && !(16..=crate::secret::MAX_ADMIN_TOKEN_LEN).contains(&admin_token.len())
+        {
             return Err(ConfigError::Invalid {
                 key: "server.admin_token",
-                expected: "at least 16 characters, or empty to generate one".into(),
+                expected: "16 to 256 characters, or empty to generate one".into(),
             });
         }
         let max_body_bytes = raw.server.max_body_bytes.unwrap_or(262_144);
@@ -691,6 +693,14 @@ mod tests {
         // What check-config prints is itself a valid file with the same settings.
         let again = load(&text).unwrap();
         assert_eq!(again.server.allowed_hosts, c.server.allowed_hosts);
+    }
+
+    #[test]
+    fn admin_tokens_are_16_to_256_characters() {
+        for (len, ok) in [(15, false), (16, true), (256, true), (257, false)] {
+            let text = format!("[server]\nadmin_token = \"{}\"", "t".repeat(len));
+            assert_eq!(load(&text).is_ok(), ok, "{len} characters");
+        }
     }
 
     #[test]

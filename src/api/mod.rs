@@ -35,6 +35,8 @@ pub struct Api {
     /// SHA-256 of the admin token.
     pub token_hash: [u8; 32],
     pub metrics: Arc<Metrics>,
+    /// Fails once a long-lived thread has died or stalled (`supervise.rs`).
+    pub health: crate::supervise::Health,
     stopping: AtomicBool,
     /// Requests being answered, so that shutdown can wait for them.
     in_flight: AtomicUsize,
@@ -44,6 +46,8 @@ pub struct Api {
 }
 
 impl Api {
+    // Each argument is a separate shared service; a struct of them would only rename the list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
         intake: Intake,
@@ -52,6 +56,7 @@ impl Api {
         config: Config,
         token_hash: [u8; 32],
         metrics: Arc<Metrics>,
+        health: crate::supervise::Health,
     ) -> Api {
         Api {
             store,
@@ -61,6 +66,7 @@ impl Api {
             config,
             token_hash,
             metrics,
+            health,
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             sign_ins: signin::SignInLimiter::default(),
@@ -271,10 +277,12 @@ pub fn serve(
     Ok(server)
 }
 
-/// Whether `server` still accepts connections: false once its accept loop has ended, which
-/// before shutdown means the API is gone and the process must not go on looking healthy.
-pub fn accepting(server: &tiny_http::Server) -> bool {
-    server.accept_loop_running()
+/// Whether `server` still accepts connections, as a check that outlives the borrow of
+/// `server` (for the supervisor's probes): false once its accept loop has ended, which before
+/// shutdown means the API is gone and the process must not go on looking healthy.
+pub fn accept_probe(server: &tiny_http::Server) -> impl Fn() -> bool + Send + Sync + 'static {
+    let accept_loop = server.accept_loop();
+    move || accept_loop.running()
 }
 
 /// The API's error for a request head or connection tiny_http refused by itself. SPEC 5's
@@ -457,10 +465,18 @@ fn health(api: &Api, method: &str) -> Result<Reply> {
     if method != "GET" && method != "HEAD" {
         return Err(method_not_allowed("GET"));
     }
+    // Asked directly as well as through the supervisor's probe, so that /healthz fails at
+    // once rather than at the supervisor's next check.
     if api.listener.get().is_some_and(|l| !l.running()) {
         return Ok(Reply::json(
             503,
             &json!({"status": "unavailable", "reason": "listener stopped"}),
+        ));
+    }
+    if api.health.is_failing() {
+        return Ok(Reply::json(
+            503,
+            &json!({"status": "unavailable", "reason": "a long-lived thread stopped"}),
         ));
     }
     if !api.dispatcher.is_alive() {
@@ -494,54 +510,66 @@ fn metrics(api: &Api, method: &str) -> Result<Reply> {
     })
 }
 
+/// Checks the bearer token (SPEC 5). A request with the correct token is always served.
+/// Failures are limited per source address: once an address has sent
+/// `signin::MAX_FAILURES` wrong tokens in a window, its wrong or missing tokens get 429
+/// `rate_limited` until the window ends. Whether the address is limited is known before the
+/// token is looked at, and everything that cannot be the token (no header, another scheme, a
+/// token longer than any admin token may be) is refused without hashing; a token that could
+/// be the right one costs one SHA-256 of at most `secret::MAX_ADMIN_TOKEN_LEN` bytes, the
+/// least that telling the correct token apart from a wrong one takes.
 fn authenticate(
     api: &Api,
     headers: &[(String, String)],
     peer: Option<std::net::IpAddr>,
 ) -> Result<()> {
-    let unauthorized = || {
-        ApiError::new(
+    let now = std::time::Instant::now();
+    let limited = peer.and_then(|ip| api.sign_ins.limited_for(ip, now));
+    let refusal = || match limited {
+        Some(wait) => {
+            // Whole seconds, rounded up, so that a client that waits them is not limited.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut e = ApiError::new(
+                429,
+                "rate_limited",
+                format!(
+                    "too many wrong admin tokens from this address; try again in {secs} s \
+                     (the correct token is still accepted)"
+                ),
+            );
+            e.retry_after = Some(secs);
+            e
+        }
+        None => ApiError::new(
             401,
             "unauthorized",
             "a valid admin token is required: Authorization: Bearer <token>",
-        )
+        ),
     };
-    let value = headers
+    // A missing or malformed header is refused but is not a guess, so it is not counted.
+    let token = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        .map(|(_, v)| v.trim())
-        .ok_or_else(unauthorized)?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(unauthorized)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(unauthorized());
+        .and_then(|(_, v)| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(refusal)?;
+    let correct = token.len() <= crate::secret::MAX_ADMIN_TOKEN_LEN
+        && crate::secret::constant_time_eq(&crate::secret::hash_token(token), &api.token_hash);
+    if correct {
+        return Ok(());
     }
-    let now = std::time::Instant::now();
-    if let Some(wait) = peer.and_then(|ip| api.sign_ins.locked_for(ip, now)) {
-        let secs = wait.as_secs().max(1);
-        let mut e = ApiError::new(
-            401,
-            "unauthorized",
-            format!("too many wrong tokens from this address; try again in {secs} s"),
+    if let Some(ip) = peer
+        && limited.is_none()
+        && api.sign_ins.failed(ip, now)
+    {
+        log::warn!(
+            "{ip} sent {} wrong admin tokens; its wrong tokens get 429 for {:?}",
+            signin::MAX_FAILURES,
+            signin::WINDOW
         );
-        e.retry_after = Some(secs);
-        return Err(e);
     }
-    let hash = crate::secret::hash_token(token.trim());
-    if crate::secret::constant_time_eq(&hash, &api.token_hash) {
-        Ok(())
-    } else {
-        if let Some(ip) = peer {
-            api.sign_ins.failed(ip, now);
-            if api.sign_ins.locked_for(ip, now).is_some() {
-                log::warn!(
-                    "{ip} sent {} wrong admin tokens; refused for {:?}",
-                    signin::MAX_FAILURES,
-                    signin::WINDOW
-                );
-            }
-        }
-        Err(unauthorized())
-    }
+    Err(refusal())
 }
 
 fn read_body(
@@ -872,8 +900,9 @@ mod tests {
             tiny_http::Limits::default(),
         )
         .expect("server");
+        let accepting = accept_probe(&server);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while accepting(&server) {
+        while accepting() {
             assert!(Instant::now() < deadline, "the accept loop still runs");
             std::thread::sleep(Duration::from_millis(10));
         }
