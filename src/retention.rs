@@ -26,11 +26,19 @@ pub fn start(
     std::thread::Builder::new()
         .name("retention".into())
         .spawn(move || {
+            // The interval runs on the monotonic clock: a wall clock stepped back does not
+            // hold passes off, and the test clock's jumps are seen within one short wait.
+            let mut next = crate::time::mono() + INTERVAL;
             loop {
-                match stop.recv_timeout(INTERVAL) {
+                let left = next.saturating_duration_since(crate::time::mono());
+                match stop.recv_timeout(crate::time::wait(left)) {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
+                if crate::time::mono() < next {
+                    continue;
+                }
+                next = crate::time::mono() + INTERVAL;
                 if let Err(e) = pass(&store, retention_days, &stop) {
                     log::error!("retention pass failed: {e}");
                 }

@@ -392,7 +392,8 @@ fn authenticate(
     headers: &[(String, String)],
     peer: Option<std::net::IpAddr>,
 ) -> Result<()> {
-    let now = std::time::Instant::now();
+    // The sign-in window is a deadline, so it runs on the monotonic clock.
+    let now = crate::time::mono();
     let limited = peer.and_then(|ip| api.sign_ins.limited_for(ip, now));
     let refusal = || match limited {
         Some(wait) => {
