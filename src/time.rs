@@ -163,13 +163,14 @@ mod test_clock {
             }));
             // Apply the file once before anything reads the clock, so a process started
             // with an offset never sees time go back.
-            apply(&path, clock);
+            let mut last = String::new();
+            apply(&path, clock, &mut last);
             let spawned = std::thread::Builder::new()
                 .name("test-clock".into())
                 .spawn(move || {
                     loop {
                         std::thread::sleep(POLL);
-                        apply(&path, clock);
+                        apply(&path, clock, &mut last);
                     }
                 });
             if let Err(e) = spawned {
@@ -180,10 +181,14 @@ mod test_clock {
         })
     }
 
-    fn apply(path: &PathBuf, clock: &TestClock) {
+    /// Applies the file when it changed since `last`, then acknowledges it.
+    fn apply(path: &PathBuf, clock: &TestClock, last: &mut String) {
         let Ok(text) = std::fs::read_to_string(path) else {
             return;
         };
+        if text == *last {
+            return;
+        }
         let mut numbers = text.split_whitespace();
         let (Some(Ok(advance)), Some(Ok(step))) = (
             numbers.next().map(str::parse::<u64>),
@@ -197,8 +202,8 @@ mod test_clock {
         ack.push(".ack");
         let mut tmp = ack.clone();
         tmp.push(".tmp");
-        if std::fs::write(&tmp, text.trim()).is_ok() {
-            let _ = std::fs::rename(&tmp, &ack);
+        if std::fs::write(&tmp, text.trim()).is_ok() && std::fs::rename(&tmp, &ack).is_ok() {
+            *last = text;
         }
     }
 }

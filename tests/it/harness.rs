@@ -1266,3 +1266,56 @@ fn receiver_sees_concurrent_requests_and_scripts() {
     );
     assert_eq!(receiver.hits()[0].text(), "one");
 }
+
+// ---------------------------------------------------------------------------------------
+// Servers with extra environment (added for tests/it/clock.rs)
+
+impl Server {
+    /// Like [`Server::start`], with extra environment variables for the process (for example
+    /// `STATUSSENTRY_TEST_CLOCK`, which debug builds read).
+    pub fn start_with_env(extra_toml: &str, env: &[(&str, &Path)]) -> Server {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let config = write_config(dir.path(), extra_toml);
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut cmd = command(dir.path());
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let (tx, rx) = crossbeam_channel::unbounded::<SocketAddr>();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let stderr_log = Arc::clone(&log);
+        thread::spawn(move || {
+            read_lines(stderr, &stderr_log, |line| {
+                if let Some(addr) = parse_listening(line) {
+                    let _ = tx.send(addr);
+                }
+            })
+        });
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stdout_log = Arc::clone(&log);
+        thread::spawn(move || read_lines(stdout, &stdout_log, |_| {}));
+        let Ok(addr) = rx.recv_timeout(START_DEADLINE) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "statussentry printed no `listening on` line; output:\n{}",
+                log.lock().unwrap()
+            );
+        };
+        Server {
+            dir,
+            child: Some(child),
+            addr,
+            client: Api::new(addr),
+            log,
+        }
+    }
+}
