@@ -22,6 +22,7 @@ mod serve;
 mod signature;
 mod sla;
 mod store;
+mod supervise;
 mod systemd;
 mod time;
 

@@ -1,7 +1,9 @@
 //! `statussentry serve`: opens the store, settles the admin token, starts the dispatcher, the
 //! intake, the API and retention, then waits for SIGTERM or SIGINT and shuts down in
 //! order: stop taking requests, finish stored writes, let deliveries in flight end within
-//! `shutdown_timeout`.
+//! `shutdown_timeout`. Every long-lived thread is started through the supervisor
+//! (`supervise.rs`); the main thread watches them, sends systemd's watchdog pings while they
+//! make progress, and turns the death or stall of one into a non-zero exit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use crate::config::{Config, Env};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::supervise::{Supervisor, Watch};
 
 const TOKEN_HASH_KEY: &str = "admin_token_sha256";
 
@@ -33,16 +36,33 @@ pub fn run(config: Config) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
+    Supervisor::log_panics();
+    let supervisor = Supervisor::new();
+    let signals = forward_signals(signals, &supervisor)?;
     let metrics = Arc::new(Metrics::default());
     let (dispatcher, dispatcher_thread) =
-        crate::delivery::start(store.clone(), &config, metrics.clone())?;
-    let (monitors, monitors_thread) =
-        crate::monitor::start(store.clone(), &config, dispatcher.clone(), metrics.clone())?;
-    let intake = Intake::new(store.clone(), dispatcher.clone(), metrics.clone());
+        crate::delivery::start(store.clone(), &config, metrics.clone(), &supervisor)?;
+    let (monitors, monitors_thread) = crate::monitor::start(
+        store.clone(),
+        &config,
+        dispatcher.clone(),
+        metrics.clone(),
+        &supervisor,
+    )?;
+    let intake = Intake::new(
+        store.clone(),
+        dispatcher.clone(),
+        metrics.clone(),
+        supervisor.role("intake", crate::supervise::WRITER_BOUND),
+    );
     let (stop_retention, retention_stop) = crossbeam_channel::bounded(1);
-    let retention_thread =
-        crate::retention::start(store.clone(), config.storage.retention_days, retention_stop)
-            .map_err(|e| format!("cannot start retention: {e}"))?;
+    let retention_thread = crate::retention::start(
+        store.clone(),
+        config.storage.retention_days,
+        retention_stop,
+        &supervisor,
+    )
+    .map_err(|e| format!("cannot start retention: {e}"))?;
     let api = Arc::new(Api::new(
         store.clone(),
         intake,
@@ -51,6 +71,7 @@ pub fn run(config: Config) -> Result<(), String> {
         config.clone(),
         token_hash,
         metrics,
+        supervisor.health(),
     ));
     let server = api::serve(listener, api.clone()).map_err(|e| format!("cannot start API: {e}"))?;
 
@@ -64,10 +85,13 @@ pub fn run(config: Config) -> Result<(), String> {
     );
     crate::systemd::notify_ready();
 
-    let mut signals = signals;
-    if let Some(sig) = signals.forever().next() {
-        log::info!("signal {sig} received; shutting down");
+    match supervisor.watch(&signals, crate::systemd::watchdog()) {
+        Watch::Signal(sig) => log::info!("signal {sig} received; shutting down"),
+        // `/healthz` already fails. Nothing is joined: a dead or stuck thread would hold the
+        // shutdown, and everything acknowledged is already on disk.
+        Watch::Failed(why) => return Err(format!("{why}; exiting")),
     }
+    supervisor.stop();
     api::stop(&api);
     // Checks in flight are abandoned; a check not recorded changes nothing.
     monitors.shutdown();
@@ -83,8 +107,32 @@ pub fn run(config: Config) -> Result<(), String> {
     if let Err(e) = store.checkpoint() {
         log::warn!("final checkpoint failed: {e}");
     }
+    // A thread that died while stopping is a bug worth a non-zero exit, not a quiet one.
+    if let Some(why) = supervisor.failure() {
+        return Err(format!("{why}; stopped"));
+    }
     log::info!("stopped");
     Ok(())
+}
+
+/// Hands SIGTERM and SIGINT to the main thread over a channel, so that it can wait for a
+/// signal and for a failing thread at once. The forwarding thread blocks in the signal
+/// iterator and never beats, so its bound is unlimited; its death still ends the process.
+fn forward_signals(
+    mut signals: signal_hook::iterator::Signals,
+    supervisor: &Supervisor,
+) -> Result<crossbeam_channel::Receiver<i32>, String> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    supervisor
+        .spawn("signals", Duration::MAX, move |_| {
+            for sig in signals.forever() {
+                if tx.send(sig).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(rx)
 }
 
 /// How long a client of the admin API may leave a read or write of its connection idle

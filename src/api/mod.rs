@@ -35,6 +35,8 @@ pub struct Api {
     /// SHA-256 of the admin token.
     pub token_hash: [u8; 32],
     pub metrics: Arc<Metrics>,
+    /// Fails once a long-lived thread has died or stalled (`supervise.rs`).
+    pub health: crate::supervise::Health,
     stopping: AtomicBool,
     /// Requests being answered, so that shutdown can wait for them.
     in_flight: AtomicUsize,
@@ -42,6 +44,8 @@ pub struct Api {
 }
 
 impl Api {
+    // Each argument is a separate shared service; a struct of them would only rename the list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
         intake: Intake,
@@ -50,6 +54,7 @@ impl Api {
         config: Config,
         token_hash: [u8; 32],
         metrics: Arc<Metrics>,
+        health: crate::supervise::Health,
     ) -> Api {
         Api {
             store,
@@ -59,6 +64,7 @@ impl Api {
             config,
             token_hash,
             metrics,
+            health,
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             sign_ins: signin::SignInLimiter::default(),
@@ -347,6 +353,12 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
 fn health(api: &Api, method: &str) -> Result<Reply> {
     if method != "GET" && method != "HEAD" {
         return Err(method_not_allowed("GET"));
+    }
+    if api.health.is_failing() {
+        return Ok(Reply::json(
+            503,
+            &json!({"status": "unavailable", "reason": "a long-lived thread stopped"}),
+        ));
     }
     if !api.dispatcher.is_alive() {
         return Ok(Reply::json(

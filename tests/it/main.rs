@@ -11,3 +11,4 @@ mod hardening;
 mod harness;
 mod ops;
 mod sources;
+mod supervise;
