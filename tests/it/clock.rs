@@ -379,3 +379,143 @@ fn ids_and_order_survive_wall_clock_steps() {
     assert_eq!(unique.len(), published.len(), "event ids repeated");
     assert_sequence(&receiver.event_ids(), &published, "deliveries in publish order");
 }
+
+/// A monitor of `target` every 60 s with a 99.9 % SLA over the default 30 days.
+fn sla_monitor(server: &Server, target: &Receiver) -> String {
+    let m = server.expect(
+        "POST",
+        "/api/v1/monitors",
+        Some(json!({
+            "name": "clocked",
+            "url": target.url("/"),
+            "interval_secs": 60,
+            "timeout_ms": 5000,
+            "sla_target": 99.9,
+        })),
+        201,
+    );
+    s(&m, "id").to_string()
+}
+
+/// Counts checks by the requests the target saw (raw checks older than 6 h are folded
+/// away, so the check list cannot count them), and waits until each is recorded.
+struct Checks<'a> {
+    server: &'a Server,
+    target: &'a Receiver,
+    monitor: String,
+    last_recorded: Value,
+}
+
+impl Checks<'_> {
+    /// Waits for check `n`, and that it is the only new one.
+    fn wait(&mut self, n: usize) {
+        let path = format!("/api/v1/monitors/{}", self.monitor);
+        wait_until(REACT, &format!("check {n} to be recorded"), || {
+            let last = self.server.expect("GET", &path, None, 200)["last_checked_at"].clone();
+            self.target.count() >= n && last != self.last_recorded && {
+                self.last_recorded = last;
+                true
+            }
+        });
+        assert_eq!(self.target.count(), n, "more than one check");
+    }
+}
+
+fn sla_view(server: &Server, monitor: &str) -> Value {
+    server.expect("GET", &format!("/api/v1/monitors/{monitor}/sla"), None, 200)
+}
+
+fn warnings(server: &Server) -> usize {
+    list_all(server, "/api/v1/events?type=sla.breach_warning", 500).len()
+}
+
+#[test]
+fn the_sla_window_is_thirty_days() {
+    let mut clock = Clock::new();
+    let server = clock.server("");
+    let target = Receiver::start();
+    target.script([Reply::status(500), Reply::status(500)]);
+    target.reply_with(Reply::status(200));
+    let first_at = clock.now();
+    let monitor = sla_monitor(&server, &target);
+    let mut checks = Checks {
+        server: &server,
+        target: &target,
+        monitor: monitor.clone(),
+        last_recorded: Value::Null,
+    };
+    checks.wait(1);
+    clock.go_by(61 * Duration::from_secs(1));
+    checks.wait(2);
+    let second_done = clock.now();
+    clock.go_by(61 * Duration::from_secs(1));
+    checks.wait(3);
+    // Two failed 60 s checks spent 120 s of the 2592 s budget.
+    let spent = sla_view(&server, &monitor);
+    assert_eq!(spent["error_budget_remaining_pct"], 95.37, "{spent}");
+
+    // A minute before the first failure leaves the window, both still count.
+    clock.go_to(first_at + 30 * DAY - MINUTE);
+    checks.wait(4);
+    let before = sla_view(&server, &monitor);
+    assert_eq!(before["error_budget_remaining_pct"], 95.37, "{before}");
+
+    // A minute after the second failure left it, the budget is whole again.
+    clock.go_to(second_done + 30 * DAY + MINUTE);
+    checks.wait(5);
+    let after = sla_view(&server, &monitor);
+    assert_eq!(after["error_budget_remaining_pct"], 100, "{after}");
+    assert_eq!(after["current_uptime"], 100, "{after}");
+}
+
+#[test]
+fn the_sla_warning_re_arms_after_an_hour_and_not_before() {
+    let mut clock = Clock::new();
+    let server = clock.server("");
+    let target = Receiver::start();
+    // The first check fails, the next nine pass: at the tenth, the first with a recent ratio
+    // (1 in 10, which spends the budget left within 24 h), the warning fires.
+    target.script([Reply::status(500)]);
+    target.reply_with(Reply::status(200));
+    let monitor = sla_monitor(&server, &target);
+    let mut checks = Checks {
+        server: &server,
+        target: &target,
+        monitor: monitor.clone(),
+        last_recorded: Value::Null,
+    };
+    for n in 1..=10 {
+        if n > 1 {
+            clock.go_by(61 * Duration::from_secs(1));
+        }
+        checks.wait(n);
+        let want = usize::from(n == 10);
+        assert_eq!(warnings(&server), want, "warnings after check {n}");
+    }
+    assert_eq!(sla_view(&server, &monitor)["warning_armed"], false);
+
+    // Seven hours on, too few recent checks for a ratio: the condition is false from here.
+    let false_from = clock.now() + 7 * HOUR;
+    clock.go_to(false_from);
+    checks.wait(11);
+    clock.go_to(false_from + 59 * MINUTE);
+    checks.wait(12);
+    let view = sla_view(&server, &monitor);
+    assert_eq!(view["at_risk"], false, "{view}");
+    assert_eq!(view["warning_armed"], false, "re-armed before an hour: {view}");
+    clock.go_to(false_from + 61 * MINUTE);
+    checks.wait(13);
+    let view = sla_view(&server, &monitor);
+    assert_eq!(view["warning_armed"], true, "not re-armed after an hour: {view}");
+
+    // Failing again: once ten checks back a ratio, the second warning fires.
+    target.reply_with(Reply::status(500));
+    let mut n = 13;
+    while warnings(&server) < 2 {
+        assert!(n < 24, "no second warning after {n} checks");
+        clock.go_by(61 * Duration::from_secs(1));
+        n += 1;
+        checks.wait(n);
+    }
+    assert_eq!(warnings(&server), 2);
+}
