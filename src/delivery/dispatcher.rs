@@ -59,7 +59,9 @@ struct Slot {
 impl Slot {
     fn new(ep: DispatchEndpoint) -> Slot {
         Slot {
-            backoff_until: ep.backoff_until.map(|at| crate::time::deadline(at, BACKOFF_BOUND)),
+            backoff_until: ep
+                .backoff_until
+                .map(|at| crate::time::deadline(at, BACKOFF_BOUND)),
             ep,
             in_flight: None,
             last_end: None,

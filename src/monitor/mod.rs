@@ -200,9 +200,10 @@ impl Scheduler {
         }
         loop {
             beat.work();
-            let timeout = crate::time::wait(self.heap.peek().map_or(IDLE, |Reverse((due, _, _))| {
-                due.saturating_duration_since(crate::time::mono())
-            }));
+            let timeout =
+                crate::time::wait(self.heap.peek().map_or(IDLE, |Reverse((due, _, _))| {
+                    due.saturating_duration_since(crate::time::mono())
+                }));
             crossbeam_channel::select! {
                 recv(commands) -> command => match command {
                     Ok(Command::Changed(seq)) => self.reload(seq),

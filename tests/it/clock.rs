@@ -129,10 +129,18 @@ fn retention_prunes_at_thirty_days_and_not_before() {
     let ep = endpoint_with(&server, &receiver, json!({}));
 
     let older_at = clock.now();
-    let older = s(&publish(&server, "incident.created", incident("older")), "id").to_string();
+    let older = s(
+        &publish(&server, "incident.created", incident("older")),
+        "id",
+    )
+    .to_string();
     wait_message_status(&server, &older, &ep, "delivered", REACT);
     clock.go_to(older_at + 2 * MINUTE);
-    let younger = s(&publish(&server, "incident.created", incident("younger")), "id").to_string();
+    let younger = s(
+        &publish(&server, "incident.created", incident("younger")),
+        "id",
+    )
+    .to_string();
     wait_message_status(&server, &younger, &ep, "delivered", REACT);
 
     // The older event a minute past 30 days, the younger a minute short of them: the pass
@@ -141,7 +149,11 @@ fn retention_prunes_at_thirty_days_and_not_before() {
     wait_until(REACT, "the event older than 30 days to be pruned", || {
         event_status(&server, &older) == 404
     });
-    assert_eq!(event_status(&server, &younger), 200, "pruned before 30 days");
+    assert_eq!(
+        event_status(&server, &younger),
+        200,
+        "pruned before 30 days"
+    );
     assert_eq!(status_of(&server, &younger, &ep), "delivered");
 
     clock.go_to(older_at + 2 * MINUTE + 30 * DAY + 2 * MINUTE);
@@ -209,7 +221,11 @@ fn the_sign_in_limit_lasts_one_minute() {
     for _ in 1..10 {
         assert_eq!(wrong(), 401);
     }
-    assert_eq!(wrong(), 429, "the 11th wrong token within a minute is limited");
+    assert_eq!(
+        wrong(),
+        429,
+        "the 11th wrong token within a minute is limited"
+    );
 
     // A second before the minute can end.
     clock.go_to(before_first + MINUTE - Duration::from_secs(1));
@@ -217,7 +233,11 @@ fn the_sign_in_limit_lasts_one_minute() {
     server.expect("GET", "/api/v1/endpoints", None, 200);
 
     clock.go_to(after_first + MINUTE);
-    assert_eq!(wrong(), 401, "a minute after the first failure the limit is over");
+    assert_eq!(
+        wrong(),
+        401,
+        "a minute after the first failure the limit is over"
+    );
 }
 
 #[test]
@@ -363,7 +383,10 @@ fn ids_and_order_survive_wall_clock_steps() {
     // must not hold the next batch back an hour.
     let ep = endpoint_with(&server, &receiver, json!({}));
     let mut published = Vec::new();
-    for (round, step) in [0, -3_600_000, 7_200_000, -3_600_000].into_iter().enumerate() {
+    for (round, step) in [0, -3_600_000, 7_200_000, -3_600_000]
+        .into_iter()
+        .enumerate()
+    {
         clock.step_wall(step);
         for i in 0..5 {
             let data = incident(&format!("round {round} event {i}"));
@@ -377,7 +400,11 @@ fn ids_and_order_survive_wall_clock_steps() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), published.len(), "event ids repeated");
-    assert_sequence(&receiver.event_ids(), &published, "deliveries in publish order");
+    assert_sequence(
+        &receiver.event_ids(),
+        &published,
+        "deliveries in publish order",
+    );
 }
 
 /// A monitor of `target` every 60 s with a 99.9 % SLA over the default 30 days.
@@ -502,11 +529,17 @@ fn the_sla_warning_re_arms_after_an_hour_and_not_before() {
     checks.wait(12);
     let view = sla_view(&server, &monitor);
     assert_eq!(view["at_risk"], false, "{view}");
-    assert_eq!(view["warning_armed"], false, "re-armed before an hour: {view}");
+    assert_eq!(
+        view["warning_armed"], false,
+        "re-armed before an hour: {view}"
+    );
     clock.go_to(false_from + 61 * MINUTE);
     checks.wait(13);
     let view = sla_view(&server, &monitor);
-    assert_eq!(view["warning_armed"], true, "not re-armed after an hour: {view}");
+    assert_eq!(
+        view["warning_armed"], true,
+        "not re-armed after an hour: {view}"
+    );
 
     // Failing again: once ten checks back a ratio, the second warning fires.
     target.reply_with(Reply::status(500));
