@@ -120,16 +120,18 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(ms - offset_secs * 1000)
 }
 
-/// The test clock of debug builds (see the module's doc). A thread reads the file every
-/// `POLL`; the file holds `<advance_ms> <wall_step_ms>`, and once applied its content is
-/// copied to `<file>.ack`, so a test knows the process has seen a jump. Simulated advance
-/// only grows: the monotonic clock never goes back.
+/// The test clock of debug builds (see the module's doc). The file holds
+/// `<advance_ms> <wall_step_ms>`; whichever clock read finds it unread for `POLL` reads it
+/// again (no thread of its own: every wait ends within `POLL` while the clock is armed, so
+/// some loop always reads the clock soon). Once applied, its content is copied to
+/// `<file>.ack`, so a test knows the process has seen a jump. Simulated advance only grows:
+/// the monotonic clock never goes back.
 #[cfg(debug_assertions)]
 mod test_clock {
     use std::path::PathBuf;
-    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-    use std::time::Duration;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
 
     /// The environment variable that arms the test clock.
     const VAR: &str = "STATUSSENTRY_TEST_CLOCK";
@@ -137,6 +139,12 @@ mod test_clock {
     pub const POLL: Duration = Duration::from_millis(5);
 
     pub struct TestClock {
+        path: PathBuf,
+        origin: Instant,
+        /// When the file was last read, in ms since `origin`.
+        polled: AtomicU64,
+        /// The file's text as last applied.
+        applied: Mutex<String>,
         advance: AtomicU64,
         step: AtomicI64,
     }
@@ -150,61 +158,72 @@ mod test_clock {
         pub fn wall_shift_ms(&self) -> i64 {
             (self.advance_ms() as i64).saturating_add(self.step.load(Ordering::SeqCst))
         }
+
+        /// Reads the file when it has not been read for `POLL`; one reader at a time.
+        fn poll(&self) {
+            let now = self.origin.elapsed().as_millis() as u64;
+            let polled = self.polled.load(Ordering::SeqCst);
+            if now < polled + POLL.as_millis() as u64
+                || self
+                    .polled
+                    .compare_exchange(polled, now, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+            {
+                return;
+            }
+            self.apply();
+        }
+
+        /// Applies the file when it changed since it was last applied, then acknowledges it.
+        fn apply(&self) {
+            let Ok(text) = std::fs::read_to_string(&self.path) else {
+                return;
+            };
+            let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+            if text == *applied {
+                return;
+            }
+            let mut numbers = text.split_whitespace();
+            let (Some(Ok(advance)), Some(Ok(step))) = (
+                numbers.next().map(str::parse::<u64>),
+                numbers.next().map(str::parse::<i64>),
+            ) else {
+                return;
+            };
+            self.advance.fetch_max(advance, Ordering::SeqCst);
+            self.step.store(step, Ordering::SeqCst);
+            let mut ack = self.path.clone().into_os_string();
+            ack.push(".ack");
+            let mut tmp = ack.clone();
+            tmp.push(".tmp");
+            if std::fs::write(&tmp, text.trim()).is_ok() && std::fs::rename(&tmp, &ack).is_ok() {
+                *applied = text;
+            }
+        }
     }
 
-    static CLOCK: OnceLock<Option<&'static TestClock>> = OnceLock::new();
+    static CLOCK: OnceLock<Option<TestClock>> = OnceLock::new();
 
     pub fn get() -> Option<&'static TestClock> {
-        *CLOCK.get_or_init(|| {
-            let path = PathBuf::from(std::env::var_os(VAR)?);
-            let clock: &'static TestClock = Box::leak(Box::new(TestClock {
-                advance: AtomicU64::new(0),
-                step: AtomicI64::new(0),
-            }));
-            // Apply the file once before anything reads the clock, so a process started
-            // with an offset never sees time go back.
-            let mut last = String::new();
-            apply(&path, clock, &mut last);
-            let spawned = std::thread::Builder::new()
-                .name("test-clock".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(POLL);
-                        apply(&path, clock, &mut last);
-                    }
-                });
-            if let Err(e) = spawned {
-                log::error!("cannot start the test clock: {e}");
-            }
-            log::warn!("the test clock is armed: time is driven by a file");
-            Some(clock)
-        })
-    }
-
-    /// Applies the file when it changed since `last`, then acknowledges it.
-    fn apply(path: &PathBuf, clock: &TestClock, last: &mut String) {
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return;
-        };
-        if text == *last {
-            return;
-        }
-        let mut numbers = text.split_whitespace();
-        let (Some(Ok(advance)), Some(Ok(step))) = (
-            numbers.next().map(str::parse::<u64>),
-            numbers.next().map(str::parse::<i64>),
-        ) else {
-            return;
-        };
-        clock.advance.fetch_max(advance, Ordering::SeqCst);
-        clock.step.store(step, Ordering::SeqCst);
-        let mut ack = path.clone().into_os_string();
-        ack.push(".ack");
-        let mut tmp = ack.clone();
-        tmp.push(".tmp");
-        if std::fs::write(&tmp, text.trim()).is_ok() && std::fs::rename(&tmp, &ack).is_ok() {
-            *last = text;
-        }
+        let clock = CLOCK
+            .get_or_init(|| {
+                let clock = TestClock {
+                    path: PathBuf::from(std::env::var_os(VAR)?),
+                    origin: Instant::now(),
+                    polled: AtomicU64::new(0),
+                    applied: Mutex::new(String::new()),
+                    advance: AtomicU64::new(0),
+                    step: AtomicI64::new(0),
+                };
+                // Applied once before anything reads the clock, so a process started with
+                // an offset never sees time go back.
+                clock.apply();
+                log::warn!("the test clock is armed: time is driven by a file");
+                Some(clock)
+            })
+            .as_ref()?;
+        clock.poll();
+        Some(clock)
     }
 }
 
