@@ -227,8 +227,8 @@ fn the_sign_in_limit_lasts_one_minute() {
         "the 11th wrong token within a minute is limited"
     );
 
-    // A second before the minute can end.
-    clock.go_to(before_first + MINUTE - Duration::from_secs(1));
+    // Seconds before the minute can end (a margin for a slow machine's requests).
+    clock.go_to(before_first + MINUTE - Duration::from_secs(5));
     assert_eq!(wrong(), 429, "still limited before the minute ends");
     server.expect("GET", "/api/v1/endpoints", None, 200);
 
@@ -326,10 +326,14 @@ fn retry_for_and_disable_after_fire_at_their_defaults() {
     assert_eq!(endpoint(&server, &ep)["enabled"], false, "never disabled");
 }
 
+/// A first backoff of 10 to 12 minutes: long enough that a slow machine's real seconds never
+/// end it, short beside the hour NTP steps the clock by.
+const SLOW_BACKOFF: &str = "[delivery]\ninitial_backoff = \"10m\"\n";
+
 #[test]
 fn a_wall_clock_stepped_back_does_not_stall_a_retry() {
     let mut clock = Clock::new();
-    let server = clock.server("");
+    let server = clock.server(SLOW_BACKOFF);
     let receiver = Receiver::start();
     receiver.script([Reply::status(500)]);
     receiver.reply_with(Reply::status(204));
@@ -337,9 +341,9 @@ fn a_wall_clock_stepped_back_does_not_stall_a_retry() {
     let event = s(&publish(&server, "incident.created", seed_data()), "id").to_string();
     receiver.wait_hits(1, REACT);
 
-    // NTP steps the wall clock back an hour; the backoff (5 s to 6 s) still ends 6 s on.
+    // NTP steps the wall clock back an hour; the backoff still ends 12 minutes on.
     clock.step_wall(-3_600_000);
-    clock.go_by(Duration::from_millis(6_100));
+    clock.go_by(12 * MINUTE + Duration::from_secs(1));
     receiver.wait_hits(2, REACT);
     wait_message_status(&server, &event, &ep, "delivered", REACT);
 }
@@ -347,7 +351,7 @@ fn a_wall_clock_stepped_back_does_not_stall_a_retry() {
 #[test]
 fn a_wall_clock_stepped_forward_does_not_cut_a_backoff_short() {
     let mut clock = Clock::new();
-    let server = clock.server("");
+    let server = clock.server(SLOW_BACKOFF);
     let failing = Receiver::start();
     failing.script([Reply::status(500)]);
     failing.reply_with(Reply::status(204));
@@ -358,9 +362,10 @@ fn a_wall_clock_stepped_forward_does_not_cut_a_backoff_short() {
     failing.wait_hits(1, REACT);
     wait_message_status(&server, &first, &w, "delivered", REACT);
 
-    // NTP steps the wall clock an hour ahead and 3 s pass: the backoff (at least 5 s) holds.
+    // NTP steps the wall clock an hour ahead and 9 minutes pass: the backoff (at least 10
+    // minutes) holds.
     clock.step_wall(3_600_000);
-    clock.go_by(Duration::from_secs(3));
+    clock.go_by(9 * MINUTE);
     // Each witness delivery is a dispatcher pass after the step that also looked at the
     // failing endpoint; two of them leave time for a request it wrongly started to arrive.
     for title in ["witness 1", "witness 2"] {
@@ -369,7 +374,7 @@ fn a_wall_clock_stepped_forward_does_not_cut_a_backoff_short() {
     }
     assert_eq!(failing.count(), 1, "the backoff was cut short by the step");
 
-    clock.go_by(Duration::from_millis(3_100));
+    clock.go_by(3 * MINUTE + Duration::from_secs(1));
     failing.wait_hits(2, REACT);
     wait_message_status(&server, &first, &ep, "delivered", REACT);
 }
