@@ -80,12 +80,24 @@ impl Clock {
         self.write();
     }
 
-    /// Writes the offsets (atomically, by rename) and waits for the process's acknowledgement.
-    fn write(&self) {
+    /// Steps the wall clock while no process runs: the next one starts with it.
+    fn step_wall_offline(&mut self, ms: i64) {
+        self.step_ms += ms;
+        self.write_file();
+    }
+
+    /// Writes the offsets (atomically, by rename); returns what it wrote.
+    fn write_file(&self) -> String {
         let text = format!("{} {}", self.advance.as_millis(), self.step_ms);
         let tmp = self.dir.path().join("clock.tmp");
         std::fs::write(&tmp, &text).expect("write the clock file");
         std::fs::rename(&tmp, self.path()).expect("rename the clock file");
+        text
+    }
+
+    /// Writes the offsets and waits for the process's acknowledgement.
+    fn write(&self) {
+        let text = self.write_file();
         let ack = self.dir.path().join("clock.ack");
         if !ack.exists() && self.advance.is_zero() && self.step_ms == 0 {
             // Before the server starts there is nobody to acknowledge.
@@ -375,6 +387,38 @@ fn a_wall_clock_stepped_forward_does_not_cut_a_backoff_short() {
     assert_eq!(failing.count(), 1, "the backoff was cut short by the step");
 
     clock.go_by(3 * MINUTE + Duration::from_secs(1));
+    failing.wait_hits(2, REACT);
+    wait_message_status(&server, &first, &ep, "delivered", REACT);
+}
+
+#[test]
+fn a_stored_backoff_read_back_under_a_clock_stepped_back_waits_at_most_12_hours() {
+    let mut clock = Clock::new();
+    let mut server = clock.server(SLOW_BACKOFF);
+    let failing = Receiver::start();
+    failing.script([Reply::status(500)]);
+    failing.reply_with(Reply::status(204));
+    let witness = Receiver::start();
+    let ep = endpoint_with(&server, &failing, json!({}));
+    let w = endpoint_with(&server, &witness, json!({"batch_window_ms": 0}));
+    let first = s(&publish(&server, "incident.created", seed_data()), "id").to_string();
+    failing.wait_hits(1, REACT);
+    wait_until(REACT, "the backoff to be stored", || {
+        endpoint(&server, &ep)["consecutive_failures"] == 1
+    });
+
+    // Stopped, and started again with the wall clock 13 h behind: the stored backoff (10 to
+    // 12 minutes) looks 13 h away, but no backoff may ask more than 12 h.
+    server.stop();
+    clock.step_wall_offline(-13 * 3_600_000);
+    server.restart_with_env(&[("STATUSSENTRY_TEST_CLOCK", &clock.path())]);
+    let restarted_at = clock.now();
+    clock.go_to(restarted_at + 12 * HOUR - MINUTE);
+    let witnessed = s(&publish(&server, "incident.created", incident("w")), "id").to_string();
+    wait_message_status(&server, &witnessed, &w, "delivered", REACT);
+    assert_eq!(failing.count(), 1, "the retry came before its bound");
+
+    clock.go_to(restarted_at + 12 * HOUR + MINUTE);
     failing.wait_hits(2, REACT);
     wait_message_status(&server, &first, &ep, "delivered", REACT);
 }
