@@ -522,6 +522,8 @@ fn route(api: &Api, req: &Req) -> Result<Reply> {
         (["events", _], _) => allow("GET"),
         (["messages"], "GET") => events::list_messages(api, req),
         (["messages"], _) => allow("GET"),
+        (["messages", id], "GET") => events::get_message(api, id),
+        (["messages", _], _) => allow("GET"),
         (["messages", id, "retry"], "POST") => events::retry_message(api, id),
         (["messages", _, "retry"], _) => allow("POST"),
         (["components"], "GET") => components::list(api, req),

@@ -10,7 +10,9 @@
 //! (`flush.rs`) after the writer is released, so that other writers go on while the disk
 //! works; the caller answers only after the flush. See ARCHITECTURE.md.
 
+mod counts;
 mod flush;
+mod health;
 mod queue;
 mod schema;
 mod sources;
@@ -50,6 +52,9 @@ pub enum StoreError {
     Sync(PathBuf, String),
     /// The store's own rules refuse the operation; the text says which.
     Refused(String),
+    /// The last write failed in the database itself, or a write is stuck: `/healthz` says
+    /// so until a write commits again.
+    Failing(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -78,6 +83,7 @@ impl std::fmt::Display for StoreError {
                 path.display()
             ),
             StoreError::Refused(why) => write!(f, "{why}"),
+            StoreError::Failing(why) => write!(f, "the database is failing: {why}"),
         }
     }
 }
@@ -118,6 +124,10 @@ pub struct Store {
     readers: Mutex<Vec<Connection>>,
     /// Event ids from event `seq`s, with this database's key.
     event_ids: EventIds,
+    /// Messages by status as committed, for `/metrics` (`counts.rs`).
+    message_counts: counts::MessageCounts,
+    /// What the writes say of the store's health, for `/healthz` (`health.rs`).
+    health: health::Health,
 }
 
 const MAX_IDLE_READERS: usize = 8;
@@ -236,6 +246,7 @@ impl Store {
         } else {
             None
         };
+        let message_counts = counts::MessageCounts::start(&writer).map_err(opening)?;
         Ok(Store {
             path: path.to_path_buf(),
             max_bytes,
@@ -243,6 +254,8 @@ impl Store {
             wal,
             readers: Mutex::new(Vec::new()),
             event_ids,
+            message_counts,
+            health: health::Health::new(),
         })
     }
 
@@ -255,9 +268,18 @@ impl Store {
     ) -> Result<T> {
         let (value, commit) = {
             let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
+            self.health.write_began();
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let value = f(&tx)?;
+                // The status changes this transaction made, counted by the writer's triggers.
+                let delta = counts::MessageCounts::take(&tx)?;
+                tx.commit()?;
+                Ok((value, delta))
+            })();
+            self.health.write_ended(result.as_ref().map(|_| ()));
+            let (value, delta) = result?;
+            self.message_counts.apply(&delta);
             (
                 value,
                 self.wal.as_ref().map_or(0, flush::Flusher::committed),
@@ -310,24 +332,17 @@ impl Store {
         })
     }
 
-    /// The store's side of `/metrics`: messages by status, the oldest pending message's age
-    /// and endpoints by state.
+    /// The store's side of `/metrics`: messages by status (from memory), the oldest pending
+    /// message's age (one step down `messages_by_status`), endpoints by state and monitors by
+    /// status (a pass over those tables, which hold what an operator configured).
     pub fn gauges(&self, now: i64) -> Result<crate::metrics::Gauges> {
         self.read(|c| {
             let mut g = crate::metrics::Gauges {
-                messages: [
-                    ("pending", 0),
-                    ("parked", 0),
-                    ("delivered", 0),
-                    ("failed", 0),
-                ],
+                // Kept in memory: a scrape counts no message (`counts.rs`).
+                messages: self.message_counts.get(),
                 endpoints: [("enabled", 0), ("backing_off", 0), ("disabled", 0)],
                 ..Default::default()
             };
-            let mut stmt = c.prepare_cached("SELECT count(*) FROM messages WHERE status = ?1")?;
-            for (status, n) in g.messages.iter_mut() {
-                *n = stmt.query_row([*status], |r| r.get(0))?;
-            }
             let oldest: Option<i64> = c
                 .prepare_cached(OLDEST_PENDING)?
                 .query_row([], |r| r.get(0))?;
@@ -394,22 +409,30 @@ impl Store {
         })
     }
 
-    /// Reads and writes a row, to prove the store answers (for `/healthz`).
+    /// The store's health for `/healthz`, without a write (`health.rs`): no flush of the log
+    /// has failed since the start; the last write the service made committed, or failed for
+    /// a reason other than the database's (a refusal, a constraint); no write has held the
+    /// writer for 30 s; and, when nothing has committed in the last second, the write lock can
+    /// be taken (`probe_writer`; once a second at most, however many probes arrive).
     pub fn health_check(&self) -> Result<()> {
         if let Some(e) = self.wal.as_ref().and_then(flush::Flusher::failure) {
             return Err(e);
         }
-        self.read(|c| {
-            Ok(c.query_row("SELECT count(*) FROM settings", [], |r| r.get::<_, i64>(0))?)
-        })?;
-        self.write(Durability::Normal, |tx| {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES ('health_checked_at', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [crate::time::now_ms().to_string()],
-            )?;
-            Ok(())
-        })
+        match self.health.check()? {
+            health::Verdict::Healthy => Ok(()),
+            health::Verdict::Probe => self.health.probe(|| self.probe_writer()),
+        }
+    }
+
+    /// Begins an immediate transaction, reads a row and rolls back: proves the database can
+    /// be read and its write lock taken (waiting the busy timeout at most), and writes nothing.
+    fn probe_writer(&self) -> Result<()> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached("SELECT count(*) FROM settings")?
+            .query_row([], |r| r.get::<_, i64>(0))?;
+        tx.rollback()?;
+        Ok(())
     }
 
     // ---- endpoints ----
@@ -639,7 +662,8 @@ impl Store {
 
     // ---- messages ----
 
-    /// Messages newest first, filtered, before `cursor` (a `seq`), with their attempts.
+    /// Messages newest first, filtered, before `cursor` (a `seq`), each with its newest
+    /// `ATTEMPTS_IN_LIST` attempts and how many it has.
     pub fn list_messages(
         &self,
         filter: &MessageFilter,
@@ -664,13 +688,17 @@ impl Store {
                 message_row,
             )?;
             let mut messages = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut count =
+                c.prepare_cached("SELECT count(*) FROM attempts WHERE message_seq = ?1")?;
             for m in &mut messages {
-                m.attempts = attempts_of(c, m.seq)?;
+                m.attempts = attempts_of(c, m.seq, Some(ATTEMPTS_IN_LIST))?;
+                m.attempt_count = count.query_row([m.seq], |r| r.get(0))?;
             }
             Ok(messages)
         })
     }
 
+    /// One message with every attempt.
     pub fn message(&self, seq: i64) -> Result<Option<MessageRow>> {
         self.read(|c| {
             let sql = format!("{MESSAGE_SELECT} WHERE m.seq = ?1");
@@ -679,7 +707,8 @@ impl Store {
                 .query_row([seq], message_row)
                 .optional()?;
             if let Some(m) = &mut m {
-                m.attempts = attempts_of(c, m.seq)?;
+                m.attempts = attempts_of(c, m.seq, None)?;
+                m.attempt_count = m.attempts.len() as i64;
             }
             Ok(m)
         })
@@ -1022,17 +1051,27 @@ fn message_row(r: &rusqlite::Row) -> rusqlite::Result<MessageRow> {
         created_at: r.get(4)?,
         next_attempt_at: r.get(5)?,
         attempts: Vec::new(),
+        attempt_count: 0,
     })
 }
 
-fn attempts_of(c: &Connection, message_seq: i64) -> Result<Vec<AttemptRow>> {
+/// Attempts a list of messages embeds per message, the newest (SPEC 4.5): each carries up to
+/// 4 KiB of response body, and a page holds up to 500 messages. One message's route shows all.
+pub const ATTEMPTS_IN_LIST: usize = 5;
+
+/// A message's attempts, oldest first: the newest `limit` of them, or all.
+fn attempts_of(c: &Connection, message_seq: i64, limit: Option<usize>) -> Result<Vec<AttemptRow>> {
     let mut stmt = c.prepare_cached(
         "SELECT r.at, a.attempt, r.duration_ms, r.status_code, r.error, r.response_body
          FROM attempts a JOIN requests r ON r.seq = a.request_seq
-         WHERE a.message_seq = ?1 ORDER BY a.attempt",
+         WHERE a.message_seq = ?1 ORDER BY a.attempt DESC LIMIT ?2",
     )?;
-    let rows = stmt.query_map([message_seq], attempt_row)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    // A negative LIMIT is none.
+    let limit = limit.map_or(-1, |n| n as i64);
+    let rows = stmt.query_map(params![message_seq, limit], attempt_row)?;
+    let mut attempts = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    attempts.reverse();
+    Ok(attempts)
 }
 
 fn attempt_row(r: &rusqlite::Row) -> rusqlite::Result<AttemptRow> {
@@ -1147,7 +1186,10 @@ pub struct MessageRow {
     pub status: String,
     pub created_at: i64,
     pub next_attempt_at: Option<i64>,
+    /// Oldest first; in a list, only the newest `ATTEMPTS_IN_LIST`.
     pub attempts: Vec<AttemptRow>,
+    /// How many attempts the message has, whether `attempts` holds them all or not.
+    pub attempt_count: i64,
 }
 
 #[derive(Debug, Clone)]

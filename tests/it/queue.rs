@@ -92,3 +92,189 @@ fn endpoints_backing_off_hold_no_envelopes_in_memory() {
         assert_eq!(ep["counts"]["pending"], 100, "{ep}");
     }
 }
+
+#[test]
+fn healthz_writes_nothing_however_often_it_is_asked() {
+    let server = Server::start("");
+    let api = server.client();
+    assert_eq!(api.raw("GET", "/healthz", &[], None).status, 200);
+    let db = server.db_path();
+    let wal = db.with_file_name(format!("{}-wal", db.file_name().unwrap().to_string_lossy()));
+    let wal_len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    // `data_version` changes when another connection commits anything to the file.
+    let watcher =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let version = || -> i64 {
+        watcher
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let (before, wal_before) = (version(), wal_len());
+    // Long enough for several of the probes' once-a-second looks at an idle store.
+    let end = std::time::Instant::now() + Duration::from_millis(2500);
+    let mut probes = 0;
+    while std::time::Instant::now() < end {
+        let reply = api.raw("GET", "/healthz", &[], None);
+        assert_eq!((reply.status, reply.json()), (200, json!({"status": "ok"})));
+        probes += 1;
+    }
+    assert_eq!(version(), before, "{probes} probes committed a write");
+    assert_eq!(wal_len(), wal_before, "{probes} probes grew the log");
+    println!("{probes} probes of /healthz, no write");
+}
+
+/// `statussentry_messages{status}` from `/metrics`, as pending, parked, delivered, failed.
+fn metric_counts(server: &Server) -> [i64; 4] {
+    let text = server.client().raw("GET", "/metrics", &[], None).text();
+    ["pending", "parked", "delivered", "failed"].map(|status| {
+        let name = format!("statussentry_messages{{status=\"{status}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    })
+}
+
+/// The same counts summed over every endpoint the API shows.
+fn api_counts(server: &Server) -> [i64; 4] {
+    let endpoints = list_all(server, "/api/v1/endpoints", 500);
+    ["pending", "parked", "delivered", "failed"].map(|status| {
+        endpoints
+            .iter()
+            .map(|ep| ep["counts"][status].as_i64().expect("a count"))
+            .sum()
+    })
+}
+
+/// Waits until `/metrics` and the API agree, on `want`.
+fn counts_agree(server: &Server, want: [i64; 4], after: &str) {
+    wait_for(Duration::from_secs(30), after, || {
+        let (metrics, api) = (metric_counts(server), api_counts(server));
+        if metrics == want && api == want {
+            Ok(())
+        } else {
+            Err(format!(
+                "metrics {metrics:?}, API {api:?}, want {want:?} (pending, parked, delivered, failed)"
+            ))
+        }
+    });
+}
+
+#[test]
+fn metrics_count_messages_as_the_api_does() {
+    let _timing = timing_lock();
+    let mut server = Server::start(
+        "[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"100ms\"\nretry_for = \"1s\"\n",
+    );
+    let endpoint = |receiver: &Receiver| {
+        let body = json!({"url": receiver.url("/hook"), "batch_window_ms": 0});
+        s(&create_endpoint(&server, body), "id").to_string()
+    };
+    let (ok, refuses, breaks, throttles) = (
+        Receiver::start(),
+        Receiver::start(),
+        Receiver::start(),
+        Receiver::start(),
+    );
+    refuses.reply_with(Reply::status(400));
+    breaks.reply_with(Reply::status(500));
+    throttles.reply_with(Reply::status(503).header("Retry-After", "3600"));
+    let a = endpoint(&ok);
+    let b = endpoint(&refuses);
+    let c = endpoint(&breaks);
+    let d = endpoint(&throttles);
+    let events: Vec<String> = (0..5)
+        .map(|i| {
+            s(
+                &publish(&server, "incident.created", incident(&format!("m{i}"))),
+                "id",
+            )
+            .into()
+        })
+        .collect();
+    // Delivered to A; parked at B, then failed once retry_for (1 s) has passed; retried at C
+    // until failed; pending at D, which asked for an hour's pause.
+    counts_agree(&server, [5, 0, 5, 10], "deliveries, parks, failures");
+
+    breaks.reply_with(Reply::status(200));
+    let replayed = server.expect(
+        "POST",
+        &format!("/api/v1/endpoints/{c}/replay"),
+        Some(json!({"since": "2000-01-01T00:00:00Z"})),
+        200,
+    );
+    assert_eq!(replayed["requeued"], 5, "{replayed}");
+    counts_agree(&server, [5, 0, 10, 5], "a replay");
+
+    refuses.reply_with(Reply::status(200));
+    let parked_then_failed = message_for(&server, &events[0], &b).expect("B's message");
+    let id = s(&parked_then_failed, "id");
+    server.expect("POST", &format!("/api/v1/messages/{id}/retry"), None, 202);
+    counts_agree(&server, [5, 0, 11, 4], "a retry");
+
+    // A manual resend lifts D's pause: D's next request carries all five, and the four not
+    // resent are past retry_for when it is refused again.
+    let pending = message_for(&server, &events[0], &d).expect("D's message");
+    let id = s(&pending, "id");
+    server.expect("POST", &format!("/api/v1/messages/{id}/retry"), None, 202);
+    counts_agree(&server, [1, 0, 11, 8], "a resend to a paused endpoint");
+
+    server.expect("DELETE", &format!("/api/v1/endpoints/{a}"), None, 204);
+    counts_agree(&server, [1, 0, 6, 8], "deleting an endpoint");
+
+    // Counted again from the store at the next start.
+    server.restart();
+    counts_agree(&server, [1, 0, 6, 8], "a restart");
+}
+
+#[test]
+fn a_list_embeds_the_newest_attempts_and_one_message_shows_all() {
+    let server = Server::start("[delivery]\ninitial_backoff = \"10ms\"\nmax_backoff = \"10ms\"\n");
+    let receiver = Receiver::start();
+    receiver.script(vec![Reply::status(500); 7]);
+    let body = json!({"url": receiver.url("/hook"), "batch_window_ms": 0});
+    let ep = s(&create_endpoint(&server, body), "id").to_string();
+    let event = s(
+        &publish(&server, "incident.created", incident("retried")),
+        "id",
+    )
+    .to_string();
+    wait_message_status(&server, &event, &ep, "delivered", Duration::from_secs(30));
+
+    let listed = messages_of(&server, &ep);
+    assert_eq!(listed.len(), 1);
+    let m = &listed[0];
+    assert_eq!(m["attempt_count"], 8, "{m}");
+    let numbers = |m: &serde_json::Value| -> Vec<i64> {
+        m["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| a["attempt"].as_i64().expect("attempt number"))
+            .collect()
+    };
+    assert_eq!(
+        numbers(m),
+        vec![4, 5, 6, 7, 8],
+        "the newest five, oldest first"
+    );
+    let one = server.expect(
+        "GET",
+        &format!("/api/v1/messages/{}", s(m, "id")),
+        None,
+        200,
+    );
+    assert_eq!(one["attempt_count"], 8, "{one}");
+    assert_eq!(numbers(&one), (1..=8).collect::<Vec<_>>());
+    assert_eq!(one["attempts"][7]["status_code"], 200);
+    assert_eq!(one["attempts"][0]["status_code"], 500);
+    // An event's view lists its messages, so it embeds the newest five too.
+    let ev = server.expect("GET", &format!("/api/v1/events/{event}"), None, 200);
+    assert_eq!(numbers(&ev["messages"][0]), vec![4, 5, 6, 7, 8]);
+    assert_eq!(ev["messages"][0]["attempt_count"], 8);
+    let (status, _) = server.api("GET", "/api/v1/messages/msg_999999", None);
+    assert_eq!(status, 404);
+    let (status, _) = server.api("GET", "/api/v1/messages/nonsense", None);
+    assert_eq!(status, 404);
+}
