@@ -269,11 +269,13 @@ impl Store {
         let (value, commit) = {
             let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             self.health.write_began();
+            // Whatever a failed write left staged on this thread was never committed.
+            counts::take_staged();
             let result = (|| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let value = f(&tx)?;
-                // The status changes this transaction made, counted by the writer's triggers.
-                let delta = counts::MessageCounts::take(&tx)?;
+                // The changes of status this transaction's statements staged (`counts.rs`).
+                let delta = counts::take_staged();
                 tx.commit()?;
                 Ok((value, delta))
             })();
@@ -532,6 +534,16 @@ impl Store {
                 })
                 .optional()?;
             if let Some(seq) = seq {
+                // Its messages go with it (ON DELETE CASCADE); counted first, through the
+                // queue's index on (endpoint_seq, status).
+                let mut by_status = tx.prepare_cached(
+                    "SELECT status, count(*) FROM messages WHERE endpoint_seq = ?1 GROUP BY status",
+                )?;
+                let mut rows = by_status.query([seq])?;
+                while let Some(row) = rows.next()? {
+                    let status: String = row.get(0)?;
+                    counts::stage(counts::index(&status), None, row.get(1)?);
+                }
                 tx.execute("DELETE FROM endpoints WHERE seq = ?1", [seq])?;
             }
             Ok(seq)
@@ -718,14 +730,16 @@ impl Store {
     /// backoff so that it goes out at once; returns the endpoint's seq.
     pub fn requeue_message(&self, seq: i64, now: i64) -> Result<Option<i64>> {
         self.write(Durability::Full, |tx| {
-            let endpoint: Option<i64> = tx
+            let found: Option<(i64, String)> = tx
                 .query_row(
-                    "SELECT endpoint_seq FROM messages WHERE seq = ?1",
+                    "SELECT endpoint_seq, status FROM messages WHERE seq = ?1",
                     [seq],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            if endpoint.is_some() {
+            let endpoint = found.as_ref().map(|(endpoint, _)| *endpoint);
+            if let Some((_, status)) = &found {
+                counts::stage(counts::index(status), Some(counts::PENDING), 1);
                 tx.execute(
                     "UPDATE messages SET status = 'pending', failures = 0, next_attempt_at = NULL,
                             requeued_at = ?2, finished_at = NULL WHERE seq = ?1",
@@ -743,12 +757,14 @@ impl Store {
     /// Makes an endpoint's `failed` messages accepted at or after `since` pending again.
     pub fn replay_failed(&self, endpoint_seq: i64, since: i64, now: i64) -> Result<usize> {
         self.write(Durability::Full, |tx| {
-            Ok(tx.execute(
+            let n = tx.execute(
                 "UPDATE messages SET status = 'pending', failures = 0, next_attempt_at = NULL,
                         requeued_at = ?3, finished_at = NULL
                  WHERE endpoint_seq = ?1 AND status = 'failed' AND created_at >= ?2",
                 params![endpoint_seq, since, now],
-            )?)
+            )?;
+            counts::stage(Some(counts::FAILED), Some(counts::PENDING), n as i64);
+            Ok(n)
         })
     }
 
@@ -779,7 +795,8 @@ impl Store {
             // Their attempts go with them (ON DELETE CASCADE).
             let mut delete_message = tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
             for seq in &messages {
-                delete_message.execute([seq])?;
+                let n = delete_message.execute([seq])?;
+                counts::stage(Some(counts::DELIVERED), None, n as i64);
             }
             // A request of a batch stays while an attempt of another message refers to it.
             let mut delete_request = tx.prepare_cached(
@@ -970,6 +987,7 @@ fn publish_one(
     for seq in &targets {
         insert.execute(params![event_seq, seq, item.created_at])?;
     }
+    counts::stage(None, Some(counts::PENDING), targets.len() as i64);
     if let Some(idem) = &item.idempotency {
         tx.prepare_cached(
             "INSERT INTO idempotency_keys (key, request, event_id, created_at) VALUES (?1, ?2, ?3, ?4)

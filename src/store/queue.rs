@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Durability, Result, Store};
+use super::{Durability, Result, Store, counts};
 
 /// An endpoint as the dispatcher needs it.
 #[derive(Debug, Clone)]
@@ -210,6 +210,14 @@ impl Store {
             let mut insert_attempt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO attempts (message_seq, request_seq, attempt) VALUES (?1, ?2, ?3)",
             )?;
+            // A message is pending when its request goes out but for parked ones and a rare
+            // race with the API, so the update tries that first and learns the old status for
+            // `/metrics` (`counts.rs`) without a read of its own; otherwise it reads it.
+            let mut update_pending = tx.prepare_cached(
+                "UPDATE messages SET attempts = ?2, status = ?3, failures = ?4, next_attempt_at = ?5,
+                        finished_at = ?6 WHERE seq = ?1 AND status = 'pending'",
+            )?;
+            let mut status_of = tx.prepare_cached("SELECT status FROM messages WHERE seq = ?1")?;
             let mut update_message = tx.prepare_cached(
                 "UPDATE messages SET attempts = ?2, status = ?3, failures = ?4, next_attempt_at = ?5,
                         finished_at = ?6 WHERE seq = ?1",
@@ -255,10 +263,20 @@ impl Store {
                         Verdict::Pending => ("pending", 0, None, None),
                         Verdict::Failed => ("failed", 0, None, Some(finished)),
                     };
-                    // A message deleted with its endpoint mid-flight simply matches nothing.
-                    if update_message.execute(params![seq, attempt, status, failures, next, finished_at])? > 0 {
-                        insert_attempt.execute(params![seq, request_seq, attempt])?;
-                    }
+                    let row = params![seq, attempt, status, failures, next, finished_at];
+                    let old = if update_pending.execute(row)? > 0 {
+                        Some(counts::PENDING)
+                    } else {
+                        // A message deleted with its endpoint mid-flight matches nothing.
+                        let old: Option<String> =
+                            status_of.query_row([seq], |r| r.get(0)).optional()?;
+                        match old {
+                            Some(old) if update_message.execute(row)? > 0 => counts::index(&old),
+                            _ => continue,
+                        }
+                    };
+                    counts::stage(old, counts::index(status), 1);
+                    insert_attempt.execute(params![seq, request_seq, attempt])?;
                 }
                 if let Some(reason) = o.disable {
                     disable_endpoint.execute(params![o.endpoint_seq, reason])?;
