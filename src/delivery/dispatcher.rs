@@ -624,14 +624,16 @@ impl Dispatcher {
     }
 }
 
+/// A request's messages, each with its event's envelope.
+type WithPayloads = Vec<(QueuedMessage, String)>;
+
 /// Pairs each message of these requests with its event's envelope, read in one statement on a
 /// reader connection. A message whose event is gone (deleted with its endpoint meanwhile) is
 /// left out, and so is a request left with none. On failure the requests come back unsent.
-#[allow(clippy::type_complexity)]
 fn with_payloads(
     store: &Store,
     requests: Vec<Vec<QueuedMessage>>,
-) -> Result<Vec<Vec<(QueuedMessage, String)>>, (StoreError, Vec<Vec<QueuedMessage>>)> {
+) -> Result<Vec<WithPayloads>, (StoreError, Vec<Vec<QueuedMessage>>)> {
     let seqs: Vec<i64> = requests.iter().flatten().map(|m| m.event_seq).collect();
     let payloads = match store.payloads(&seqs) {
         Ok(p) if p.len() == seqs.len() => p,
@@ -655,19 +657,21 @@ fn with_payloads(
 }
 
 /// One request: a lone message as its own envelope, several as a batch envelope.
-fn build_job(ep: &DispatchEndpoint, messages: Vec<(QueuedMessage, String)>, now: i64) -> Job {
+fn build_job(ep: &DispatchEndpoint, messages: WithPayloads, now: i64) -> Job {
     let secrets = ep
         .secrets
         .iter()
         .filter(|(_, expires)| expires.is_none_or(|e| e > now))
         .map(|(s, _)| s.clone())
         .collect();
-    let (messages, payloads): (Vec<QueuedMessage>, Vec<String>) = messages.into_iter().unzip();
-    let (delivery_id, event_header, body) = match (&messages[..], payloads) {
-        ([m], mut payloads) if payloads.len() == 1 => {
-            (m.event_id.clone(), m.event_type.clone(), payloads.remove(0))
-        }
-        (_, payloads) => {
+    let (messages, mut payloads): (Vec<QueuedMessage>, Vec<String>) = messages.into_iter().unzip();
+    let (delivery_id, event_header, body) = match messages.as_slice() {
+        [m] => (
+            m.event_id.clone(),
+            m.event_type.clone(),
+            payloads.pop().unwrap_or_default(),
+        ),
+        _ => {
             let id = crate::id::new("bat");
             let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
             let body = crate::event::batch_envelope(&id, now, &payloads);
