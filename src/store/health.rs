@@ -70,20 +70,36 @@ impl Health {
     }
 
     fn note(&self, result: std::result::Result<(), &StoreError>) {
-        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         match result {
-            Ok(()) => {
-                self.last_ok.store(self.now(), Ordering::Relaxed);
-                *failure = None;
-            }
+            Ok(()) => self.set(None),
             Err(e) => {
                 if let Some(sticky) = failure_kind(e) {
-                    *failure = Some(Failure {
-                        why: e.to_string(),
-                        sticky,
-                        at: self.now(),
-                    });
+                    self.set(Some((e, sticky)));
                 }
+            }
+        }
+    }
+
+    /// Records the store healthy (`None`) or failing, logging a change of state once: probes
+    /// and writes may note the same state many times a second.
+    fn set(&self, failing: Option<(&StoreError, bool)>) {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        match failing {
+            None => {
+                self.last_ok.store(self.now(), Ordering::Relaxed);
+                if failure.take().is_some() {
+                    log::info!("the store is healthy again");
+                }
+            }
+            Some((e, sticky)) => {
+                if failure.is_none() {
+                    log::error!("the store is failing, /healthz answers 503: {e}");
+                }
+                *failure = Some(Failure {
+                    why: e.to_string(),
+                    sticky,
+                    at: self.now(),
+                });
             }
         }
     }
@@ -136,20 +152,7 @@ impl Health {
         }
         let result = look();
         // What a probe finds is never sticky: the next one may look again after `FRESH`.
-        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-        match &result {
-            Ok(()) => {
-                self.last_ok.store(self.now(), Ordering::Relaxed);
-                *failure = None;
-            }
-            Err(e) => {
-                *failure = Some(Failure {
-                    why: e.to_string(),
-                    sticky: false,
-                    at: self.now(),
-                })
-            }
-        }
+        self.set(result.as_ref().err().map(|e| (e, false)));
         result
     }
 }
