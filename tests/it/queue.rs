@@ -3,7 +3,7 @@
 //! `/metrics` keeps its counts in step with the API's, and a list of messages embeds only the
 //! newest attempts.
 
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::json;
@@ -22,12 +22,20 @@ fn rss_bytes(pid: u32) -> u64 {
     kb * 1024
 }
 
-/// A loopback URL where nothing listens: every connection is refused.
-fn dead_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a port");
-    let port = listener.local_addr().expect("its address").port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/hook")
+/// A loopback URL where every connection is refused: its port is bound, so that no other
+/// test can take it meanwhile, but never listened on. Keep the socket for the test.
+fn refusing_url() -> (socket2::Socket, String) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    socket.bind(&any.into()).expect("bind a port");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("its address")
+        .port();
+    (socket, format!("http://127.0.0.1:{port}/hook"))
 }
 
 #[test]
@@ -37,12 +45,13 @@ fn endpoints_backing_off_hold_no_envelopes_in_memory() {
     // read-ahead queue for the rest of the test.
     let mut server = Server::start("[delivery]\ninitial_backoff = \"1h\"\n");
     let pid = server.child_mut().id();
-    let dead: Vec<String> = (0..10)
+    let (_ports, dead): (Vec<_>, Vec<String>) = (0..10)
         .map(|_| {
-            let body = json!({"url": dead_url(), "event_types": ["incident.created"]});
-            s(&create_endpoint(&server, body), "id").to_string()
+            let (port, url) = refusing_url();
+            let body = json!({"url": url, "event_types": ["incident.created"]});
+            (port, s(&create_endpoint(&server, body), "id").to_string())
         })
-        .collect();
+        .unzip();
     let receiver = Receiver::start();
     let body = json!({"url": receiver.url("/ok"), "event_types": ["incident.resolved"],
                       "batch_window_ms": 0});
@@ -165,7 +174,7 @@ fn counts_agree(server: &Server, want: [i64; 4], after: &str) {
 fn metrics_count_messages_as_the_api_does() {
     let _timing = timing_lock();
     let mut server = Server::start(
-        "[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"100ms\"\nretry_for = \"1s\"\n",
+        "[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"100ms\"\nretry_for = \"2s\"\n",
     );
     let endpoint = |receiver: &Receiver| {
         let body = json!({"url": receiver.url("/hook"), "batch_window_ms": 0});
@@ -193,8 +202,8 @@ fn metrics_count_messages_as_the_api_does() {
             .into()
         })
         .collect();
-    // Delivered to A; parked at B, then failed once retry_for (1 s) has passed; retried at C
-    // until failed; pending at D, which asked for an hour's pause.
+    // Delivered to A; parked at B, then failed once retry_for (2 s) has passed; retried at C
+    // until failed; pending at D, which asked for an hour's pause after its first request.
     counts_agree(&server, [5, 0, 5, 10], "deliveries, parks, failures");
 
     breaks.reply_with(Reply::status(200));
