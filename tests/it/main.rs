@@ -9,5 +9,6 @@ mod guard;
 mod hardening;
 mod harness;
 mod ops;
+mod queue;
 mod sources;
 mod supervise;
