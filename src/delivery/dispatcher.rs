@@ -17,7 +17,7 @@ use super::policy::{self, Class};
 use super::worker::{Job, Run, Sent};
 use crate::config::Delivery as DeliveryConfig;
 use crate::metrics::Metrics;
-use crate::store::{DispatchEndpoint, QueuedMessage, RequestOutcome, Store, Verdict};
+use crate::store::{DispatchEndpoint, QueuedMessage, RequestOutcome, Store, StoreError, Verdict};
 use crate::supervise::{Beat, IDLE_WAKE, Supervisor, WRITER_BOUND};
 use crate::time::{mono, now_ms};
 
@@ -37,7 +37,9 @@ struct Slot {
     /// When the endpoint's backoff ends: `ep.backoff_until` (wall ms, what the store shows) as
     /// a monotonic deadline, so that a stepped wall clock neither stalls nor shortens it.
     backoff_until: Option<Instant>,
-    /// Pending messages read from the store, oldest first, neither in flight nor finished.
+    /// Pending messages read from the store, oldest first, neither in flight nor finished:
+    /// their ids and counters only, never their envelopes, which are read when a request is
+    /// built. An endpoint that backs off for hours so holds a few hundred bytes per message.
     queue: VecDeque<QueuedMessage>,
     /// The highest message seq read into `queue`; new messages are read after it, and those
     /// were never sent by this process, so their stored state is the truth even while
@@ -83,6 +85,9 @@ const BACKOFF_BOUND: Duration = policy::MAX_RETRY_AFTER;
 
 /// Pending messages read from the store at a time, at least; more when `batch_max` is larger.
 const READ_AHEAD: i64 = 32;
+
+/// How long after a failed read of envelopes the dispatcher tries again.
+const READ_RETRY: Duration = Duration::from_secs(1);
 
 /// The most requests in one run (ARCHITECTURE.md, "How an event flows", step 4), and the most
 /// messages in a run beyond its first request: big batches gain little from running back to
@@ -379,16 +384,40 @@ impl Dispatcher {
             } else {
                 continue;
             };
-            let mut jobs = VecDeque::from([build_job(&slot.ep, messages, now)]);
+            let mut requests = vec![messages];
             // More requests back to back only where no window separates them, and only full
             // ones: a batch is never sent short while more messages wait.
             if !parked && slot.ep.batch_window_ms == 0 {
                 let mut messages_left = RUN_MAX_MESSAGES;
-                while jobs.len() < RUN_MAX && slot.queue.len() >= want && messages_left >= want {
+                while requests.len() < RUN_MAX && slot.queue.len() >= want && messages_left >= want
+                {
                     messages_left -= want;
-                    let messages = slot.queue.drain(..want).collect();
-                    jobs.push_back(build_job(&slot.ep, messages, now));
+                    requests.push(slot.queue.drain(..want).collect());
                 }
+            }
+            // The envelopes are read only now, for the requests about to go out: the queue
+            // holds none, so what a backing-off endpoint keeps in memory stays small.
+            let jobs = match with_payloads(&self.store, requests) {
+                Ok(jobs) => jobs
+                    .into_iter()
+                    .map(|messages| build_job(&slot.ep, messages, now))
+                    .collect::<VecDeque<_>>(),
+                Err((e, requests)) => {
+                    log::error!("dispatcher cannot read the envelopes to send: {e}");
+                    // Unsent, they are still the oldest (a parked one stays parked in the
+                    // store); try again in a moment rather than at once.
+                    for m in requests.into_iter().flatten().rev() {
+                        if !m.parked {
+                            slot.queue.push_front(m);
+                        }
+                    }
+                    let at = now_mono + READ_RETRY;
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    continue;
+                }
+            };
+            if jobs.is_empty() {
+                continue;
             }
             let cancel = Arc::new(AtomicBool::new(false));
             slot.in_flight = Some(cancel.clone());
@@ -628,22 +657,59 @@ impl Dispatcher {
     }
 }
 
+/// A request's messages, each with its event's envelope.
+type WithPayloads = Vec<(QueuedMessage, String)>;
+
+/// Pairs each message of these requests with its event's envelope, read in one statement on a
+/// reader connection. A message whose event is gone (deleted with its endpoint meanwhile) is
+/// left out, and so is a request left with none. On failure the requests come back unsent.
+fn with_payloads(
+    store: &Store,
+    requests: Vec<Vec<QueuedMessage>>,
+) -> Result<Vec<WithPayloads>, (StoreError, Vec<Vec<QueuedMessage>>)> {
+    let seqs: Vec<i64> = requests.iter().flatten().map(|m| m.event_seq).collect();
+    let payloads = match store.payloads(&seqs) {
+        Ok(p) if p.len() == seqs.len() => p,
+        Ok(p) => {
+            let why = format!("asked for {} envelopes, read {}", seqs.len(), p.len());
+            return Err((StoreError::Refused(why), requests));
+        }
+        Err(e) => return Err((e, requests)),
+    };
+    let mut payloads = payloads.into_iter();
+    Ok(requests
+        .into_iter()
+        .map(|messages| {
+            messages
+                .into_iter()
+                .filter_map(|m| payloads.next().flatten().map(|p| (m, p)))
+                .collect::<Vec<_>>()
+        })
+        .filter(|r| !r.is_empty())
+        .collect())
+}
+
 /// One request: a lone message as its own envelope, several as a batch envelope.
-fn build_job(ep: &DispatchEndpoint, messages: Vec<QueuedMessage>, now: i64) -> Job {
+fn build_job(ep: &DispatchEndpoint, messages: WithPayloads, now: i64) -> Job {
     let secrets = ep
         .secrets
         .iter()
         .filter(|(_, expires)| expires.is_none_or(|e| e > now))
         .map(|(s, _)| s.clone())
         .collect();
-    let (delivery_id, event_header, body) = if messages.len() == 1 {
-        let m = &messages[0];
-        (m.event_id.clone(), m.event_type.clone(), m.payload.clone())
-    } else {
-        let id = crate::id::new("bat");
-        let payloads: Vec<&str> = messages.iter().map(|m| m.payload.as_str()).collect();
-        let body = crate::event::batch_envelope(&id, now, &payloads);
-        (id, "batch".to_string(), body)
+    let (messages, mut payloads): (Vec<QueuedMessage>, Vec<String>) = messages.into_iter().unzip();
+    let (delivery_id, event_header, body) = match messages.as_slice() {
+        [m] => (
+            m.event_id.clone(),
+            m.event_type.clone(),
+            payloads.pop().unwrap_or_default(),
+        ),
+        _ => {
+            let id = crate::id::new("bat");
+            let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+            let body = crate::event::batch_envelope(&id, now, &payloads);
+            (id, "batch".to_string(), body)
+        }
     };
     Job {
         endpoint_seq: ep.seq,

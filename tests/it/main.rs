@@ -10,5 +10,6 @@ mod guard;
 mod hardening;
 mod harness;
 mod ops;
+mod queue;
 mod sources;
 mod supervise;
