@@ -815,7 +815,9 @@
       row.dataset.result = result.ok ? "ok" : "bad";
       let snippet = attempt.response_body || "";
       if (snippet.length > SNIPPET_CHARS) snippet = `${snippet.slice(0, SNIPPET_CHARS)}…`;
-      event.append(" ", el("span", { class: "muted", text: `attempt ${attempt.attempt}` }));
+      // A list embeds only a message's newest attempts; attempt_count says how many it has.
+      const of = Number.isInteger(message.attempt_count) ? ` of ${message.attempt_count}` : "";
+      event.append(" ", el("span", { class: "muted", text: `attempt ${attempt.attempt}${of}` }));
       row.append(
         cell("Time", timeElement(attempt.at)),
         event,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
@@ -30,15 +30,16 @@ pub fn start(
 ) -> std::io::Result<JoinHandle<()>> {
     supervisor.spawn_restarting("retention", WRITER_BOUND, move |beat| {
         loop {
-            // Waits out the interval in short sleeps, beating between them.
-            let due = Instant::now() + INTERVAL;
+            // Waits out the interval in short sleeps, beating between them. The interval runs
+            // on the monotonic clock, and the test clock's jumps are seen within one wait.
+            let due = crate::time::mono() + INTERVAL;
             loop {
                 beat.beat();
-                let left = due.saturating_duration_since(Instant::now());
+                let left = due.saturating_duration_since(crate::time::mono());
                 if left.is_zero() {
                     break;
                 }
-                match stop.recv_timeout(left.min(IDLE_WAKE)) {
+                match stop.recv_timeout(crate::time::wait(left.min(IDLE_WAKE))) {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }

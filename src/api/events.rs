@@ -1,5 +1,6 @@
 //! `/api/v1/events` and `/api/v1/messages`: publishing with validation and idempotency, the
-//! event and message views with their attempt logs, and manual resends.
+//! event and message views with their attempt logs (a list embeds the newest few attempts of
+//! each message, one message's route all of them), and manual resends.
 
 use serde_json::{Value, json};
 
@@ -28,6 +29,7 @@ pub fn render_message(m: &MessageRow) -> Value {
         "status": m.status,
         "created_at": rfc3339(m.created_at),
         "attempts": m.attempts.iter().map(render_attempt).collect::<Vec<_>>(),
+        "attempt_count": m.attempt_count,
         "next_attempt_at": m.next_attempt_at.map(crate::time::rfc3339_ms),
     })
 }
@@ -182,6 +184,16 @@ pub fn list_messages(api: &Api, req: &Req) -> Result<Reply> {
         .store
         .list_messages(&filter, page.cursor, page.limit + 1)?;
     page.wrap(rows, |m| m.seq, |m| Ok(render_message(m)))
+}
+
+/// One message with every attempt; a list embeds only the newest few.
+pub fn get_message(api: &Api, id: &str) -> Result<Reply> {
+    let m = message_seq(id)
+        .map(|seq| api.store.message(seq))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    Ok(Reply::json(200, &render_message(&m)))
 }
 
 pub fn retry_message(api: &Api, id: &str) -> Result<Reply> {

@@ -186,7 +186,7 @@ impl Scheduler {
         beat: &Beat,
     ) {
         let wall = crate::time::now_ms();
-        let now = Instant::now();
+        let now = crate::time::mono();
         for m in monitors {
             // Continue each monitor's rhythm across a restart instead of checking all at once.
             let interval = m.settings.interval_ms;
@@ -200,9 +200,10 @@ impl Scheduler {
         }
         loop {
             beat.work();
-            let timeout = self.heap.peek().map_or(IDLE, |Reverse((due, _, _))| {
-                due.saturating_duration_since(Instant::now())
-            });
+            let timeout =
+                crate::time::wait(self.heap.peek().map_or(IDLE, |Reverse((due, _, _))| {
+                    due.saturating_duration_since(crate::time::mono())
+                }));
             crossbeam_channel::select! {
                 recv(commands) -> command => match command {
                     Ok(Command::Changed(seq)) => self.reload(seq),
@@ -242,7 +243,7 @@ impl Scheduler {
         match self.store.monitor_by_seq(seq) {
             Ok(Some(m)) if m.settings.enabled => {
                 // New or edited settings take effect with a check now.
-                self.insert(m, Instant::now());
+                self.insert(m, crate::time::mono());
             }
             Ok(_) => {
                 self.slots.remove(&seq);
@@ -252,7 +253,7 @@ impl Scheduler {
     }
 
     fn dispatch_due(&mut self) {
-        let now = Instant::now();
+        let now = crate::time::mono();
         while let Some(&Reverse((due, seq, generation))) = self.heap.peek() {
             if due > now {
                 break;

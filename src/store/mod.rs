@@ -10,7 +10,9 @@
 //! (`flush.rs`) after the writer is released, so that other writers go on while the disk
 //! works; the caller answers only after the flush. See ARCHITECTURE.md.
 
+mod counts;
 mod flush;
+mod health;
 mod queue;
 mod schema;
 mod sources;
@@ -54,6 +56,9 @@ pub enum StoreError {
     Missing(PathBuf),
     /// The file could not be made; the error says why.
     File(PathBuf, std::io::Error),
+    /// The last write failed in the database itself, or a write is stuck: `/healthz` says
+    /// so until a write commits again.
+    Failing(String),
 }
 
 impl std::fmt::Display for StoreError {
@@ -84,6 +89,7 @@ impl std::fmt::Display for StoreError {
                 path.display()
             ),
             StoreError::Refused(why) => write!(f, "{why}"),
+            StoreError::Failing(why) => write!(f, "the database is failing: {why}"),
         }
     }
 }
@@ -124,6 +130,10 @@ pub struct Store {
     readers: Mutex<Vec<Connection>>,
     /// Event ids from event `seq`s, with this database's key.
     event_ids: EventIds,
+    /// Messages by status as committed, for `/metrics` (`counts.rs`).
+    message_counts: counts::MessageCounts,
+    /// What the writes say of the store's health, for `/healthz` (`health.rs`).
+    health: health::Health,
 }
 
 const MAX_IDLE_READERS: usize = 8;
@@ -289,6 +299,7 @@ impl Store {
         } else {
             None
         };
+        let message_counts = counts::MessageCounts::start(&writer).map_err(opening)?;
         Ok(Store {
             path: path.to_path_buf(),
             max_bytes,
@@ -296,6 +307,8 @@ impl Store {
             wal,
             readers: Mutex::new(Vec::new()),
             event_ids,
+            message_counts,
+            health: health::Health::new(),
         })
     }
 
@@ -308,9 +321,20 @@ impl Store {
     ) -> Result<T> {
         let (value, commit) = {
             let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
+            self.health.write_began();
+            // Whatever a failed write left staged on this thread was never committed.
+            counts::take_staged();
+            let result = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let value = f(&tx)?;
+                // The changes of status this transaction's statements staged (`counts.rs`).
+                let delta = counts::take_staged();
+                tx.commit()?;
+                Ok((value, delta))
+            })();
+            self.health.write_ended(result.as_ref().map(|_| ()));
+            let (value, delta) = result?;
+            self.message_counts.apply(&delta);
             (
                 value,
                 self.wal.as_ref().map_or(0, flush::Flusher::committed),
@@ -363,24 +387,17 @@ impl Store {
         })
     }
 
-    /// The store's side of `/metrics`: messages by status, the oldest pending message's age
-    /// and endpoints by state.
+    /// The store's side of `/metrics`: messages by status (from memory), the oldest pending
+    /// message's age (one step down `messages_by_status`), endpoints by state and monitors by
+    /// status (a pass over those tables, which hold what an operator configured).
     pub fn gauges(&self, now: i64) -> Result<crate::metrics::Gauges> {
         self.read(|c| {
             let mut g = crate::metrics::Gauges {
-                messages: [
-                    ("pending", 0),
-                    ("parked", 0),
-                    ("delivered", 0),
-                    ("failed", 0),
-                ],
+                // Kept in memory: a scrape counts no message (`counts.rs`).
+                messages: self.message_counts.get(),
                 endpoints: [("enabled", 0), ("backing_off", 0), ("disabled", 0)],
                 ..Default::default()
             };
-            let mut stmt = c.prepare_cached("SELECT count(*) FROM messages WHERE status = ?1")?;
-            for (status, n) in g.messages.iter_mut() {
-                *n = stmt.query_row([*status], |r| r.get(0))?;
-            }
             let oldest: Option<i64> = c
                 .prepare_cached(OLDEST_PENDING)?
                 .query_row([], |r| r.get(0))?;
@@ -459,22 +476,30 @@ impl Store {
         })
     }
 
-    /// Reads and writes a row, to prove the store answers (for `/healthz`).
+    /// The store's health for `/healthz`, without a write (`health.rs`): no flush of the log
+    /// has failed since the start; the last write the service made committed, or failed for
+    /// a reason other than the database's (a refusal, a constraint); no write has held the
+    /// writer for 30 s; and, when nothing has committed in the last second, the write lock can
+    /// be taken (`probe_writer`; once a second at most, however many probes arrive).
     pub fn health_check(&self) -> Result<()> {
         if let Some(e) = self.wal.as_ref().and_then(flush::Flusher::failure) {
             return Err(e);
         }
-        self.read(|c| {
-            Ok(c.query_row("SELECT count(*) FROM settings", [], |r| r.get::<_, i64>(0))?)
-        })?;
-        self.write(Durability::Normal, |tx| {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES ('health_checked_at', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [crate::time::now_ms().to_string()],
-            )?;
-            Ok(())
-        })
+        match self.health.check()? {
+            health::Verdict::Healthy => Ok(()),
+            health::Verdict::Probe => self.health.probe(|| self.probe_writer()),
+        }
+    }
+
+    /// Begins an immediate transaction, reads a row and rolls back: proves the database can
+    /// be read and its write lock taken (waiting the busy timeout at most), and writes nothing.
+    fn probe_writer(&self) -> Result<()> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached("SELECT count(*) FROM settings")?
+            .query_row([], |r| r.get::<_, i64>(0))?;
+        tx.rollback()?;
+        Ok(())
     }
 
     // ---- endpoints ----
@@ -574,6 +599,16 @@ impl Store {
                 })
                 .optional()?;
             if let Some(seq) = seq {
+                // Its messages go with it (ON DELETE CASCADE); counted first, through the
+                // queue's index on (endpoint_seq, status).
+                let mut by_status = tx.prepare_cached(
+                    "SELECT status, count(*) FROM messages WHERE endpoint_seq = ?1 GROUP BY status",
+                )?;
+                let mut rows = by_status.query([seq])?;
+                while let Some(row) = rows.next()? {
+                    let status: String = row.get(0)?;
+                    counts::stage(counts::index(&status), None, row.get(1)?);
+                }
                 tx.execute("DELETE FROM endpoints WHERE seq = ?1", [seq])?;
             }
             Ok(seq)
@@ -704,7 +739,8 @@ impl Store {
 
     // ---- messages ----
 
-    /// Messages newest first, filtered, before `cursor` (a `seq`), with their attempts.
+    /// Messages newest first, filtered, before `cursor` (a `seq`), each with its newest
+    /// `ATTEMPTS_IN_LIST` attempts and how many it has.
     pub fn list_messages(
         &self,
         filter: &MessageFilter,
@@ -729,13 +765,17 @@ impl Store {
                 message_row,
             )?;
             let mut messages = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut count =
+                c.prepare_cached("SELECT count(*) FROM attempts WHERE message_seq = ?1")?;
             for m in &mut messages {
-                m.attempts = attempts_of(c, m.seq)?;
+                m.attempts = attempts_of(c, m.seq, Some(ATTEMPTS_IN_LIST))?;
+                m.attempt_count = count.query_row([m.seq], |r| r.get(0))?;
             }
             Ok(messages)
         })
     }
 
+    /// One message with every attempt.
     pub fn message(&self, seq: i64) -> Result<Option<MessageRow>> {
         self.read(|c| {
             let sql = format!("{MESSAGE_SELECT} WHERE m.seq = ?1");
@@ -744,7 +784,8 @@ impl Store {
                 .query_row([seq], message_row)
                 .optional()?;
             if let Some(m) = &mut m {
-                m.attempts = attempts_of(c, m.seq)?;
+                m.attempts = attempts_of(c, m.seq, None)?;
+                m.attempt_count = m.attempts.len() as i64;
             }
             Ok(m)
         })
@@ -754,14 +795,16 @@ impl Store {
     /// backoff so that it goes out at once; returns the endpoint's seq.
     pub fn requeue_message(&self, seq: i64, now: i64) -> Result<Option<i64>> {
         self.write(Durability::Full, |tx| {
-            let endpoint: Option<i64> = tx
+            let found: Option<(i64, String)> = tx
                 .query_row(
-                    "SELECT endpoint_seq FROM messages WHERE seq = ?1",
+                    "SELECT endpoint_seq, status FROM messages WHERE seq = ?1",
                     [seq],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            if endpoint.is_some() {
+            let endpoint = found.as_ref().map(|(endpoint, _)| *endpoint);
+            if let Some((_, status)) = &found {
+                counts::stage(counts::index(status), Some(counts::PENDING), 1);
                 tx.execute(
                     "UPDATE messages SET status = 'pending', failures = 0, next_attempt_at = NULL,
                             requeued_at = ?2, finished_at = NULL WHERE seq = ?1",
@@ -779,12 +822,14 @@ impl Store {
     /// Makes an endpoint's `failed` messages accepted at or after `since` pending again.
     pub fn replay_failed(&self, endpoint_seq: i64, since: i64, now: i64) -> Result<usize> {
         self.write(Durability::Full, |tx| {
-            Ok(tx.execute(
+            let n = tx.execute(
                 "UPDATE messages SET status = 'pending', failures = 0, next_attempt_at = NULL,
                         requeued_at = ?3, finished_at = NULL
                  WHERE endpoint_seq = ?1 AND status = 'failed' AND created_at >= ?2",
                 params![endpoint_seq, since, now],
-            )?)
+            )?;
+            counts::stage(Some(counts::FAILED), Some(counts::PENDING), n as i64);
+            Ok(n)
         })
     }
 
@@ -815,7 +860,8 @@ impl Store {
             // Their attempts go with them (ON DELETE CASCADE).
             let mut delete_message = tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
             for seq in &messages {
-                delete_message.execute([seq])?;
+                let n = delete_message.execute([seq])?;
+                counts::stage(Some(counts::DELIVERED), None, n as i64);
             }
             // A request of a batch stays while an attempt of another message refers to it.
             let mut delete_request = tx.prepare_cached(
@@ -1006,6 +1052,7 @@ fn publish_one(
     for seq in &targets {
         insert.execute(params![event_seq, seq, item.created_at])?;
     }
+    counts::stage(None, Some(counts::PENDING), targets.len() as i64);
     if let Some(idem) = &item.idempotency {
         tx.prepare_cached(
             "INSERT INTO idempotency_keys (key, request, event_id, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -1087,17 +1134,27 @@ fn message_row(r: &rusqlite::Row) -> rusqlite::Result<MessageRow> {
         created_at: r.get(4)?,
         next_attempt_at: r.get(5)?,
         attempts: Vec::new(),
+        attempt_count: 0,
     })
 }
 
-fn attempts_of(c: &Connection, message_seq: i64) -> Result<Vec<AttemptRow>> {
+/// Attempts a list of messages embeds per message, the newest (SPEC 4.5): each carries up to
+/// 4 KiB of response body, and a page holds up to 500 messages. One message's route shows all.
+pub const ATTEMPTS_IN_LIST: usize = 5;
+
+/// A message's attempts, oldest first: the newest `limit` of them, or all.
+fn attempts_of(c: &Connection, message_seq: i64, limit: Option<usize>) -> Result<Vec<AttemptRow>> {
     let mut stmt = c.prepare_cached(
         "SELECT r.at, a.attempt, r.duration_ms, r.status_code, r.error, r.response_body
          FROM attempts a JOIN requests r ON r.seq = a.request_seq
-         WHERE a.message_seq = ?1 ORDER BY a.attempt",
+         WHERE a.message_seq = ?1 ORDER BY a.attempt DESC LIMIT ?2",
     )?;
-    let rows = stmt.query_map([message_seq], attempt_row)?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    // A negative LIMIT is none.
+    let limit = limit.map_or(-1, |n| n as i64);
+    let rows = stmt.query_map(params![message_seq, limit], attempt_row)?;
+    let mut attempts = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    attempts.reverse();
+    Ok(attempts)
 }
 
 fn attempt_row(r: &rusqlite::Row) -> rusqlite::Result<AttemptRow> {
@@ -1212,7 +1269,10 @@ pub struct MessageRow {
     pub status: String,
     pub created_at: i64,
     pub next_attempt_at: Option<i64>,
+    /// Oldest first; in a list, only the newest `ATTEMPTS_IN_LIST`.
     pub attempts: Vec<AttemptRow>,
+    /// How many attempts the message has, whether `attempts` holds them all or not.
+    pub attempt_count: i64,
 }
 
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Durability, Result, Store};
+use super::{Durability, Result, Store, counts};
 
 /// An endpoint as the dispatcher needs it.
 #[derive(Debug, Clone)]
@@ -24,13 +24,16 @@ pub struct DispatchEndpoint {
     pub secrets: Vec<(String, Option<i64>)>,
 }
 
-/// A message ready to go out, with its event's envelope.
+/// A message ready to go out. Its event's envelope is not here: the dispatcher holds these
+/// for every message it has read ahead, also while its endpoint backs off, and reads the
+/// envelopes (`payloads`) only for the request it builds, so that memory follows the requests
+/// in flight rather than what is pending.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {
     pub seq: i64,
+    pub event_seq: i64,
     pub event_id: String,
     pub event_type: String,
-    pub payload: String,
     /// Attempts made so far.
     pub attempts: i64,
     /// Consecutive failures while parked.
@@ -102,16 +105,20 @@ fn dispatch_row(c: &Connection, r: &rusqlite::Row, now: i64) -> rusqlite::Result
 }
 
 const QUEUED_COLUMNS: &str =
-    "SELECT m.seq, e.id, e.type, e.payload, m.attempts, m.failures, m.status = 'parked',
+    "SELECT m.seq, m.event_seq, e.id, e.type, m.attempts, m.failures, m.status = 'parked',
         max(m.created_at, coalesce(m.requeued_at, 0)), m.created_at";
+/// Envelopes by event seq, in the order of the JSON array `?1`; a unit test checks that each
+/// is one lookup by the events' primary key.
+pub(super) const PAYLOADS: &str = "SELECT e.payload FROM json_each(?1) j
+     LEFT JOIN events e ON e.seq = j.value ORDER BY j.key";
 const QUEUED_FROM: &str = "FROM messages m JOIN events e ON e.seq = m.event_seq";
 
 fn queued_row(r: &rusqlite::Row) -> rusqlite::Result<QueuedMessage> {
     Ok(QueuedMessage {
         seq: r.get(0)?,
-        event_id: r.get(1)?,
-        event_type: r.get(2)?,
-        payload: r.get(3)?,
+        event_seq: r.get(1)?,
+        event_id: r.get(2)?,
+        event_type: r.get(3)?,
         attempts: r.get(4)?,
         failures: r.get(5)?,
         parked: r.get(6)?,
@@ -159,6 +166,26 @@ impl Store {
         })
     }
 
+    /// The envelopes of these events, in the order asked, `None` for an event that is gone (its
+    /// messages went with their endpoint). One statement on a reader connection, whatever the
+    /// number: the seqs go in as one JSON array.
+    pub fn payloads(&self, event_seqs: &[i64]) -> Result<Vec<Option<String>>> {
+        let mut list = String::with_capacity(event_seqs.len() * 8 + 2);
+        list.push('[');
+        for (i, seq) in event_seqs.iter().enumerate() {
+            if i > 0 {
+                list.push(',');
+            }
+            list.push_str(&seq.to_string());
+        }
+        list.push(']');
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(PAYLOADS)?;
+            let rows = stmt.query_map([list], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     /// The parked message of an endpoint that is due first, due or not.
     pub fn next_parked(&self, endpoint_seq: i64) -> Result<Option<(QueuedMessage, i64)>> {
         self.read(|c| {
@@ -183,6 +210,14 @@ impl Store {
             let mut insert_attempt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO attempts (message_seq, request_seq, attempt) VALUES (?1, ?2, ?3)",
             )?;
+            // A message is pending when its request goes out but for parked ones and a rare
+            // race with the API, so the update tries that first and learns the old status for
+            // `/metrics` (`counts.rs`) without a read of its own; otherwise it reads it.
+            let mut update_pending = tx.prepare_cached(
+                "UPDATE messages SET attempts = ?2, status = ?3, failures = ?4, next_attempt_at = ?5,
+                        finished_at = ?6 WHERE seq = ?1 AND status = 'pending'",
+            )?;
+            let mut status_of = tx.prepare_cached("SELECT status FROM messages WHERE seq = ?1")?;
             let mut update_message = tx.prepare_cached(
                 "UPDATE messages SET attempts = ?2, status = ?3, failures = ?4, next_attempt_at = ?5,
                         finished_at = ?6 WHERE seq = ?1",
@@ -228,10 +263,20 @@ impl Store {
                         Verdict::Pending => ("pending", 0, None, None),
                         Verdict::Failed => ("failed", 0, None, Some(finished)),
                     };
-                    // A message deleted with its endpoint mid-flight simply matches nothing.
-                    if update_message.execute(params![seq, attempt, status, failures, next, finished_at])? > 0 {
-                        insert_attempt.execute(params![seq, request_seq, attempt])?;
-                    }
+                    let row = params![seq, attempt, status, failures, next, finished_at];
+                    let old = if update_pending.execute(row)? > 0 {
+                        Some(counts::PENDING)
+                    } else {
+                        // A message deleted with its endpoint mid-flight matches nothing.
+                        let old: Option<String> =
+                            status_of.query_row([seq], |r| r.get(0)).optional()?;
+                        match old {
+                            Some(old) if update_message.execute(row)? > 0 => counts::index(&old),
+                            _ => continue,
+                        }
+                    };
+                    counts::stage(old, counts::index(status), 1);
+                    insert_attempt.execute(params![seq, request_seq, attempt])?;
                 }
                 if let Some(reason) = o.disable {
                     disable_endpoint.execute(params![o.endpoint_seq, reason])?;
@@ -247,5 +292,68 @@ impl Store {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{NewEndpoint, NewEvent, PublishResult};
+    use super::*;
+
+    #[test]
+    fn payloads_come_in_the_order_asked_with_none_for_a_missing_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), None).unwrap();
+        store
+            .create_endpoint(&NewEndpoint {
+                id: crate::id::new("ep"),
+                url: "http://127.0.0.1:9/".into(),
+                description: String::new(),
+                event_types: Vec::new(),
+                enabled: true,
+                batch_max: 100,
+                batch_window_ms: 0,
+                secret: crate::secret::generate(),
+                now: 1,
+            })
+            .unwrap();
+        let mut items: Vec<NewEvent> = (0..3)
+            .map(|i| NewEvent {
+                payload: format!("{{\"id\":\"{}\",\"n\":{i}}}", crate::event::UNASSIGNED_ID),
+                event_type: "incident.created".into(),
+                created_at: 10,
+                only_endpoint: None,
+                idempotency: None,
+            })
+            .collect();
+        let results = store.publish(&mut items, 10).unwrap();
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, PublishResult::Accepted { .. }))
+        );
+        let queued = store.pending_after(1, 0, 10).unwrap();
+        let seqs: Vec<i64> = queued.iter().map(|m| m.event_seq).collect();
+        assert_eq!(seqs.len(), 3);
+        let asked = [seqs[2], 999_999, seqs[0]];
+        let got = store.payloads(&asked).unwrap();
+        assert_eq!(got.len(), 3);
+        assert!(got[0].as_deref().is_some_and(|p| p.ends_with("\"n\":2}")));
+        assert_eq!(got[1], None);
+        assert!(got[2].as_deref().is_some_and(|p| p.ends_with("\"n\":0}")));
+        assert_eq!(store.payloads(&[]).unwrap(), Vec::<Option<String>>::new());
+        // Each envelope is one lookup by the primary key, never a scan of the events.
+        let plan: Vec<String> = store
+            .read(|c| {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {PAYLOADS}"))?;
+                let rows = stmt.query_map(["[1,2]"], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("SEARCH e USING INTEGER PRIMARY KEY")),
+            "{plan:?}"
+        );
     }
 }

@@ -703,7 +703,10 @@ fn backoff_follows_the_schedule() {
         assert_signed(hit, &[&secret]);
     }
 
-    let message = wait_message_status(&server, s(&event, "id"), &id, "delivered", DELIVERY);
+    let delivered = wait_message_status(&server, s(&event, "id"), &id, "delivered", DELIVERY);
+    // A list embeds the newest attempts only; the message's own route shows every one.
+    let path = format!("/api/v1/messages/{}", s(&delivered, "id"));
+    let message = server.expect("GET", &path, None, 200);
     let mut expected: Vec<Value> = vec![json!(500); 5];
     expected.push(json!(200));
     assert_eq!(attempt_codes(&message), expected, "{message}");

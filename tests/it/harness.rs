@@ -1266,3 +1266,80 @@ fn receiver_sees_concurrent_requests_and_scripts() {
     );
     assert_eq!(receiver.hits()[0].text(), "one");
 }
+
+// ---------------------------------------------------------------------------------------
+// Servers with extra environment (added for tests/it/clock.rs)
+
+impl Server {
+    /// Like [`Server::start`], with extra environment variables for the process (for example
+    /// `STATUSSENTRY_TEST_CLOCK`, which debug builds read).
+    pub fn start_with_env(extra_toml: &str, env: &[(&str, &Path)]) -> Server {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        write_config(dir.path(), extra_toml);
+        let log = Arc::new(Mutex::new(String::new()));
+        let (child, addr) = spawn_server_with_env(dir.path(), &log, env);
+        Server {
+            dir,
+            child: Some(child),
+            addr,
+            client: Api::new(addr),
+            log,
+        }
+    }
+
+    /// Like [`Server::restart`], with extra environment variables for the new process.
+    pub fn restart_with_env(&mut self, env: &[(&str, &Path)]) {
+        if self.child.is_some() {
+            let status = self.stop();
+            assert!(status.success(), "server exited with {status} on SIGTERM");
+        }
+        self.log.lock().unwrap().push_str("\n----- restart -----\n");
+        let (child, addr) = spawn_server_with_env(self.dir.path(), &self.log, env);
+        self.child = Some(child);
+        self.addr = addr;
+        self.client = Api::new(addr);
+    }
+}
+
+fn spawn_server_with_env(
+    dir: &Path,
+    log: &Arc<Mutex<String>>,
+    env: &[(&str, &Path)],
+) -> (Child, SocketAddr) {
+    let mut cmd = command(dir);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(dir.join("statussentry.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+    let (tx, rx) = crossbeam_channel::unbounded::<SocketAddr>();
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stderr_log = Arc::clone(log);
+    thread::spawn(move || {
+        read_lines(stderr, &stderr_log, |line| {
+            if let Some(addr) = parse_listening(line) {
+                let _ = tx.send(addr);
+            }
+        })
+    });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stdout_log = Arc::clone(log);
+    thread::spawn(move || read_lines(stdout, &stdout_log, |_| {}));
+    match rx.recv_timeout(START_DEADLINE) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "statussentry printed no `listening on` line; output:\n{}",
+                log.lock().unwrap()
+            )
+        }
+    }
+}

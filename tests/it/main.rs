@@ -4,11 +4,13 @@
 
 mod api;
 mod assets;
+mod clock;
 mod delivery;
 mod edge;
 mod guard;
 mod hardening;
 mod harness;
 mod ops;
+mod queue;
 mod sources;
 mod supervise;
