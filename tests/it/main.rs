@@ -8,4 +8,5 @@ mod delivery;
 mod hardening;
 mod harness;
 mod ops;
+mod soak;
 mod sources;
