@@ -112,12 +112,29 @@
   // The API
 
   class ApiError extends Error {
-    constructor(status, code, message, field) {
+    constructor(status, code, message, field, retryAfter) {
       super(message);
       this.status = status;
       this.code = code;
       this.field = field || null;
+      // Whole seconds from a Retry-After header in seconds, else null.
+      this.retryAfter = retryAfter ?? null;
     }
+  }
+
+  // The seconds of a Retry-After header given in seconds (the API's form), else null.
+  function retryAfterSeconds(response) {
+    const value = response.headers.get("Retry-After");
+    return value && /^\d+$/.test(value.trim()) ? Number(value.trim()) : null;
+  }
+
+  // What to tell a person whose sign-in the server limited (429 rate_limited): too many wrong
+  // tokens came from this address, whether from this page or from another client behind the
+  // same proxy or tunnel. The server still accepts the correct token meanwhile.
+  function limitedText(e) {
+    const wait = e.retryAfter !== null ? ` Try again in ${plural(e.retryAfter, "second", "seconds")}.` : "";
+    return "Sign-in is paused for this address: too many wrong tokens were sent from it (by " +
+      `this page or another client). That token was not accepted.${wait}`;
   }
 
   // Raised for an answer that arrives after the session it belongs to has ended.
@@ -151,12 +168,15 @@
     if (!response.ok) {
       const e = (data && data.error) || {};
       throw new ApiError(response.status, e.code || `http_${response.status}`,
-        e.message || `The server answered ${response.status}.`, e.field);
+        e.message || `The server answered ${response.status}.`, e.field,
+        retryAfterSeconds(response));
     }
     return data;
   }
 
-  // A request of the signed-in session. A 401 ends the session.
+  // A request of the signed-in session. A 401 ends the session; a 429 does not (the server
+  // never limits the correct token, so it is not a verdict on this session's token), and is
+  // reported where the request was made, like any other refusal.
   async function call(method, path, body) {
     const mine = session;
     try {
@@ -243,6 +263,14 @@
     try {
       types = await request("GET", "/api/v1/event-types", undefined, candidate);
     } catch (e) {
+      if (e.status === 429) {
+        // A limited sign-in is told apart from a wrong token. The server passes the correct
+        // token even while it limits an address, so the token was not right; a saved one is
+        // kept all the same, in case the 429 came from something in front of the server.
+        showError(error, limitedText(e));
+        input.focus();
+        return;
+      }
       storeToken(null);
       input.setAttribute("aria-invalid", "true");
       showError(error, e.status === 401

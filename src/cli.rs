@@ -12,14 +12,55 @@ Usage:
   statussentry backup FILE [--config FILE]  write a consistent copy of the database, also while serving
   statussentry admin-token --reset [--config FILE]
                                            make a new admin token, print it once, store its hash
-  statussentry sign --secret S [--timestamp T]
+  statussentry sign [--secret-file F | --secret S] [--timestamp T]
                                            print an X-StatusSentry-Signature value for the body on stdin
-  statussentry verify --secret S --header H [--tolerance SECS] [--body-file F]
+  statussentry verify [--secret-file F | --secret S] --header H [--tolerance SECS] [--body-file F]
                                            check a received request's signature (body on stdin by default)
   statussentry --help | --version
 
+The signing secret of sign and verify: --secret-file F reads it from a file (surrounding
+whitespace ignored); without either flag it comes from the environment variable
+STATUSSENTRY_SECRET; --secret S puts it on the command line, where every local user can read
+it (ps) while the command runs.
+
+The tools (backup, admin-token) open only an existing database: a relative storage.path is
+taken inside $STATE_DIRECTORY when set (systemd sets it for the service), else the working
+directory; give the service's state directory (STATE_DIRECTORY=/var/lib/statussentry) or an
+absolute storage.path.
+
 Environment: STATUSSENTRY_LISTEN, STATUSSENTRY_ADMIN_TOKEN and STATUSSENTRY_DB override the
-configuration file; RUST_LOG sets the log level (default info).";
+configuration file; STATUSSENTRY_SECRET is the secret of sign and verify; RUST_LOG sets the
+log level (default info).";
+
+/// The environment variable `sign` and `verify` read the secret from when no flag gives it.
+pub const SECRET_ENV: &str = "STATUSSENTRY_SECRET";
+
+/// Where `sign` and `verify` take the signing secret from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Secret {
+    /// Given on the command line (`--secret`) or in `STATUSSENTRY_SECRET`.
+    Value(String),
+    /// `--secret-file`: read when the command runs.
+    File(PathBuf),
+}
+
+impl Secret {
+    /// The secret itself; the error is a usage error naming the file.
+    pub fn read(self) -> Result<String, String> {
+        match self {
+            Secret::Value(s) => Ok(s),
+            Secret::File(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read --secret-file {}: {e}", path.display()))?;
+                let secret = text.trim();
+                if secret.is_empty() {
+                    return Err(format!("--secret-file {} is empty", path.display()));
+                }
+                Ok(secret.to_string())
+            }
+        }
+    }
+}
 
 /// A parsed command line.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,11 +79,11 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     Sign {
-        secret: String,
+        secret: Secret,
         timestamp: Option<i64>,
     },
     Verify {
-        secret: String,
+        secret: Secret,
         header: String,
         tolerance: i64,
         body_file: Option<PathBuf>,
@@ -53,11 +94,18 @@ pub enum Command {
 
 /// Parses the arguments after the program name; the error is a one-line reason.
 pub fn parse(args: &[String]) -> Result<Command, String> {
+    let secret_env = std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty());
+    parse_with(args, secret_env)
+}
+
+/// [`parse`], given the value of `STATUSSENTRY_SECRET`.
+fn parse_with(args: &[String], secret_env: Option<String>) -> Result<Command, String> {
     let mut positional: Vec<&str> = Vec::new();
     let mut flags: Vec<(&str, Option<&str>)> = Vec::new();
     let takes_value = [
         "--config",
         "--secret",
+        "--secret-file",
         "--timestamp",
         "--header",
         "--tolerance",
@@ -98,8 +146,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "check-config" => &["--config"],
         "backup" => &["--config"],
         "admin-token" => &["--reset", "--config"],
-        "sign" => &["--secret", "--timestamp"],
-        "verify" => &["--secret", "--header", "--tolerance", "--body-file"],
+        "sign" => &["--secret", "--secret-file", "--timestamp"],
+        "verify" => &[
+            "--secret",
+            "--secret-file",
+            "--header",
+            "--tolerance",
+            "--body-file",
+        ],
         "help" => return Ok(Command::Help),
         other => return Err(format!("unknown command {other:?}")),
     };
@@ -115,6 +169,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     }
     let value = |name: &str| flags.iter().find(|(n, _)| *n == name).and_then(|(_, v)| *v);
     let required = |name: &str| value(name).ok_or_else(|| format!("{sub} needs {name}"));
+    let secret = || match (value("--secret"), value("--secret-file")) {
+        (Some(_), Some(_)) => Err("give the secret once: --secret or --secret-file".to_string()),
+        (Some(s), None) => Ok(Secret::Value(s.to_string())),
+        (None, Some(f)) => Ok(Secret::File(PathBuf::from(f))),
+        (None, None) => secret_env.clone().map(Secret::Value).ok_or_else(|| {
+            format!("{sub} needs --secret-file F, {SECRET_ENV} in the environment, or --secret S")
+        }),
+    };
     Ok(match sub {
         "serve" => Command::Serve {
             config: value("--config").map(PathBuf::from),
@@ -135,7 +197,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             }
         }
         "sign" => Command::Sign {
-            secret: required("--secret")?.to_string(),
+            secret: secret()?,
             timestamp: match value("--timestamp") {
                 None => None,
                 Some(t) => Some(
@@ -145,7 +207,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             },
         },
         _ => Command::Verify {
-            secret: required("--secret")?.to_string(),
+            secret: secret()?,
             header: required("--header")?.to_string(),
             tolerance: match value("--tolerance") {
                 None => 300,
@@ -166,7 +228,7 @@ mod tests {
 
     fn p(line: &str) -> Result<Command, String> {
         let args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        parse(&args)
+        parse_with(&args, None)
     }
 
     #[test]
@@ -214,8 +276,24 @@ mod tests {
             (
                 "sign --secret whsec_x --timestamp 5",
                 Ok(Command::Sign {
-                    secret: "whsec_x".into(),
+                    secret: Secret::Value("whsec_x".into()),
                     timestamp: Some(5),
+                }),
+            ),
+            (
+                "sign --secret-file /run/s",
+                Ok(Command::Sign {
+                    secret: Secret::File("/run/s".into()),
+                    timestamp: None,
+                }),
+            ),
+            (
+                "verify --secret-file=s.txt --header h",
+                Ok(Command::Verify {
+                    secret: Secret::File("s.txt".into()),
+                    header: "h".into(),
+                    tolerance: 300,
+                    body_file: None,
                 }),
             ),
         ];
@@ -239,8 +317,32 @@ mod tests {
             "check-config extra",
             "sign --secret s --timestamp soon",
             "verify --secret s",
+            "sign --secret s --secret-file f",
+            "verify --header h",
         ] {
             assert!(p(line).is_err(), "{line:?} parsed");
         }
+    }
+
+    #[test]
+    fn the_secret_may_come_from_the_environment() {
+        let args =
+            |line: &str| -> Vec<String> { line.split_whitespace().map(str::to_string).collect() };
+        let env = || Some("whsec_from_env".to_string());
+        assert_eq!(
+            parse_with(&args("sign"), env()),
+            Ok(Command::Sign {
+                secret: Secret::Value("whsec_from_env".into()),
+                timestamp: None,
+            })
+        );
+        // A flag wins over the environment.
+        assert_eq!(
+            parse_with(&args("sign --secret whsec_flag"), env()),
+            Ok(Command::Sign {
+                secret: Secret::Value("whsec_flag".into()),
+                timestamp: None,
+            })
+        );
     }
 }

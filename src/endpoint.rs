@@ -1,7 +1,6 @@
 //! What makes an endpoint's settings valid: its URL (SPEC 4.6), event-type filter and
 //! batching limits. Pure checks shared by the API and the configuration.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::event::EventType;
@@ -41,8 +40,8 @@ pub fn validate_url(url: &str, policy: &Policy) -> Result<(), String> {
     {
         return Err("url port must be between 1 and 65535".into());
     }
-    let literal = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = literal.parse::<IpAddr>()
+    // Read as the resolver will read it: `http://2852039166/` is 169.254.169.254.
+    if let Some(ip) = crate::outbound::host_address(host)
         && let Err(why) = policy.check(ip)
     {
         return Err(format!(
@@ -77,7 +76,7 @@ mod tests {
     #[test]
     fn urls() {
         let long = format!("https://example.com/{}", "a".repeat(2048));
-        let rows: [(&str, bool); 16] = [
+        let rows: [(&str, bool); 23] = [
             ("https://hooks.example.com/statussentry", true),
             ("http://127.0.0.1:9000/hook", true),
             ("http://10.0.0.5/hook", true),
@@ -93,6 +92,13 @@ mod tests {
             ("http://[::ffff:169.254.169.254]/", false),
             ("http://user:pw@example.com/", false),
             ("http:///nohost", false),
+            ("http://2852039166/", false),
+            ("http://0xa9fea9fe/", false),
+            ("http://0251.0376.0251.0376/", false),
+            ("http://169.254.43518/", false),
+            ("http://0/", false),
+            ("http://127.1:8080/", true),
+            ("http://1.example/", true),
             (&long, false),
         ];
         let policy = Policy {

@@ -13,6 +13,7 @@ use crate::delivery;
 use crate::event::EventType;
 use crate::metrics::Metrics;
 use crate::store::{NewEvent, PublishResult, Store, StoreError};
+use crate::supervise::Beat;
 
 /// The most events written in one transaction.
 const MAX_GROUP: usize = 512;
@@ -48,6 +49,9 @@ struct Shared {
     dispatcher: delivery::Handle,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
+    /// The lead's heartbeat: it beats as each group starts and rests when the lead ends, so
+    /// a leader stuck in its commit or flush is seen by the supervisor.
+    lead: Beat,
 }
 
 /// Invariant: when `leading` is false, `queue` is empty.
@@ -100,13 +104,20 @@ impl Slot {
 }
 
 impl Intake {
-    pub fn new(store: Arc<Store>, dispatcher: delivery::Handle, metrics: Arc<Metrics>) -> Intake {
+    /// `lead` is the supervisor's heartbeat of the leader role (`Supervisor::role`).
+    pub fn new(
+        store: Arc<Store>,
+        dispatcher: delivery::Handle,
+        metrics: Arc<Metrics>,
+        lead: Beat,
+    ) -> Intake {
         Intake {
             shared: Arc::new(Shared {
                 store,
                 dispatcher,
                 metrics,
                 state: Mutex::new(State::default()),
+                lead,
             }),
         }
     }
@@ -130,7 +141,21 @@ impl Intake {
         }
         // This thread's event is among the oldest MAX_GROUP queued: it was alone in the queue
         // when it found nobody leading, or first when the lead was handed to it.
-        self.shared.lead();
+        //
+        // A panic while leading is caught here, on the request's own thread: unwinding
+        // through the group's `Round` has answered every event of the group (this one
+        // included) with an error, which the API turns into 503, and has handed the lead on,
+        // and the writer's transaction rolled back. Nothing is left half-done, so the
+        // intake goes on; letting the panic end this connection's thread instead would answer
+        // this request 500 for no better reason.
+        if let Err(panic) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shared.lead()))
+        {
+            log::error!(
+                "the intake's leader panicked ({}); its group was refused with 503 and the lead handed on",
+                crate::supervise::panic_message(&*panic)
+            );
+        }
         match slot.wait() {
             Note::Done(outcome) => outcome,
             Note::Lead => unreachable!("a leader is never handed the lead"),
@@ -147,6 +172,7 @@ impl Shared {
     /// group. The hand-off runs even if the commit panics, and every waiter of the group is
     /// answered, so no thread sleeps forever.
     fn lead(&self) {
+        self.lead.beat();
         let group: Vec<Waiting> = {
             let mut state = self.lock();
             let n = state.queue.len().min(MAX_GROUP);
@@ -164,6 +190,8 @@ impl Shared {
                 w.event
             })
             .collect();
+        // From here on a panic is answered by `round`: the fault hook strikes here.
+        self.lead.work();
         // The lead passes on only after the flush. Passing it on before (so that the next
         // group is written during this flush) shrank groups to about four events and cost
         // more CPU per event for no more throughput (BENCHMARKS.md).
@@ -218,7 +246,10 @@ impl Round<'_> {
         let mut state = self.shared.lock();
         match state.queue.first() {
             Some(next) => next.slot.put(Note::Lead),
-            None => state.leading = false,
+            None => {
+                state.leading = false;
+                self.shared.lead.rest();
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ mod serve;
 mod signature;
 mod sla;
 mod store;
+mod supervise;
 mod systemd;
 mod time;
 
@@ -88,21 +89,31 @@ fn main() -> ExitCode {
             }
         }
         Command::ResetAdminToken { config } => {
-            match Config::load(config.as_deref(), &Env::from_process())
+            let env = Env::from_process();
+            match Config::load(config.as_deref(), &env)
                 .map_err(|e| e.to_string())
-                .and_then(|c| serve::reset_admin_token(&c))
+                .and_then(|c| serve::reset_admin_token(&c, &env))
             {
-                Ok(token) => {
-                    println!("{token}");
-                    eprintln!(
-                        "new admin token stored; a running server takes it at its next start"
-                    );
+                Ok(reset) => {
+                    println!("{}", reset.token);
+                    match reset.overridden_by {
+                        None => eprintln!(
+                            "new admin token stored; a running server takes it at its next start"
+                        ),
+                        Some(source) => eprintln!(
+                            "warning: new admin token stored, but {source} is set and the service uses that token instead; this reset changes nothing until it is unset"
+                        ),
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),
             }
         }
         Command::Sign { secret, timestamp } => {
+            let secret = match secret.read() {
+                Ok(s) => s,
+                Err(e) => return usage_error(&e),
+            };
             let mut body = Vec::new();
             if let Err(e) = std::io::stdin().read_to_end(&mut body) {
                 return fail(&format!("cannot read the body from stdin: {e}"));
@@ -117,6 +128,10 @@ fn main() -> ExitCode {
             tolerance,
             body_file,
         } => {
+            let secret = match secret.read() {
+                Ok(s) => s,
+                Err(e) => return usage_error(&e),
+            };
             let body = match &body_file {
                 Some(path) => {
                     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
@@ -148,6 +163,12 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A usage error found after parsing (an unreadable secret file): exit 2, as `parse`'s.
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("statussentry: {message}");
+    ExitCode::from(2)
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -95,6 +95,64 @@ fn is_private(ip: IpAddr) -> bool {
     }
 }
 
+/// The address a URL's host names when it is an IP literal, read the way the system's
+/// resolver will read it, else `None` (a name, resolved and checked at connection time).
+/// glibc's and musl's `getaddrinfo` take every form `inet_aton` takes, so `2852039166`,
+/// `0xa9fea9fe`, `0251.0376.0251.0376` and `169.254.43518` all name 169.254.169.254, and
+/// `0` names 0.0.0.0; an IPv6 literal comes in brackets.
+pub fn host_address(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(v6) = bare.parse::<Ipv6Addr>() {
+        return Some(IpAddr::V6(v6));
+    }
+    inet_aton(bare).map(IpAddr::V4)
+}
+
+/// IPv4 in the forms of `inet_aton(3)`: one to four parts separated by dots, each decimal,
+/// octal (a leading `0`) or hexadecimal (`0x`); the last part fills the bytes the others
+/// leave (`a.b` = a, then b as 24 bits). Nothing may follow the last part.
+fn inet_aton(text: &str) -> Option<Ipv4Addr> {
+    let mut values = [0u32; 4];
+    let mut count = 0;
+    for part in text.split('.') {
+        *values.get_mut(count)? = aton_part(part)?;
+        count += 1;
+    }
+    let (last, leading) = values[..count].split_last()?;
+    // Each leading part is one byte; the last fills the rest: 32, 24, 16 or 8 bits.
+    let last_bits = 32 - 8 * leading.len() as u32;
+    if leading.iter().any(|v| *v > 0xff) || u64::from(*last) >= 1u64 << last_bits {
+        return None;
+    }
+    let high = leading
+        .iter()
+        .enumerate()
+        .fold(0u32, |acc, (i, v)| acc | (v << (24 - 8 * i as u32)));
+    Some(Ipv4Addr::from(high | last))
+}
+
+/// One part of an `inet_aton` address, as `strtoul` with base 0 reads it when the whole part
+/// must be consumed: it starts with a digit, `0x` means hexadecimal, another leading `0`
+/// octal; at most 32 bits.
+fn aton_part(part: &str) -> Option<u32> {
+    let (digits, radix) =
+        if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (part, 10)
+        };
+    // `from_str_radix` alone would take a leading `+`.
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u32::from_str_radix(digits, radix).ok()
+}
+
 /// Parses a CIDR (`10.0.0.0/8`, `fd00::/8`) or a bare address (taken as a single host).
 pub fn parse_net(text: &str) -> Option<IpNet> {
     let text = text.trim();
@@ -166,6 +224,56 @@ mod tests {
         ];
         for (addr, want) in rows {
             assert_eq!(p.check(ip(addr)), want, "{addr}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_read_as_the_resolver_reads_them() {
+        let metadata = Some(ip("169.254.169.254"));
+        let rows: [(&str, Option<IpAddr>); 34] = [
+            // Every inet_aton spelling of the metadata address.
+            ("169.254.169.254", metadata),
+            ("2852039166", metadata),
+            ("0xa9fea9fe", metadata),
+            ("0XA9FEA9FE", metadata),
+            ("0x00a9fea9fe", metadata),
+            ("0251.0376.0251.0376", metadata),
+            ("0xa9.0xfe.0xa9.0xfe", metadata),
+            ("169.254.43518", metadata),
+            ("169.16689662", metadata),
+            ("0251.0xfe.43518", metadata),
+            // Short forms of other addresses.
+            ("0", Some(ip("0.0.0.0"))),
+            ("00", Some(ip("0.0.0.0"))),
+            ("127.1", Some(ip("127.0.0.1"))),
+            ("10.0.0.1", Some(ip("10.0.0.1"))),
+            ("255.255.255.255", Some(ip("255.255.255.255"))),
+            ("4294967295", Some(ip("255.255.255.255"))),
+            ("[::1]", Some(ip("::1"))),
+            (
+                "[::ffff:169.254.169.254]",
+                Some(ip("::ffff:169.254.169.254")),
+            ),
+            // Names stay names: the resolver would look them up.
+            ("example.com", None),
+            ("1.example", None),
+            ("0x.example", None),
+            ("0x", None),
+            ("08", None),
+            ("0x1g", None),
+            ("1.2.3.4.5", None),
+            ("1..2", None),
+            ("1.2.3.", None),
+            (".1.2.3", None),
+            ("+1", None),
+            ("256.1.1.1", None),
+            ("1.2.3.256", None),
+            ("1.2.65536", None),
+            ("4294967296", None),
+            ("1e3", None),
+        ];
+        for (host, want) in rows {
+            assert_eq!(host_address(host), want, "{host}");
         }
     }
 

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::store::{IDEMPOTENCY_WINDOW_MS, Store};
+use crate::supervise::{Beat, IDLE_WAKE, Supervisor, WRITER_BOUND};
 
 /// How often a pass runs.
 const INTERVAL: Duration = Duration::from_secs(60);
@@ -18,31 +19,49 @@ const BATCH: usize = 500;
 const PAUSE: Duration = Duration::from_millis(20);
 
 /// Runs passes until `stop` receives a message or is closed.
+///
+/// The thread is restarted if it panics (`supervise.rs`): it holds nothing between passes,
+/// and a batch cut short rolls back, so the next pass simply deletes it again.
 pub fn start(
     store: Arc<Store>,
     retention_days: u32,
     stop: Receiver<()>,
+    supervisor: &Supervisor,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("retention".into())
-        .spawn(move || {
+    supervisor.spawn_restarting("retention", WRITER_BOUND, move |beat| {
+        loop {
+            // Waits out the interval in short sleeps, beating between them.
+            let due = Instant::now() + INTERVAL;
             loop {
-                match stop.recv_timeout(INTERVAL) {
+                beat.beat();
+                let left = due.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match stop.recv_timeout(left.min(IDLE_WAKE)) {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
-                if let Err(e) = pass(&store, retention_days, &stop) {
-                    log::error!("retention pass failed: {e}");
-                }
             }
-        })
+            beat.work();
+            if let Err(e) = pass(&store, retention_days, &stop, beat) {
+                log::error!("retention pass failed: {e}");
+            }
+        }
+    })
 }
 
-fn pass(store: &Store, retention_days: u32, stop: &Receiver<()>) -> crate::store::Result<()> {
+fn pass(
+    store: &Store,
+    retention_days: u32,
+    stop: &Receiver<()>,
+    beat: &Beat,
+) -> crate::store::Result<()> {
     let now = crate::time::now_ms();
     let cutoff = now - i64::from(retention_days) * 24 * 3600 * 1000;
     let mut total = 0;
     loop {
+        beat.beat();
         let n = store.prune(cutoff, now - IDEMPOTENCY_WINDOW_MS, BATCH)?;
         total += n;
         if n < BATCH || !stop.is_empty() {
@@ -53,5 +72,6 @@ fn pass(store: &Store, retention_days: u32, stop: &Receiver<()>) -> crate::store
     if total > 0 {
         log::info!("retention: pruned {total} delivered messages older than {retention_days} days");
     }
+    beat.beat();
     store.checkpoint()
 }

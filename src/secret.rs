@@ -75,6 +75,10 @@ pub fn from_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// The longest admin token the configuration accepts. The API refuses a longer bearer token
+/// without hashing it, which keeps the cost of a wrong token small and bounded.
+pub const MAX_ADMIN_TOKEN_LEN: usize = 256;
+
 /// A new admin token: `sstok_` + 43 characters of URL-safe base64 (32 random bytes).
 pub fn generate_admin_token() -> String {
     let mut bytes = [0u8; 32];

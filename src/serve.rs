@@ -1,16 +1,19 @@
 //! `statussentry serve`: opens the store, settles the admin token, starts the dispatcher, the
 //! intake, the API and retention, then waits for SIGTERM or SIGINT and shuts down in
 //! order: stop taking requests, finish stored writes, let deliveries in flight end within
-//! `shutdown_timeout`.
+//! `shutdown_timeout`. Every long-lived thread is started through the supervisor
+//! (`supervise.rs`); the main thread watches them, sends systemd's watchdog pings while they
+//! make progress, and turns the death or stall of one into a non-zero exit.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{self, Api};
-use crate::config::Config;
+use crate::config::{Config, Env};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::supervise::{Supervisor, Watch};
 
 const TOKEN_HASH_KEY: &str = "admin_token_sha256";
 
@@ -33,16 +36,33 @@ pub fn run(config: Config) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
+    Supervisor::log_panics();
+    let supervisor = Supervisor::new();
+    let signals = forward_signals(signals, &supervisor)?;
     let metrics = Arc::new(Metrics::default());
     let (dispatcher, dispatcher_thread) =
-        crate::delivery::start(store.clone(), &config, metrics.clone())?;
-    let (monitors, monitors_thread) =
-        crate::monitor::start(store.clone(), &config, dispatcher.clone(), metrics.clone())?;
-    let intake = Intake::new(store.clone(), dispatcher.clone(), metrics.clone());
+        crate::delivery::start(store.clone(), &config, metrics.clone(), &supervisor)?;
+    let (monitors, monitors_thread) = crate::monitor::start(
+        store.clone(),
+        &config,
+        dispatcher.clone(),
+        metrics.clone(),
+        &supervisor,
+    )?;
+    let intake = Intake::new(
+        store.clone(),
+        dispatcher.clone(),
+        metrics.clone(),
+        supervisor.role("intake", crate::supervise::WRITER_BOUND),
+    );
     let (stop_retention, retention_stop) = crossbeam_channel::bounded(1);
-    let retention_thread =
-        crate::retention::start(store.clone(), config.storage.retention_days, retention_stop)
-            .map_err(|e| format!("cannot start retention: {e}"))?;
+    let retention_thread = crate::retention::start(
+        store.clone(),
+        config.storage.retention_days,
+        retention_stop,
+        &supervisor,
+    )
+    .map_err(|e| format!("cannot start retention: {e}"))?;
     let api = Arc::new(Api::new(
         store.clone(),
         intake,
@@ -51,8 +71,12 @@ pub fn run(config: Config) -> Result<(), String> {
         config.clone(),
         token_hash,
         metrics,
+        supervisor.health(),
     ));
     let server = api::serve(listener, api.clone()).map_err(|e| format!("cannot start API: {e}"))?;
+    // The accept loop ends only at shutdown; if it ever ends before, the API is gone, and the
+    // process must exit non-zero (so that systemd restarts it) instead of looking healthy.
+    supervisor.probe("accept loop", api::accept_probe(&server));
 
     let counts = store.counts().map_err(|e| e.to_string())?;
     log::info!(
@@ -64,10 +88,13 @@ pub fn run(config: Config) -> Result<(), String> {
     );
     crate::systemd::notify_ready();
 
-    let mut signals = signals;
-    if let Some(sig) = signals.forever().next() {
-        log::info!("signal {sig} received; shutting down");
+    match supervisor.watch(&signals, crate::systemd::watchdog()) {
+        Watch::Signal(sig) => log::info!("signal {sig} received; shutting down"),
+        // `/healthz` already fails. Nothing is joined: a dead or stuck thread would hold the
+        // shutdown, and everything acknowledged is already on disk.
+        Watch::Failed(why) => return Err(format!("{why}; exiting")),
     }
+    supervisor.stop();
     api::stop(&api);
     // Checks in flight are abandoned; a check not recorded changes nothing.
     monitors.shutdown();
@@ -83,27 +110,57 @@ pub fn run(config: Config) -> Result<(), String> {
     if let Err(e) = store.checkpoint() {
         log::warn!("final checkpoint failed: {e}");
     }
+    // A thread that died while stopping is a bug worth a non-zero exit, not a quiet one.
+    if let Some(why) = supervisor.failure() {
+        return Err(format!("{why}; stopped"));
+    }
     log::info!("stopped");
     Ok(())
 }
 
-/// How long a client of the admin API may leave a read or write of its connection idle
-/// before the connection is closed, so slow or stalled clients cannot hold threads forever.
-const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Hands SIGTERM and SIGINT to the main thread over a channel, so that it can wait for a
+/// signal and for a failing thread at once. The forwarding thread blocks in the signal
+/// iterator and never beats, so its bound is unlimited; its death still ends the process.
+fn forward_signals(
+    mut signals: signal_hook::iterator::Signals,
+    supervisor: &Supervisor,
+) -> Result<crossbeam_channel::Receiver<i32>, String> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    supervisor
+        .spawn("signals", Duration::MAX, move |_| {
+            for sig in signals.forever() {
+                if tx.send(sig).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(rx)
+}
 
-/// Binds the admin listener. Accepted sockets inherit the listener's options on Linux, which
-/// is how they get their timeouts and `TCP_NODELAY` without reaching into tiny_http.
+/// How many connections the kernel may hold for the accept loop. std's 128 drops the SYNs
+/// of a larger burst, whose clients then retry after 1, 3, 7 s...; the accept loop answers
+/// connections past `server.max_connections` at once, so a deeper queue turns a burst into
+/// prompt answers (a 503 at worst) instead of stalled handshakes. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Binds the admin listener. Accepted sockets inherit `TCP_NODELAY` from it on Linux. Their
+/// timeouts are set on each accepted socket (`api::serve`), never on the listener: on Linux a
+/// receive timeout on a listening socket makes `accept` itself fail after that long without
+/// a new connection.
 fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
-    let socket = socket2::SockRef::from(&listener);
-    let options = socket
-        .set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))
-        .and_then(|()| socket.set_write_timeout(Some(CLIENT_IDLE_TIMEOUT)))
-        .and_then(|()| socket.set_tcp_nodelay(true));
-    if let Err(e) = options {
-        log::warn!("cannot set timeouts on the admin listener: {e}");
+    use socket2::{Domain, Socket, Type};
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(|e| e.to_string())?;
+    // As std does: a restart may bind while the old process's connections are in TIME_WAIT.
+    socket.set_reuse_address(true).map_err(|e| e.to_string())?;
+    socket.bind(&addr.into()).map_err(|e| e.to_string())?;
+    socket.listen(LISTEN_BACKLOG).map_err(|e| e.to_string())?;
+    if let Err(e) = socket.set_tcp_nodelay(true) {
+        log::warn!("cannot set TCP_NODELAY on the admin listener: {e}");
     }
-    Ok(listener)
+    Ok(socket.into())
 }
 
 /// The SHA-256 of the admin token: from the environment or configuration, else the stored
@@ -130,7 +187,7 @@ fn admin_token_hash(store: &Store, config: &Config) -> Result<[u8; 32], String> 
     Ok(crate::secret::hash_token(&token))
 }
 
-/// `statussentry backup FILE`: a consistent copy of the configured database.
+/// `statussentry backup FILE`: a consistent copy of the configured database, 0600.
 pub fn backup(config: &Config, dest: &std::path::Path) -> Result<i64, String> {
     if dest.exists() {
         return Err(format!(
@@ -138,18 +195,23 @@ pub fn backup(config: &Config, dest: &std::path::Path) -> Result<i64, String> {
             dest.display()
         ));
     }
-    if !config.storage.path.exists() {
-        return Err(format!("no database at {}", config.storage.path.display()));
-    }
-    let store =
-        Store::open(&config.storage.path, config.storage.max_size).map_err(|e| e.to_string())?;
+    let store = open_for_tool(config)?;
     store.backup(dest).map_err(|e| e.to_string())
 }
 
-/// `statussentry admin-token --reset`: stores a new token's hash and prints the token.
-pub fn reset_admin_token(config: &Config) -> Result<String, String> {
-    let store =
-        Store::open(&config.storage.path, config.storage.max_size).map_err(|e| e.to_string())?;
+/// What `statussentry admin-token --reset` did.
+pub struct TokenReset {
+    /// The new token, to be printed once.
+    pub token: String,
+    /// Set when a configured token overrides the stored one, so that the reset changes nothing
+    /// the service does.
+    pub overridden_by: Option<&'static str>,
+}
+
+/// `statussentry admin-token --reset`: stores a new token's hash and returns the token.
+/// `env` is the environment `config` was loaded with.
+pub fn reset_admin_token(config: &Config, env: &Env) -> Result<TokenReset, String> {
+    let store = open_for_tool(config)?;
     let token = crate::secret::generate_admin_token();
     store
         .set_setting(
@@ -157,5 +219,37 @@ pub fn reset_admin_token(config: &Config) -> Result<String, String> {
             &crate::secret::to_hex(&crate::secret::hash_token(&token)),
         )
         .map_err(|e| e.to_string())?;
-    Ok(token)
+    // The service takes a configured token over the stored hash (`admin_token_hash`), and
+    // the configuration has merged the two sources: the environment wins over the file.
+    let overridden_by = if config.server.admin_token.is_empty() {
+        None
+    } else if env.admin_token.is_some() {
+        Some("STATUSSENTRY_ADMIN_TOKEN")
+    } else {
+        Some("server.admin_token")
+    };
+    Ok(TokenReset {
+        token,
+        overridden_by,
+    })
+}
+
+/// Opens the service's database for an operator's tool: it must exist. A relative
+/// `storage.path` is taken inside `$STATE_DIRECTORY` when that is set, else the working
+/// directory, so a tool run from a home directory without either would otherwise make a new,
+/// empty database there and act on it.
+fn open_for_tool(config: &Config) -> Result<Store, String> {
+    let path = &config.storage.path;
+    Store::open_existing(path, config.storage.max_size).map_err(|e| match e {
+        crate::store::StoreError::Missing(_) => {
+            let tried = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+            format!(
+                "no database at {}; the tools open only an existing database. Give \
+                 storage.path as an absolute path, or set STATE_DIRECTORY to the service's \
+                 state directory (the unit's is /var/lib/statussentry)",
+                tried.display()
+            )
+        }
+        other => other.to_string(),
+    })
 }

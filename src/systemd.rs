@@ -1,10 +1,18 @@
-//! The one piece of systemd's protocol we speak: `READY=1` on `$NOTIFY_SOCKET` once the store
-//! is open and the listener bound (`Type=notify`). A few lines of std instead of a crate.
+//! The pieces of systemd's notify protocol we speak, on `$NOTIFY_SOCKET`: `READY=1` once the
+//! store is open and the listener bound (`Type=notify`), and `WATCHDOG=1`, which the
+//! supervisor sends only while every long-lived thread makes progress (`WatchdogSec=`). A few
+//! lines of std instead of a crate. Outside systemd (no `$NOTIFY_SOCKET`) nothing is sent.
 
 use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
 
 /// Tells systemd the service is ready; does nothing when not started by systemd.
 pub fn notify_ready() {
+    notify("READY=1");
+}
+
+/// Sends one state line (`READY=1`, `WATCHDOG=1`) to systemd, if it listens.
+pub fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -15,13 +23,26 @@ pub fn notify_ready() {
             // An abstract socket: a leading NUL instead of '@'.
             use std::os::linux::net::SocketAddrExt;
             let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            socket.send_to_addr(b"READY=1", &addr)?;
+            socket.send_to_addr(state.as_bytes(), &addr)?;
         } else {
-            socket.send_to(b"READY=1", &path)?;
+            socket.send_to(state.as_bytes(), &path)?;
         }
         Ok(())
     })();
     if let Err(e) = result {
-        log::warn!("cannot notify systemd of readiness: {e}");
+        log::warn!("cannot send {state} to systemd: {e}");
     }
+}
+
+/// systemd's watchdog interval (`$WATCHDOG_USEC`), when it is meant for this process
+/// (`$WATCHDOG_PID` unset or ours) and pings have somewhere to go.
+pub fn watchdog() -> Option<Duration> {
+    std::env::var_os("NOTIFY_SOCKET")?;
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.trim().parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.trim().parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
+    }
+    (usec > 0).then(|| Duration::from_micros(usec))
 }

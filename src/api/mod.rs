@@ -35,13 +35,19 @@ pub struct Api {
     /// SHA-256 of the admin token.
     pub token_hash: [u8; 32],
     pub metrics: Arc<Metrics>,
+    /// Fails once a long-lived thread has died or stalled (`supervise.rs`).
+    pub health: crate::supervise::Health,
     stopping: AtomicBool,
     /// Requests being answered, so that shutdown can wait for them.
     in_flight: AtomicUsize,
     sign_ins: signin::SignInLimiter,
+    /// The listener's accept loop, once `serve` started it; `/healthz` fails when it stopped.
+    listener: std::sync::OnceLock<tiny_http::AcceptLoop>,
 }
 
 impl Api {
+    // Each argument is a separate shared service; a struct of them would only rename the list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<Store>,
         intake: Intake,
@@ -50,6 +56,7 @@ impl Api {
         config: Config,
         token_hash: [u8; 32],
         metrics: Arc<Metrics>,
+        health: crate::supervise::Health,
     ) -> Api {
         Api {
             store,
@@ -59,9 +66,11 @@ impl Api {
             config,
             token_hash,
             metrics,
+            health,
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             sign_ins: signin::SignInLimiter::default(),
+            listener: std::sync::OnceLock::new(),
         }
     }
 }
@@ -215,18 +224,82 @@ impl Req {
 /// How long shutdown waits for requests being answered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a client of the admin API may leave a read or write of its connection idle
+/// before the connection is closed, and how long a kept-alive connection may wait for its
+/// next request.
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a client is told to wait when `server.max_connections` are open.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
 /// Starts answering requests on `listener`. tiny_http reads each connection on a thread of
-/// its own (a pool that grows with the connections), and each request is answered on that
-/// thread: no hand-off between threads on the way in or out.
+/// its own (a pool bounded by `server.max_connections`), and each request is answered on that
+/// thread: no hand-off between threads on the way in or out. Timeouts go on each accepted
+/// socket, and heads that never reach a handler (over the limits, malformed, too slow, one
+/// connection too many) are answered with the API's error shape by `refusal`.
 pub fn serve(
     listener: std::net::TcpListener,
     api: Arc<Api>,
 ) -> std::result::Result<tiny_http::Server, String> {
+    let server_config = &api.config.server;
+    let metrics = api.metrics.clone();
+    let limits = tiny_http::Limits {
+        max_connections: server_config.max_connections,
+        header_timeout: Some(server_config.header_timeout),
+        idle_timeout: Some(CLIENT_IDLE_TIMEOUT),
+        max_drain: usize::try_from(server_config.max_body_bytes).unwrap_or(usize::MAX),
+        refuse: Some(Arc::new(move |r: &tiny_http::Refusal| {
+            if r.status == 503 {
+                metrics.connection_refused();
+            }
+            let reply = Reply::error(&refusal(r));
+            let mut response =
+                tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+            let headers = [("Content-Type", reply.content_type.to_string())]
+                .into_iter()
+                .chain(reply.headers);
+            for (name, value) in headers {
+                if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                    response.add_header(h);
+                }
+            }
+            response
+        })),
+    };
+    let handler_api = api.clone();
     let handler: tiny_http::Handler = Arc::new(move |request| {
-        let _counted = InFlight::enter(&api.in_flight);
-        answer(&api, request);
+        let _counted = InFlight::enter(&handler_api.in_flight);
+        answer(&handler_api, request);
     });
-    tiny_http::Server::from_listener_with_handler(listener, handler).map_err(|e| e.to_string())
+    let server = tiny_http::Server::from_listener_with_limits(listener, handler, limits)
+        .map_err(|e| e.to_string())?;
+    let _ = api.listener.set(server.accept_loop());
+    Ok(server)
+}
+
+/// Whether `server` still accepts connections, as a check that outlives the borrow of
+/// `server` (for the supervisor's probes): false once its accept loop has ended, which before
+/// shutdown means the API is gone and the process must not go on looking healthy.
+pub fn accept_probe(server: &tiny_http::Server) -> impl Fn() -> bool + Send + Sync + 'static {
+    let accept_loop = server.accept_loop();
+    move || accept_loop.running()
+}
+
+/// The API's error for a request head or connection tiny_http refused by itself. SPEC 5's
+/// codes are a closed set; statuses it does not list take the nearest code.
+fn refusal(r: &tiny_http::Refusal) -> ApiError {
+    let code = match r.status {
+        503 => "unavailable",
+        408 => "unavailable",
+        414 | 431 => "payload_too_large",
+        _ => "invalid_field",
+    };
+    let mut e = ApiError::new(r.status, code, r.message.clone());
+    e.field = r.header.clone();
+    if r.status == 503 {
+        e.retry_after = Some(BUSY_RETRY_AFTER_SECS);
+    }
+    e
 }
 
 /// Counts one request as being answered for as long as it lives, panics included.
@@ -304,6 +377,15 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
         })
         .collect();
 
+    if !host_allowed(&api.config.server, &headers) {
+        let mut e = ApiError::new(
+            421,
+            "invalid_field",
+            "this server does not answer to that Host; add it to server.allowed_hosts",
+        );
+        e.field = Some("Host".into());
+        return Err(e);
+    }
     if path == "/healthz" {
         return health(api, &method);
     }
@@ -344,9 +426,58 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
     route(api, &req)
 }
 
+/// Whether the request's `Host` may be answered: any when `server.allowed_hosts` is empty,
+/// else one of its names (an entry without a port matches every port) or the address the
+/// server listens on. Refusing other names keeps a DNS-rebinding page in an admin's browser
+/// (its own name resolving to this address) from reaching the API.
+fn host_allowed(server: &crate::config::Server, headers: &[(String, String)]) -> bool {
+    if server.allowed_hosts.is_empty() {
+        return true;
+    }
+    let Some(host) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    // `name:port`, `[v6]:port`, or either without a port.
+    let name = match host.rfind(':') {
+        Some(i)
+            if !host[i..].contains(']') && (host.starts_with('[') || !host[..i].contains(':')) =>
+        {
+            &host[..i]
+        }
+        _ => host.as_str(),
+    };
+    let listen_ip = match server.listen.ip() {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    name == listen_ip
+        || server
+            .allowed_hosts
+            .iter()
+            .any(|allowed| *allowed == host || *allowed == name)
+}
+
 fn health(api: &Api, method: &str) -> Result<Reply> {
     if method != "GET" && method != "HEAD" {
         return Err(method_not_allowed("GET"));
+    }
+    // Asked directly as well as through the supervisor's probe, so that /healthz fails at
+    // once rather than at the supervisor's next check.
+    if api.listener.get().is_some_and(|l| !l.running()) {
+        return Ok(Reply::json(
+            503,
+            &json!({"status": "unavailable", "reason": "listener stopped"}),
+        ));
+    }
+    if api.health.is_failing() {
+        return Ok(Reply::json(
+            503,
+            &json!({"status": "unavailable", "reason": "a long-lived thread stopped"}),
+        ));
     }
     if !api.dispatcher.is_alive() {
         return Ok(Reply::json(
@@ -379,54 +510,66 @@ fn metrics(api: &Api, method: &str) -> Result<Reply> {
     })
 }
 
+/// Checks the bearer token (SPEC 5). A request with the correct token is always served.
+/// Failures are limited per source address: once an address has sent
+/// `signin::MAX_FAILURES` wrong tokens in a window, its wrong or missing tokens get 429
+/// `rate_limited` until the window ends. Whether the address is limited is known before the
+/// token is looked at, and everything that cannot be the token (no header, another scheme, a
+/// token longer than any admin token may be) is refused without hashing; a token that could
+/// be the right one costs one SHA-256 of at most `secret::MAX_ADMIN_TOKEN_LEN` bytes, the
+/// least that telling the correct token apart from a wrong one takes.
 fn authenticate(
     api: &Api,
     headers: &[(String, String)],
     peer: Option<std::net::IpAddr>,
 ) -> Result<()> {
-    let unauthorized = || {
-        ApiError::new(
+    let now = std::time::Instant::now();
+    let limited = peer.and_then(|ip| api.sign_ins.limited_for(ip, now));
+    let refusal = || match limited {
+        Some(wait) => {
+            // Whole seconds, rounded up, so that a client that waits them is not limited.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut e = ApiError::new(
+                429,
+                "rate_limited",
+                format!(
+                    "too many wrong admin tokens from this address; try again in {secs} s \
+                     (the correct token is still accepted)"
+                ),
+            );
+            e.retry_after = Some(secs);
+            e
+        }
+        None => ApiError::new(
             401,
             "unauthorized",
             "a valid admin token is required: Authorization: Bearer <token>",
-        )
+        ),
     };
-    let value = headers
+    // A missing or malformed header is refused but is not a guess, so it is not counted.
+    let token = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        .map(|(_, v)| v.trim())
-        .ok_or_else(unauthorized)?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(unauthorized)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(unauthorized());
+        .and_then(|(_, v)| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(refusal)?;
+    let correct = token.len() <= crate::secret::MAX_ADMIN_TOKEN_LEN
+        && crate::secret::constant_time_eq(&crate::secret::hash_token(token), &api.token_hash);
+    if correct {
+        return Ok(());
     }
-    let now = std::time::Instant::now();
-    if let Some(wait) = peer.and_then(|ip| api.sign_ins.locked_for(ip, now)) {
-        let secs = wait.as_secs().max(1);
-        let mut e = ApiError::new(
-            401,
-            "unauthorized",
-            format!("too many wrong tokens from this address; try again in {secs} s"),
+    if let Some(ip) = peer
+        && limited.is_none()
+        && api.sign_ins.failed(ip, now)
+    {
+        log::warn!(
+            "{ip} sent {} wrong admin tokens; its wrong tokens get 429 for {:?}",
+            signin::MAX_FAILURES,
+            signin::WINDOW
         );
-        e.retry_after = Some(secs);
-        return Err(e);
     }
-    let hash = crate::secret::hash_token(token.trim());
-    if crate::secret::constant_time_eq(&hash, &api.token_hash) {
-        Ok(())
-    } else {
-        if let Some(ip) = peer {
-            api.sign_ins.failed(ip, now);
-            if api.sign_ins.locked_for(ip, now).is_some() {
-                log::warn!(
-                    "{ip} sent {} wrong admin tokens; refused for {:?}",
-                    signin::MAX_FAILURES,
-                    signin::WINDOW
-                );
-            }
-        }
-        Err(unauthorized())
-    }
+    Err(refusal())
 }
 
 fn read_body(
@@ -673,6 +816,95 @@ mod tests {
         ];
         for (input, want) in rows {
             assert_eq!(percent_decode(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_matched_by_name_and_port() {
+        let config = |listen: &str, allowed: &[&str]| crate::config::Server {
+            listen: listen.parse().unwrap(),
+            admin_token: String::new(),
+            max_body_bytes: 1024,
+            shutdown_timeout: Duration::from_secs(1),
+            max_connections: 1,
+            header_timeout: Duration::from_secs(1),
+            allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
+        };
+        let host = |h: &str| vec![("Host".to_string(), h.to_string())];
+        let open = config("127.0.0.1:8080", &[]);
+        assert!(host_allowed(&open, &host("evil.example")));
+        assert!(host_allowed(&open, &[]));
+        let strict = config("127.0.0.1:8080", &["status.example.com", "localhost:9000"]);
+        let rows = [
+            ("status.example.com", true),
+            ("Status.Example.COM:443", true),
+            ("localhost:9000", true),
+            ("localhost:8080", false),
+            ("localhost", false),
+            ("127.0.0.1:8080", true),
+            ("127.0.0.1:41234", true),
+            ("127.0.0.2:8080", false),
+            ("evil.example", false),
+            ("status.example.com.evil.example", false),
+        ];
+        for (h, want) in rows {
+            assert_eq!(host_allowed(&strict, &host(h)), want, "{h}");
+        }
+        assert!(!host_allowed(&strict, &[]), "no Host at all");
+        let v6 = config("[::1]:8080", &["x.example"]);
+        assert!(host_allowed(&v6, &host("[::1]:8080")));
+        assert!(!host_allowed(&v6, &host("[::2]:8080")));
+    }
+
+    #[test]
+    fn refusals_use_the_spec_codes() {
+        let rows = [
+            (400, Some("Idempotency-Key"), "invalid_field"),
+            (408, None, "unavailable"),
+            (414, None, "payload_too_large"),
+            (431, None, "payload_too_large"),
+            (501, Some("Transfer-Encoding"), "invalid_field"),
+            (503, None, "unavailable"),
+        ];
+        for (status, header, code) in rows {
+            let e = refusal(&tiny_http::Refusal {
+                status,
+                message: "m".into(),
+                header: header.map(str::to_string),
+            });
+            assert_eq!((e.status, e.code), (status, code));
+            assert_eq!(e.field.as_deref(), header);
+            assert_eq!(e.retry_after.is_some(), status == 503, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_broken_listener_stops_the_accept_loop() {
+        // A socket that is bound but not listening makes accept fail with EINVAL, an error no
+        // retry mends: the loop must end, and say so, instead of spinning or dying unseen.
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .expect("bind");
+        let listener: std::net::TcpListener = socket.into();
+        let handler: tiny_http::Handler = Arc::new(|_| {});
+        let server = tiny_http::Server::from_listener_with_limits(
+            listener,
+            handler,
+            tiny_http::Limits::default(),
+        )
+        .expect("server");
+        let accepting = accept_probe(&server);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while accepting() {
+            assert!(Instant::now() < deadline, "the accept loop still runs");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -1,6 +1,9 @@
-//! Failed sign-ins per source address: after `MAX_FAILURES` wrong tokens within `WINDOW`, an
-//! address is refused without its token being checked until the window ends, which makes
-//! guessing the admin token from one address hopeless without slowing anyone who knows it.
+//! Failed sign-ins per source address (SPEC 5). Only failures are limited: after
+//! `MAX_FAILURES` wrong tokens within `WINDOW`, an address's wrong or missing tokens are
+//! answered 429 until the window ends, while the correct token from the same address is
+//! still served. A stranger who shares an address with the publishers (everyone behind a
+//! reverse proxy or an SSH tunnel arrives from 127.0.0.1) can so slow only other strangers,
+//! never lock out those who know the token.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Wrong tokens an address may send within one window.
 pub const MAX_FAILURES: u32 = 10;
-/// How long failures are remembered, and how long a locked-out address waits.
+/// How long failures are remembered, and how long a limited address's failures get 429.
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses remembered at most; the oldest are forgotten first when more arrive.
 const MAX_TRACKED: usize = 4096;
@@ -20,16 +23,18 @@ pub struct SignInLimiter {
 }
 
 impl SignInLimiter {
-    /// How long `ip` must still wait, when it is locked out.
-    pub fn locked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+    /// How long `ip` stays limited, when it has sent `MAX_FAILURES` wrong tokens in this
+    /// window.
+    pub fn limited_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let (count, start) = map.get(&ip)?;
         let end = *start + WINDOW;
         (*count >= MAX_FAILURES && end > now).then(|| end - now)
     }
 
-    /// Counts one wrong token from `ip`.
-    pub fn failed(&self, ip: IpAddr, now: Instant) {
+    /// Counts one wrong token from `ip`; true when this one reached the limit, so that the
+    /// caller logs the limit once rather than every refusal.
+    pub fn failed(&self, ip: IpAddr, now: Instant) -> bool {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
             map.retain(|_, (_, start)| now.duration_since(*start) < WINDOW);
@@ -46,7 +51,8 @@ impl SignInLimiter {
         if now.duration_since(entry.1) >= WINDOW {
             *entry = (0, now);
         }
-        entry.0 += 1;
+        entry.0 = entry.0.saturating_add(1);
+        entry.0 == MAX_FAILURES
     }
 }
 
@@ -55,25 +61,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locks_out_after_the_limit_and_forgives_after_the_window() {
+    fn limits_after_the_threshold_and_forgives_after_the_window() {
         let limiter = SignInLimiter::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..MAX_FAILURES - 1 {
-            limiter.failed(ip, t0);
+            assert!(!limiter.failed(ip, t0));
         }
-        assert_eq!(limiter.locked_for(ip, t0), None);
-        limiter.failed(ip, t0);
+        assert_eq!(limiter.limited_for(ip, t0), None);
+        assert!(
+            limiter.failed(ip, t0),
+            "the tenth failure reaches the limit"
+        );
+        assert!(!limiter.failed(ip, t0), "and says so once");
         assert_eq!(
-            limiter.locked_for(ip, t0 + Duration::from_secs(1)),
+            limiter.limited_for(ip, t0 + Duration::from_secs(1)),
             Some(WINDOW - Duration::from_secs(1))
         );
-        assert_eq!(limiter.locked_for(other, t0), None);
-        assert_eq!(limiter.locked_for(ip, t0 + WINDOW), None);
+        assert_eq!(limiter.limited_for(other, t0), None);
+        assert_eq!(limiter.limited_for(ip, t0 + WINDOW), None);
         limiter.failed(ip, t0 + WINDOW);
         assert_eq!(
-            limiter.locked_for(ip, t0 + WINDOW),
+            limiter.limited_for(ip, t0 + WINDOW),
             None,
             "a new window starts from one failure"
         );

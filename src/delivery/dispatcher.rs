@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
 use super::Command;
 use super::policy::{self, Class};
@@ -18,6 +18,7 @@ use super::worker::{Job, Run, Sent};
 use crate::config::Delivery as DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::store::{DispatchEndpoint, QueuedMessage, RequestOutcome, Store, Verdict};
+use crate::supervise::{Beat, IDLE_WAKE, Supervisor, WRITER_BOUND};
 use crate::time::now_ms;
 
 /// How long the dispatcher sleeps when nothing is scheduled; it wakes earlier on any command.
@@ -118,7 +119,7 @@ impl Dispatcher {
         }
     }
 
-    pub(super) fn run(mut self) {
+    pub(super) fn run(mut self, supervisor: &Supervisor, beat: &Beat) {
         match self.store.dispatch_endpoints(now_ms()) {
             Ok(eps) => {
                 for ep in eps {
@@ -133,10 +134,11 @@ impl Dispatcher {
         let (record_tx, record_rx) = crossbeam_channel::unbounded::<Vec<RequestOutcome>>();
         let (recorded_tx, recorded_rx) = crossbeam_channel::unbounded::<(Vec<i64>, bool)>();
         let store = self.store.clone();
-        let recorder = match std::thread::Builder::new()
-            .name("recorder".into())
-            .spawn(move || record_outcomes(&store, &record_rx, &recorded_tx))
-        {
+        // The recorder ends with its channel, when this thread ends; its death outside that
+        // ends the process, since the outcomes it held are lost and this thread waits for them.
+        let recorder = match supervisor.spawn("recorder", WRITER_BOUND, move |beat| {
+            record_outcomes(&store, &record_rx, &recorded_tx, beat)
+        }) {
             Ok(t) => t,
             Err(e) => {
                 log::error!("cannot start the delivery recorder: {e}");
@@ -147,6 +149,7 @@ impl Dispatcher {
         let mut outcomes = Vec::new();
         let mut outstanding = 0usize;
         loop {
+            beat.work();
             let next = match stopping {
                 None => self.dispatch_ready(),
                 Some(deadline) => {
@@ -183,7 +186,7 @@ impl Dispatcher {
                         return;
                     }
                 },
-                default(timeout) => {}
+                default(timeout.min(IDLE_WAKE)) => {}
             }
             // Take whatever else is waiting, so that one transaction records a burst.
             while let Ok(report) = self.done.try_recv() {
@@ -629,8 +632,16 @@ fn record_outcomes(
     store: &Store,
     batches: &Receiver<Vec<RequestOutcome>>,
     recorded: &Sender<(Vec<i64>, bool)>,
+    beat: &Beat,
 ) {
-    while let Ok(mut outcomes) = batches.recv() {
+    loop {
+        beat.beat();
+        let mut outcomes = match batches.recv_timeout(IDLE_WAKE) {
+            Ok(outcomes) => outcomes,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        beat.work();
         // Outcomes arrive one worker's report at a time; gathering them for a moment makes one
         // transaction of many, which writes the same hot pages once instead of each time. The
         // thread sleeps through the gathering rather than waiting on the channel, so that the

@@ -9,12 +9,14 @@ mod worker;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::supervise::{READER_BOUND, Supervisor};
 
 /// What the rest of the program tells the dispatcher.
 pub enum Command {
@@ -59,20 +61,31 @@ impl Handle {
 
 /// Starts the workers and the dispatcher. The returned thread ends after `Handle::shutdown`
 /// once in-flight requests are recorded or `shutdown_timeout` has passed.
+///
+/// None of these threads is restarted: the death of any ends the process (`supervise.rs`).
+/// A worker that dies holds a run the dispatcher waits for, so its endpoint would stay in
+/// flight for good; the dispatcher and the recorder hold every endpoint's state and the
+/// outcomes not yet written. After the restart every message not recorded as delivered goes
+/// out again (at-least-once).
 pub fn start(
     store: Arc<Store>,
     config: &Config,
     metrics: Arc<Metrics>,
+    supervisor: &Supervisor,
 ) -> Result<(Handle, JoinHandle<()>), String> {
     let agent = crate::net::agent(&config.delivery, &config.network)?;
     let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
     let (runs_tx, runs_rx) = crossbeam_channel::unbounded();
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    // A worker beats before each request, and one request ends within the agent's
+    // `timeout`; the slack covers a machine too busy to schedule it at once.
+    let worker_bound = config.delivery.timeout + Duration::from_secs(30);
     for i in 0..config.delivery.workers {
         let (agent, runs, done) = (agent.clone(), runs_rx.clone(), done_tx.clone());
-        std::thread::Builder::new()
-            .name(format!("worker-{i}"))
-            .spawn(move || worker::run(agent, runs, done))
+        supervisor
+            .spawn(&format!("worker-{i}"), worker_bound, move |beat| {
+                worker::run(agent, runs, done, beat)
+            })
             .map_err(|e| format!("cannot start delivery worker: {e}"))?;
     }
     let alive = Arc::new(AtomicBool::new(true));
@@ -89,9 +102,9 @@ pub fn start(
         done_rx,
         runs_tx,
     );
-    let thread = std::thread::Builder::new()
-        .name("dispatcher".into())
-        .spawn(move || {
+    let recorder_supervisor = supervisor.clone();
+    let thread = supervisor
+        .spawn("dispatcher", READER_BOUND, move |beat| {
             struct Alive(Arc<AtomicBool>);
             impl Drop for Alive {
                 fn drop(&mut self) {
@@ -99,7 +112,7 @@ pub fn start(
                 }
             }
             let _alive = Alive(alive);
-            dispatcher.run();
+            dispatcher.run(&recorder_supervisor, beat);
         })
         .map_err(|e| format!("cannot start dispatcher: {e}"))?;
     Ok((handle, thread))

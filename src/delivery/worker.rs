@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::store::QueuedMessage;
+use crate::supervise::{Beat, IDLE_WAKE};
 
 /// At most this much of a response body is read and kept.
 pub const MAX_RESPONSE_BODY: u64 = 4096;
@@ -70,11 +71,21 @@ const REPORT_AFTER: Duration = Duration::from_millis(2);
 /// Runs runs until the dispatcher closes their channel, which is how workers are stopped. A run
 /// goes on after a 2xx only: any other answer is the dispatcher's to act on first, and ends the
 /// run with its report.
-pub fn run(agent: ureq::Agent, runs: Receiver<Run>, done: Sender<Vec<Sent>>) {
-    while let Ok(Run { mut jobs, cancel }) = runs.recv() {
+///
+/// It beats while it waits (waking every `IDLE_WAKE`) and before each request.
+pub fn run(agent: ureq::Agent, runs: Receiver<Run>, done: Sender<Vec<Sent>>, beat: &Beat) {
+    loop {
+        beat.beat();
+        let Run { mut jobs, cancel } = match runs.recv_timeout(IDLE_WAKE) {
+            Ok(run) => run,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        beat.work();
         let mut report: Vec<Sent> = Vec::new();
         let mut oldest = Instant::now();
         while let Some(job) = jobs.pop_front() {
+            beat.beat();
             let mut sent = send(&agent, job);
             let succeeded = matches!(&sent.result, Ok(r) if (200..300).contains(&r.status));
             let go_on = succeeded && !jobs.is_empty() && !cancel.load(Ordering::SeqCst);

@@ -17,12 +17,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::config::Config;
 use crate::delivery;
 use crate::metrics::Metrics;
 use crate::store::{CheckContext, MonitorRow, Store};
+use crate::supervise::{Beat, IDLE_WAKE, READER_BOUND, Supervisor, WRITER_BOUND};
 
 /// What the rest of the program tells the scheduler.
 pub enum Command {
@@ -72,11 +73,18 @@ struct Checker {
 
 /// Starts the checkers and the scheduler. The returned thread ends after `Handle::shutdown`;
 /// checkers end when their current check does.
+///
+/// A checker that panics is restarted (`supervise.rs`): it holds nothing between checks, the
+/// check it was making is abandoned (its transaction, if one was open, rolls back, and a check
+/// not recorded changes nothing), and the scheduler still hears that the check ended, so the
+/// monitor is checked again at its next turn. The scheduler is not restarted: a fresh one
+/// would not know which checks are in flight, so its death ends the process.
 pub fn start(
     store: Arc<Store>,
     config: &Config,
     dispatcher: delivery::Handle,
     metrics: Arc<Metrics>,
+    supervisor: &Supervisor,
 ) -> Result<(Handle, JoinHandle<()>), String> {
     let checker = Arc::new(Checker {
         store: store.clone(),
@@ -89,21 +97,27 @@ pub fn start(
     let (commands_tx, commands_rx) = crossbeam_channel::unbounded();
     let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    // A check's request ends within its timeout, then it reads and writes the store.
+    let checker_bound = Duration::from_millis(rules::MAX_TIMEOUT_MS as u64) + WRITER_BOUND;
     for i in 0..config.monitors.checkers {
         let (checker, jobs, done) = (checker.clone(), jobs_rx.clone(), done_tx.clone());
-        std::thread::Builder::new()
-            .name(format!("checker-{i}"))
-            .spawn(move || {
-                while let Ok(job) = jobs.recv() {
+        supervisor
+            .spawn_restarting(&format!("checker-{i}"), checker_bound, move |beat| {
+                loop {
+                    beat.beat();
+                    let job = match jobs.recv_timeout(IDLE_WAKE) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    };
+                    // Tells the scheduler the check ended however it ends, a panic included,
+                    // so that the monitor is not left in flight for good.
+                    let _ended = Ended {
+                        done: &done,
+                        seq: job.monitor.seq,
+                    };
+                    beat.work();
                     run_check(&checker, &job.monitor);
-                    if done
-                        .send(Done {
-                            seq: job.monitor.seq,
-                        })
-                        .is_err()
-                    {
-                        break;
-                    }
                 }
             })
             .map_err(|e| format!("cannot start monitor checker: {e}"))?;
@@ -118,9 +132,10 @@ pub fn start(
         generation: 0,
         jobs: jobs_tx,
     };
-    let thread = std::thread::Builder::new()
-        .name("monitors".into())
-        .spawn(move || scheduler.run(monitors, commands_rx, done_rx))
+    let thread = supervisor
+        .spawn("monitors", READER_BOUND, move |beat| {
+            scheduler.run(monitors, commands_rx, done_rx, beat)
+        })
         .map_err(|e| format!("cannot start monitor scheduler: {e}"))?;
     Ok((
         Handle {
@@ -128,6 +143,19 @@ pub fn start(
         },
         thread,
     ))
+}
+
+/// Sends `Done` for its check when dropped.
+struct Ended<'a> {
+    done: &'a Sender<Done>,
+    seq: i64,
+}
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        // A closed channel means the scheduler has stopped; nobody waits for the check.
+        let _ = self.done.send(Done { seq: self.seq });
+    }
 }
 
 struct Slot {
@@ -150,7 +178,13 @@ struct Scheduler {
 const IDLE: Duration = Duration::from_secs(3600);
 
 impl Scheduler {
-    fn run(mut self, monitors: Vec<MonitorRow>, commands: Receiver<Command>, done: Receiver<Done>) {
+    fn run(
+        mut self,
+        monitors: Vec<MonitorRow>,
+        commands: Receiver<Command>,
+        done: Receiver<Done>,
+        beat: &Beat,
+    ) {
         let wall = crate::time::now_ms();
         let now = Instant::now();
         for m in monitors {
@@ -165,6 +199,7 @@ impl Scheduler {
             log::info!("monitors: {} enabled", self.slots.len());
         }
         loop {
+            beat.work();
             let timeout = self.heap.peek().map_or(IDLE, |Reverse((due, _, _))| {
                 due.saturating_duration_since(Instant::now())
             });
@@ -180,7 +215,7 @@ impl Scheduler {
                         slot.in_flight = false;
                     }
                 },
-                default(timeout) => {},
+                default(timeout.min(IDLE_WAKE)) => {},
             }
             self.dispatch_due();
         }

@@ -120,6 +120,23 @@ impl std::fmt::Display for BlockedAddress {
 
 impl std::error::Error for BlockedAddress {}
 
+/// A host name that did not resolve; recorded as the attempt error `dns`. ureq's resolver
+/// hands on the system's lookup error as a plain I/O error, indistinguishable by its kind
+/// from a connection that failed, so the resolver below wraps it in this.
+#[derive(Debug)]
+pub struct DnsFailure {
+    pub host: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for DnsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot resolve {}: {}", self.host, self.why)
+    }
+}
+
+impl std::error::Error for DnsFailure {}
+
 /// Resolves as ureq would, then refuses the host if any of its addresses is refused, and
 /// hands ureq only the checked addresses, so DNS cannot change between check and connect.
 #[derive(Debug)]
@@ -137,10 +154,9 @@ impl Resolver for PolicyResolver {
         // ureq resolves before it looks for a pooled connection, so this runs for every
         // request; its default resolver starts a thread each time a timeout is set. An IP
         // literal needs neither.
-        let literal = uri
-            .host()
-            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-            .and_then(|h| h.parse::<IpAddr>().ok());
+        // A literal is read as the system's resolver reads it, so `http://0xa9fea9fe/` is
+        // 169.254.169.254 here as it would be there (SPEC 4.6).
+        let literal = uri.host().and_then(outbound::host_address);
         let addrs = match literal {
             Some(ip) => {
                 let default_port = if uri.scheme_str() == Some("https") {
@@ -155,7 +171,9 @@ impl Resolver for PolicyResolver {
                 ));
                 addrs
             }
-            None => DefaultResolver::default().resolve(uri, config, timeout)?,
+            None => DefaultResolver::default()
+                .resolve(uri, config, timeout)
+                .map_err(|e| dns_failure(uri, e))?,
         };
         for addr in addrs.iter() {
             if let Err(why) = self.policy.check(addr.ip()) {
@@ -169,6 +187,22 @@ impl Resolver for PolicyResolver {
     }
 }
 
+/// A failure of name resolution as the attempt error `dns`: every error the default resolver
+/// returns (the lookup's I/O error, no address of the wanted family, or a lookup that
+/// outlived the request's time) is about the name, not about a connection.
+fn dns_failure(uri: &Uri, e: ureq::Error) -> ureq::Error {
+    match e {
+        ureq::Error::Io(_) | ureq::Error::HostNotFound | ureq::Error::Timeout(_) => {
+            ureq::Error::Io(std::io::Error::other(DnsFailure {
+                host: uri.host().unwrap_or_default().to_string(),
+                why: e.to_string(),
+            }))
+        }
+        // A URL the resolver cannot read is not a failure of the name.
+        other => other,
+    }
+}
+
 /// The attempt-log name of a transport error (SPEC 4.5).
 pub fn error_kind(err: &ureq::Error) -> &'static str {
     use std::io::ErrorKind as K;
@@ -176,6 +210,7 @@ pub fn error_kind(err: &ureq::Error) -> &'static str {
         ureq::Error::Timeout(_) => "timeout",
         ureq::Error::HostNotFound => "dns",
         ureq::Error::ConnectionFailed => "connection_refused",
+        ureq::Error::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<DnsFailure>()) => "dns",
         ureq::Error::Io(e) => match e.kind() {
             K::PermissionDenied
                 if e.get_ref()

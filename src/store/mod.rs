@@ -50,6 +50,10 @@ pub enum StoreError {
     Sync(PathBuf, String),
     /// The store's own rules refuse the operation; the text says which.
     Refused(String),
+    /// No database at this path, where one had to exist.
+    Missing(PathBuf),
+    /// The file could not be made; the error says why.
+    File(PathBuf, std::io::Error),
 }
 
 impl std::fmt::Display for StoreError {
@@ -62,6 +66,8 @@ impl std::fmt::Display for StoreError {
                  run a newer statussentry or restore a backup"
             ),
             StoreError::Open(path, e) => write!(f, "cannot open database {}: {e}", path.display()),
+            StoreError::Missing(path) => write!(f, "no database at {}", path.display()),
+            StoreError::File(path, e) => write!(f, "cannot create {}: {e}", path.display()),
             StoreError::Full => write!(
                 f,
                 "the database has reached storage.max_size or the disk is full; new events are refused \
@@ -151,14 +157,61 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Makes `path` as an empty file readable and writable by its owner only (0600, whatever the
+/// umask), before SQLite opens it: a database holds every signing secret. SQLite gives the
+/// `-wal` and `-shm` files it makes beside a database the database file's mode. With
+/// `existing_ok`, a file already there is left as it is (and reported when others may read
+/// it); without, it is refused.
+fn create_private(path: &Path, existing_ok: bool) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        // The umask narrows the mode given at creation; this sets it whatever the umask.
+        Ok(file) => file
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::File(path.into(), e)),
+        Err(e) if existing_ok && e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                log::warn!(
+                    "database {} (mode {:o}) can be read by other users and holds every signing secret; chmod 600 it",
+                    path.display(),
+                    meta.permissions().mode() & 0o777
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(StoreError::File(path.into(), e)),
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `path`.
-    /// `max_bytes` is `storage.max_size`: once the database's pages in use reach it, writes
-    /// that would add events fail with `StoreError::Full` and change nothing.
+    /// Opens (creating if needed, readable by its owner only) and migrates the database at
+    /// `path`. `max_bytes` is `storage.max_size`: once the database's pages in use reach it,
+    /// writes that would add events fail with `StoreError::Full` and change nothing.
     pub fn open(path: &Path, max_bytes: Option<u64>) -> Result<Store> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        create_private(path, true)?;
+        Store::open_file(path, max_bytes)
+    }
+
+    /// Like [`Store::open`], for a database that must already exist: the operator's tools
+    /// use it, so that a path that names no database is reported, never made into a new one.
+    pub fn open_existing(path: &Path, max_bytes: Option<u64>) -> Result<Store> {
+        // An empty file is no database the service wrote: its open writes at once.
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() && m.len() > 0 => Store::open_file(path, max_bytes),
+            _ => Err(StoreError::Missing(path.into())),
+        }
+    }
+
+    fn open_file(path: &Path, max_bytes: Option<u64>) -> Result<Store> {
+        // The file exists by now; SQLite must not make one of its own (with its own mode).
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut writer = Connection::open_with_flags(path, flags)
             .map_err(|e| StoreError::Open(path.into(), e))?;
         // Every error while opening names the file: it is what the operator has to look at.
@@ -354,6 +407,18 @@ impl Store {
     /// writers go on meanwhile. Returns how many events the copy holds, read back from it
     /// after an integrity check.
     pub fn backup(&self, dest: &Path) -> Result<i64> {
+        // The copy holds every signing secret, so it is made 0600 before SQLite writes into it
+        // (`VACUUM INTO` takes an empty file); `create_new` refuses an existing one.
+        create_private(dest, false)?;
+        let copied = self.copy_into(dest);
+        if copied.is_err() {
+            // Only the file made just now goes; an unfinished copy is no backup.
+            let _ = std::fs::remove_file(dest);
+        }
+        copied
+    }
+
+    fn copy_into(&self, dest: &Path) -> Result<i64> {
         let dest_text = dest.to_str().ok_or_else(|| {
             StoreError::Open(dest.into(), rusqlite::Error::InvalidPath(dest.into()))
         })?;

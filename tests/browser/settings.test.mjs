@@ -313,6 +313,28 @@ test("settings page in Chromium", async (t) => {
     assert.equal(await page.locator("#app").isHidden(), true);
   });
 
+  await step("past the sign-in limit a wrong token is told it is limited, not wrong", async () => {
+    // Nine more wrong tokens from this address (the page's was the first) reach the limit of
+    // ten a minute. They could come from any client behind the same proxy or tunnel.
+    for (let i = 0; i < 9; i++) {
+      const res = await fetch(`${server.base}/api/v1/endpoints`, {
+        headers: { Authorization: `Bearer wrong-token-${i}` },
+      });
+      assert.equal(res.status, 401, `guess ${i}`);
+      await res.text();
+    }
+    await expectingStatuses([429], async () => {
+      await page.getByLabel("Admin token").fill("still-not-the-admin-token");
+      await page.getByRole("button", { name: "Sign in" }).click();
+      const text = await textOf(page.locator("#token-error"), /paused/, "the limited message");
+      assert.match(text, /too many wrong tokens/);
+      assert.match(text, /Try again in \d+ seconds?\./);
+      assert.doesNotMatch(text, /Check it and try again/);
+    });
+    assert.equal(await page.locator("#app").isHidden(), true);
+    // The correct token still signs in while the address is limited: the next step.
+  });
+
   await step("the admin token signs in, kept in sessionStorage only", async () => {
     await page.getByLabel("Admin token").fill(TOKEN);
     await page.getByLabel("Admin token").press("Enter");
@@ -321,6 +343,25 @@ test("settings page in Chromium", async (t) => {
     assert.equal(await page.evaluate(() => sessionStorage.getItem("statussentry.adminToken")), TOKEN);
     assert.equal(await page.evaluate(() => document.cookie), "");
     assert.deepEqual(await browser.cookies(), []);
+  });
+
+  await step("a 429 during a session is reported and does not sign it out", async () => {
+    // The server never limits the correct token; this stands for a limit in front of it.
+    const listRoute = `${server.base}/api/v1/endpoints?**`;
+    await page.route(listRoute, (route) => route.fulfill({
+      status: 429,
+      headers: { "Content-Type": "application/json", "Retry-After": "7" },
+      body: JSON.stringify({ error: { code: "rate_limited", message: "Slow down (429)." } }),
+    }), { times: 1 });
+    await expectingStatuses([429], async () => {
+      await page.getByRole("button", { name: "Refresh" }).click();
+      await textOf(page.locator("#list-error"), /Slow down \(429\)/, "the refusal in the list");
+    });
+    await page.unroute(listRoute);
+    assert.equal(await page.locator("#app").isVisible(), true, "still signed in");
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("statussentry.adminToken")), TOKEN);
+    await page.getByRole("button", { name: "Refresh" }).click();
+    await textOf(page.locator("#list-status"), /0 endpoints/, "the list again");
   });
 
   await step("the add form shows API errors beside their field", async () => {

@@ -1751,16 +1751,23 @@ fn a_burst_of_wrong_tokens_locks_the_address_out() {
         assert_eq!(reply.status, 401, "guess {i}");
         assert_eq!(error_parts(&reply.json()).0, "unauthorized");
     }
-    for token in ["guess-11", TOKEN] {
-        let reply = wrong(token);
+    // Past the limit only failures are refused, with 429; the correct token still passes
+    // (issue 16: a stranger must never lock out the publishers).
+    assert_eq!(
+        wrong(TOKEN).status,
+        200,
+        "the correct token is always served"
+    );
+    {
+        let reply = wrong("guess-11");
         assert_eq!(
             reply.status,
-            401,
-            "the address is locked out: {}",
+            429,
+            "the address is limited: {}",
             reply.text()
         );
         let (code, _) = error_parts(&reply.json());
-        assert_eq!(code, "unauthorized");
+        assert_eq!(code, "rate_limited");
         let retry_after: u64 = reply
             .header("Retry-After")
             .unwrap_or_else(|| panic!("a lockout says when to come back: {:?}", reply.headers))

@@ -5,8 +5,11 @@
 mod api;
 mod assets;
 mod delivery;
+mod edge;
+mod guard;
 mod hardening;
 mod harness;
 mod ops;
 mod soak;
 mod sources;
+mod supervise;
