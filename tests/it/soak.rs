@@ -341,6 +341,7 @@ fn run(plan: Plan) {
 
     // Flat: every drained sample after the baseline within the slack.
     let end = usage(pid);
+    peak = peak.peak(end);
     drained.push(end);
     for sample in &drained {
         assert!(
