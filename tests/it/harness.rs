@@ -1343,3 +1343,62 @@ fn spawn_server_with_env(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Receivers on a chosen port (the soak test's endpoint that goes away and comes back)
+
+impl Receiver {
+    /// A receiver answering 200 to everything, bound to `addr` instead of port 0, so that a
+    /// test can drop it (connections are then refused) and start another on the same port.
+    pub fn start_at(addr: &str) -> std::io::Result<Receiver> {
+        let server = Arc::new(
+            tiny_http::Server::http(addr)
+                .map_err(|e| std::io::Error::other(format!("bind {addr}: {e}")))?,
+        );
+        let bound = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| std::io::Error::other("receiver has no IP address"))?;
+        let shared = Arc::new((
+            Mutex::new(ReceiverState {
+                hits: Vec::new(),
+                script: VecDeque::new(),
+                responder: Arc::new(|_: &Hit| Reply::status(200)),
+                in_flight: 0,
+                max_in_flight: 0,
+                held: false,
+            }),
+            Condvar::new(),
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..8)
+            .map(|_| {
+                let server = Arc::clone(&server);
+                let shared = Arc::clone(&shared);
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || serve_receiver(&server, &shared, &stop))
+            })
+            .collect();
+        Ok(Receiver {
+            server,
+            shared,
+            stop,
+            threads,
+            base: format!("http://{bound}"),
+        })
+    }
+}
+
+impl Receiver {
+    /// Stops the receiver (its port then refuses connections) and returns every request it
+    /// saw, including those it was answering while it stopped.
+    pub fn into_hits(self) -> Vec<Hit> {
+        let shared = Arc::clone(&self.shared);
+        drop(self);
+        let state = shared
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.hits.clone()
+    }
+}

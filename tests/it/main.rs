@@ -12,5 +12,6 @@ mod hardening;
 mod harness;
 mod ops;
 mod queue;
+mod soak;
 mod sources;
 mod supervise;
