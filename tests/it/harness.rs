@@ -1402,3 +1402,39 @@ impl Receiver {
         state.hits.clone()
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A port where connections are refused and no other test's receiver can appear
+
+/// A loopback port bound but not listening: a connection to it is refused (RST), and while
+/// this value lives the kernel hands the port to no one else. Binding a listener, noting its
+/// port and dropping it frees the port instead, and the next receiver any other test starts
+/// may get it: the service under test, still retrying, then delivers into that test's
+/// receiver and spoils its counts.
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("make a socket");
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+        socket.bind(&addr.into()).expect("bind a loopback port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .expect("the bound port");
+        ClosedPort {
+            _socket: socket,
+            port,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
