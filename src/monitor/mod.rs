@@ -280,9 +280,15 @@ impl Scheduler {
                 slot.in_flight = true;
             }
             let interval = Duration::from_millis(slot.monitor.settings.interval_ms.max(1) as u64);
-            // After a stall (a suspended VM, a busy machine) go on from now instead of
-            // catching up in a burst.
-            let next = (due + interval).max(now);
+            // On time (or nearly), keep the rhythm. After a stall (a suspended VM, a busy
+            // machine, a clock jump) of more than half an interval, go on from now: the slot
+            // after `due` may lie only milliseconds ahead, and taking it would check the
+            // monitor twice in a row instead of once an interval.
+            let next = if now.saturating_duration_since(due) > interval / 2 {
+                now + interval
+            } else {
+                due + interval
+            };
             self.heap.push(Reverse((next, seq, generation)));
         }
     }
