@@ -596,7 +596,16 @@ fn read_body(
         .as_reader()
         .take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|_| ApiError::new(400, "invalid_json", "the request body could not be read"))?;
+        .map_err(|e| {
+            // A chunked body whose framing alone runs past the limit's wire allowance.
+            if e.get_ref()
+                .is_some_and(|e| e.is::<tiny_http::BodyOverLimit>())
+            {
+                too_large()
+            } else {
+                ApiError::new(400, "invalid_json", "the request body could not be read")
+            }
+        })?;
     if bytes.len() as u64 > limit {
         return Err(too_large());
     }

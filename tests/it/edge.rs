@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::harness::*;
 
@@ -219,6 +219,137 @@ fn a_huge_content_length_is_answered_without_reading_or_allocating_it() {
         statuses,
         [401, 200],
         "the unauthorised POST, then the kept-alive connection's next request"
+    );
+}
+
+/// Sends `head`, then `body` repeated without end, until the server stops reading (the write
+/// fails) or `most` bytes are sent; returns how many bytes of body were sent and the answer.
+fn stream_endless_body(
+    addr: SocketAddr,
+    head: &str,
+    body: &'static [u8],
+    most: usize,
+) -> (usize, Option<Raw>) {
+    let mut stream = connect(addr);
+    stream.write_all(head.as_bytes()).expect("send head");
+    let mut writer = stream.try_clone().expect("clone");
+    let sender = thread::spawn(move || {
+        let block = body.repeat((64 * 1024) / body.len());
+        let mut sent = 0;
+        while sent < most {
+            match writer.write(&block) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sent += n,
+            }
+        }
+        sent
+    });
+    let answer = read_answer(&mut stream);
+    let sent = sender.join().expect("sender");
+    (sent, answer)
+}
+
+#[test]
+fn a_chunked_body_is_bounded_by_the_bytes_it_takes_on_the_wire() {
+    // The chunked decoder collected a chunk-size line into memory until `\r` and skipped a
+    // chunk extension until `\r`; the body limit counted decoded bytes only. So one request
+    // without a token could make a connection thread allocate without end (hex digits) or
+    // read without end (extension bytes). The wire bytes of a chunked body are capped at
+    // twice `max_body_bytes` and 64 KiB (here 2 x 256 KiB + 64 KiB).
+    let mut server = Server::start("");
+    let addr = server.addr();
+    let pid = server.child_mut().id();
+    // Far past the cap and the loopback's socket buffers (a few MiB each way).
+    const MOST: usize = 256 * 1024 * 1024;
+    const BOUND: usize = 48 * 1024 * 1024;
+    let before = footprint(pid).rss_kib;
+    let auth = format!("Authorization: Bearer {TOKEN}\r\n");
+    let cases: [(&str, &str, &'static [u8], u16); 4] = [
+        ("endless hex digits, no token", "", b"ffffffff", 401),
+        ("endless extension bytes, no token", "", b"1;aaaaaaa", 401),
+        ("endless hex digits", &auth, b"ffffffff", 413),
+        ("endless extension bytes", &auth, b"1;aaaaaaa", 413),
+    ];
+    for (what, auth, body, status) in cases {
+        let head = format!(
+            "POST /api/v1/events HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        );
+        let (sent, answer) = stream_endless_body(addr, &head, body, MOST);
+        assert!(
+            sent < BOUND,
+            "{what}: the server read {sent} bytes of one body and was still reading"
+        );
+        let answer = answer.unwrap_or_else(|| panic!("{what}: no answer"));
+        assert_eq!(answer.status, status, "{what}: {}", answer.head);
+        if status == 413 {
+            assert_eq!(answer.code(), "payload_too_large", "{what}");
+        }
+        assert_alive(&mut server);
+    }
+    let grown = footprint(pid).rss_kib.saturating_sub(before);
+    assert!(
+        grown < 32 * 1024,
+        "RSS grew by {grown} KiB over four endless bodies"
+    );
+
+    // A body of ordinary chunks up to the limit still goes through.
+    let data = json!({
+        "type": "incident.created",
+        "data": incident(&"a long title ".repeat(15_000)),
+    })
+    .to_string();
+    let mut request = format!(
+        "POST /api/v1/events HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in data.as_bytes().chunks(4096) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let answer = exchange(addr, &request);
+    assert_eq!(
+        answer.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}
+
+#[test]
+fn a_body_that_follows_a_late_head_has_the_idle_timeout_not_what_was_left_of_the_heads() {
+    // A body of at most 1 KiB is read as the request is made, and it used to be read under
+    // the socket timeout cut to what was left of the header timeout: a head that took most
+    // of its time left its body a few milliseconds, and the request got no answer.
+    let server = Server::start("[server]\nheader_timeout = \"1500ms\"\n");
+    let mut stream = connect(server.addr());
+    let started = Instant::now();
+    let body = json!({"type": "incident.created", "data": incident("late head")}).to_string();
+    stream
+        .write_all(
+            format!(
+                "POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .expect("send head");
+    // The head ends 1.2 s into its 1.5 s; the body comes 2.5 s later, longer than any read
+    // timeout the head's deadline set, well within the idle timeout (30 s).
+    thread::sleep(Duration::from_millis(1200).saturating_sub(started.elapsed()));
+    stream.write_all(b"\r\n").expect("end the head");
+    thread::sleep(Duration::from_millis(2500));
+    stream.write_all(body.as_bytes()).expect("send body");
+    let answer = read_answer(&mut stream).expect("an answer to the late body");
+    assert_eq!(
+        answer.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
     );
 }
 
@@ -431,6 +562,16 @@ fn every_refused_head_gets_an_answer_in_the_error_shape() {
             "an unknown transfer coding",
             format!(
                 "POST /api/v1/events HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+            )
+            .into_bytes(),
+            501,
+            "invalid_field",
+            Some("Transfer-Encoding"),
+        ),
+        (
+            "a second Transfer-Encoding line with another coding",
+            format!(
+                "POST /api/v1/events HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n0\r\n\r\n"
             )
             .into_bytes(),
             501,

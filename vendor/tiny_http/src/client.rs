@@ -392,11 +392,15 @@ impl ClientConnection {
 
         // StatusSentry patch 7: the body's framing is checked before anything is read of it.
         // Only `chunked` is decoded; any other coding would be read as if it were chunked.
-        let transfer_encoding = headers
+        // Every `Transfer-Encoding` line counts: several lines are one list (RFC 9110, 5.3),
+        // and a second line with another coding must not hide behind a first `chunked`.
+        let codings: Vec<&str> = headers
             .iter()
-            .find(|h| h.field.equiv("Transfer-Encoding"))
-            .map(|h| h.value.as_str().trim());
-        if let Some(te) = transfer_encoding {
+            .filter(|h| h.field.equiv("Transfer-Encoding"))
+            .map(|h| h.value.as_str().trim())
+            .collect();
+        let transfer_encoding = (!codings.is_empty()).then(|| codings.join(", "));
+        if let Some(te) = transfer_encoding.as_deref() {
             // Both framings at once is how requests are smuggled past a proxy that reads the
             // other one (RFC 9112, 6.3); refuse rather than pick.
             if headers.iter().any(|h| h.field.equiv("Content-Length")) {
@@ -449,6 +453,12 @@ impl ClientConnection {
         // follow-up for next potential request
         let mut data_source = self.source.next().unwrap();
         std::mem::swap(&mut self.next_header_source, &mut data_source);
+
+        // StatusSentry patch 8: the head is complete, so its deadline no longer applies. A
+        // short body is read right here (`new_request`), and under the head's cut timeout it
+        // had only what was left of the head's time: a head that arrived in 9.9 s left its
+        // body 0.1 s, and the request was dropped without an answer.
+        self.restore_read_timeout();
 
         // building the next reader
         let request = crate::request::new_request(

@@ -118,6 +118,7 @@ pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
+pub use util::BodyOverLimit;
 
 /// StatusSentry patch: what `Server::from_listener_with_handler` calls for each request.
 pub type Handler = Arc<dyn Fn(Request) + Send + Sync + 'static>;

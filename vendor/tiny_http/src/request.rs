@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
-use crate::util::{Drain, DrainOnDrop, EqualReader, FusedReader};
+use crate::util::{Drain, DrainOnDrop, EqualReader, FusedReader, RawCap};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -219,8 +219,10 @@ where
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
+        // StatusSentry patch 8: the wire bytes under the decoder are capped too.
+        let limit = drain.limit;
         Box::new(DrainOnDrop {
-            inner: FusedReader::new(Decoder::new(source_data)),
+            inner: FusedReader::new(Decoder::new(RawCap::for_limit(source_data, limit))),
             drain,
         }) as Box<dyn Read + Send + 'static>
     } else {
