@@ -145,11 +145,14 @@ const PRUNE_DELIVERED: &str =
     "SELECT seq FROM messages WHERE status = 'delivered' AND created_at < ?1 LIMIT ?2";
 const OLDEST_PENDING: &str = "SELECT min(created_at) FROM messages WHERE status = 'pending'";
 
+/// How long a statement waits for a write lock held by another connection before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Page cache per reader connection, KiB (the writer keeps SQLite's default of 2,000).
 const READER_CACHE_KIB: u32 = 512;
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch(
         "PRAGMA foreign_keys = ON;
          PRAGMA synchronous = FULL;
@@ -226,9 +229,7 @@ impl Store {
             .map_err(|e| StoreError::Open(path.into(), e))?;
         // Every error while opening names the file: it is what the operator has to look at.
         let opening = |e: rusqlite::Error| StoreError::Open(path.into(), e);
-        writer
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(opening)?;
+        writer.busy_timeout(BUSY_TIMEOUT).map_err(opening)?;
         // WAL first: it is a property of the file, and the other settings assume it.
         let mode: String = writer
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -493,8 +494,26 @@ impl Store {
 
     /// Begins an immediate transaction, reads a row and rolls back: proves the database can
     /// be read and its write lock taken (waiting the busy timeout at most), and writes nothing.
+    /// A write in progress in this process proves as much when it ends, and notes its outcome
+    /// itself; the probe does not queue behind it (a long write would hold every probe, and
+    /// `/healthz` with them), since `Health::check` already fails a write held past `STUCK`.
     fn probe_writer(&self) -> Result<()> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = match self.writer.try_lock() {
+            Ok(conn) => conn,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                // Past the busy timeout the write is waiting on a lock held elsewhere (or on
+                // a stalled disk); before it, it is a write like any other.
+                let held = self.health.write_held();
+                if held >= BUSY_TIMEOUT {
+                    return Err(StoreError::Failing(format!(
+                        "a write has waited on the database for {} s",
+                        held.as_secs()
+                    )));
+                }
+                return Ok(());
+            }
+        };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.prepare_cached("SELECT count(*) FROM settings")?
             .query_row([], |r| r.get::<_, i64>(0))?;

@@ -462,3 +462,37 @@ fn a_migration_that_would_leave_dangling_references_is_refused_and_changes_nothi
         .unwrap();
     assert_eq!((version, tables), (2, 0), "rolled back");
 }
+
+#[test]
+fn a_probe_does_not_queue_behind_a_write_in_progress() {
+    // `/healthz` probes the writer when nothing committed lately; it used to wait for the
+    // writer's mutex, so one long write held every probe with it.
+    let (_dir, store) = store();
+    let store = std::sync::Arc::new(store);
+    let (held_tx, held_rx) = crossbeam_channel::bounded(0);
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+    let writing = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            store.write(Durability::Full, |_| {
+                held_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                Ok(())
+            })
+        }
+    });
+    held_rx.recv().unwrap();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn({
+        let store = store.clone();
+        move || done_tx.send(store.probe_writer().is_ok())
+    });
+    let answered = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+    release_tx.send(()).unwrap();
+    writing.join().unwrap().unwrap();
+    assert_eq!(
+        answered,
+        Ok(true),
+        "the probe waited for the write in progress"
+    );
+}
