@@ -173,8 +173,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// Makes `path` as an empty file readable and writable by its owner only (0600, whatever the
 /// umask), before SQLite opens it: a database holds every signing secret. SQLite gives the
 /// `-wal` and `-shm` files it makes beside a database the database file's mode. With
-/// `existing_ok`, a file already there is left as it is (and reported when others may read
-/// it); without, it is refused.
+/// `existing_ok`, a file already there (and its `-wal` and `-shm`) that others may read is
+/// narrowed to 0600, or reported when that is not ours to do (another user's file); without,
+/// it is refused.
 fn create_private(path: &Path, existing_ok: bool) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let created = std::fs::OpenOptions::new()
@@ -188,14 +189,31 @@ fn create_private(path: &Path, existing_ok: bool) -> Result<()> {
             .set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(|e| StoreError::File(path.into(), e)),
         Err(e) if existing_ok && e.kind() == std::io::ErrorKind::AlreadyExists => {
-            if let Ok(meta) = std::fs::metadata(path)
-                && meta.permissions().mode() & 0o077 != 0
-            {
-                log::warn!(
-                    "database {} (mode {:o}) can be read by other users and holds every signing secret; chmod 600 it",
-                    path.display(),
-                    meta.permissions().mode() & 0o777
-                );
+            let mut files = vec![path.to_path_buf()];
+            for suffix in ["-wal", "-shm"] {
+                let mut beside = path.as_os_str().to_owned();
+                beside.push(suffix);
+                files.push(beside.into());
+            }
+            for file in files {
+                let Ok(meta) = std::fs::metadata(&file) else {
+                    continue;
+                };
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 == 0 {
+                    continue;
+                }
+                // Only the file's owner (or root) may change its mode.
+                match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                    Ok(()) => log::warn!(
+                        "{} was mode {mode:o}, readable by other users, and holds every signing secret: now 600",
+                        file.display()
+                    ),
+                    Err(e) => log::warn!(
+                        "{} (mode {mode:o}) can be read by other users and holds every signing secret, and cannot be narrowed ({e}); chmod 600 it",
+                        file.display()
+                    ),
+                }
             }
             Ok(())
         }

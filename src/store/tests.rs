@@ -496,3 +496,25 @@ fn a_probe_does_not_queue_behind_a_write_in_progress() {
         "the probe waited for the write in progress"
     );
 }
+
+#[test]
+fn an_existing_database_others_may_read_is_narrowed_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    drop(Store::open(&path, None).unwrap());
+    // As an older version, or a copy made with `cp`, would have left them.
+    let files: Vec<std::path::PathBuf> = ["t.db", "t.db-wal", "t.db-shm"]
+        .iter()
+        .map(|f| dir.path().join(f))
+        .filter(|p| p.exists())
+        .collect();
+    for f in &files {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let _store = Store::open(&path, None).unwrap();
+    for f in &files {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
+    }
+}
