@@ -163,11 +163,23 @@ fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
     Ok(socket.into())
 }
 
+/// The length below which a configured admin token is warned of at start.
+const STRONG_TOKEN_LEN: usize = 32;
+
 /// The SHA-256 of the admin token: from the environment or configuration, else the stored
 /// hash, else a new token generated now and printed once.
 fn admin_token_hash(store: &Store, config: &Config) -> Result<[u8; 32], String> {
-    if !config.server.admin_token.is_empty() {
-        return Ok(crate::secret::hash_token(&config.server.admin_token));
+    let configured = &config.server.admin_token;
+    if !configured.is_empty() {
+        // The sign-in limit cannot slow a guesser (the correct token must always pass), so a
+        // configured token is only as strong as it is long and random.
+        if configured.len() < STRONG_TOKEN_LEN {
+            log::warn!(
+                "the configured admin token is {} characters; the sign-in limit cannot stop a                  guesser, so use at least {STRONG_TOKEN_LEN} random ones (`openssl rand -base64 32`)",
+                configured.len()
+            );
+        }
+        return Ok(crate::secret::hash_token(configured));
     }
     if let Some(hex) = store.setting(TOKEN_HASH_KEY).map_err(|e| e.to_string())? {
         return crate::secret::from_hex::<32>(&hex).ok_or_else(|| {

@@ -23,7 +23,7 @@ use sha2::Sha256;
 use tempfile::TempDir;
 
 /// The admin token every test server runs with.
-pub const TOKEN: &str = "it-admin-token-5b1f0c9e7d3a";
+pub const TOKEN: &str = "it-admin-token-5b1f0c9e7d3a-8c2e4f6a";
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_statussentry");
