@@ -18,6 +18,7 @@ use super::recorder::{self, Recorded};
 use super::worker::{Job, Run, Sent};
 use crate::config::Delivery as DeliveryConfig;
 use crate::metrics::Metrics;
+use crate::net::ErrorKind;
 use crate::store::{DispatchEndpoint, QueuedMessage, RequestOutcome, Store, StoreError, Verdict};
 use crate::supervise::{Beat, IDLE_WAKE, Supervisor, WRITER_BOUND};
 use crate::time::{mono, now_ms};
@@ -489,7 +490,9 @@ impl Dispatcher {
                     .retry_after
                     .as_deref()
                     .and_then(|v| policy::parse_retry_after(v, crate::time::system_now()));
-                let error = (300..400).contains(&r.status).then_some("redirect");
+                let error = (300..400)
+                    .contains(&r.status)
+                    .then_some(ErrorKind::Redirect);
                 (Some(r.status), retry_after, Some(r.body.clone()), error)
             }
             Err(kind) => (None, None, None, Some(*kind)),
@@ -547,7 +550,7 @@ impl Dispatcher {
                         ep.id,
                         error.map_or_else(
                             || format!("HTTP {}", status.unwrap_or(0)),
-                            str::to_string
+                            |e| e.as_str().to_string()
                         )
                     );
                 }
@@ -613,7 +616,7 @@ impl Dispatcher {
             at: sent.at,
             duration_ms,
             status_code: status.map(i64::from),
-            error,
+            error: error.map(ErrorKind::as_str),
             response_body: body,
             messages,
             endpoint_failures: ep.failures,
