@@ -26,6 +26,7 @@
     blocked_address: "Address blocked by policy",
     redirect: "Redirect (not followed)",
     invalid_response: "Not an HTTP answer",
+    invalid_url: "Invalid URL",
     other: "Failed",
   };
 

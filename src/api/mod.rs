@@ -776,38 +776,14 @@ fn parse_query(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A query key or value, or a path segment, as the form encoding writes it: `+` is a space,
+/// `%XX` a byte; a `%` not followed by two hex digits stays as it is, and invalid UTF-8 is
+/// replaced.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(
-                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                    16,
-                ) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    // `%2B` is a literal `+`, so spaces are put back before the escapes are read.
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -827,6 +803,12 @@ mod tests {
         for (input, want) in rows {
             assert_eq!(percent_decode(input), want, "{input}");
         }
+    }
+
+    #[test]
+    fn an_escaped_plus_stays_a_plus() {
+        assert_eq!(percent_decode("a%2Bb+c"), "a+b c");
+        assert_eq!(percent_decode("%E2%9C%93%FF"), "\u{2713}\u{FFFD}");
     }
 
     #[test]
