@@ -1606,6 +1606,8 @@
   };
 
   function updateIncidentCard(card, inc) {
+    // A note about the last step ("Now identified.") goes once the incident moves on.
+    if (card.inc.status !== inc.status) setStatus(card.status, "");
     card.inc = inc;
     card.root.dataset.status = inc.status;
     card.title.textContent = inc.title;
