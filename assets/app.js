@@ -1158,6 +1158,9 @@
   const DETAIL_CONCURRENCY = 4;
   // How often the monitor and incident views read the server again while shown.
   const AUTO_REFRESH_MS = 5000;
+  // The SLA figures sum the monitor's whole window on the server, so an automatic refresh
+  // reads them again only this often while every check passes and the state holds.
+  const SLA_REFRESH_MS = 60000;
 
   const CHECK_ERROR_TEXT = { ...ERROR_TEXT, unexpected_status: "Unexpected status" };
 
@@ -1171,13 +1174,17 @@
 
   const monitorCards = new Map();
 
-  async function readMonitorDetail(m) {
+  // A monitor's recent checks and SLA figures. A quiet (automatic) read keeps the figures
+  // it has when they are recent, the newest check passed and the monitor's state held.
+  async function readMonitorDetail(m, quiet) {
     const id = encodeURIComponent(m.id);
-    const [checks, sla] = await Promise.all([
-      call("GET", `/api/v1/monitors/${id}/checks?limit=${BAR_CHECKS}`),
-      call("GET", `/api/v1/monitors/${id}/sla`),
-    ]);
-    return { m, checks: checks.data, sla };
+    const card = monitorCards.get(m.id);
+    const checks = (await call("GET", `/api/v1/monitors/${id}/checks?limit=${BAR_CHECKS}`)).data;
+    const keep = quiet && card && card.sla && Date.now() - card.slaReadAt < SLA_REFRESH_MS &&
+      (!checks[0] || checks[0].ok) && card.m.status === m.status &&
+      card.m.enabled === m.enabled && card.m.consecutive_failures === m.consecutive_failures;
+    const sla = keep ? card.sla : await call("GET", `/api/v1/monitors/${id}/sla`);
+    return { m, checks, sla, slaReadAt: keep ? card.slaReadAt : Date.now() };
   }
 
   async function refreshMonitors({ quiet } = {}) {
@@ -1187,7 +1194,8 @@
       readAll("/api/v1/monitors"), readAll("/api/v1/components"),
     ]);
     components = comps;
-    const details = await mapLimited(monitors, DETAIL_CONCURRENCY, readMonitorDetail);
+    const details = await mapLimited(monitors, DETAIL_CONCURRENCY,
+      (m) => readMonitorDetail(m, quiet));
     hideError($("monitors-error"));
     const seen = new Set();
     place($("monitors"), details.map((d) => ({ id: d.m.id, ...d })), monitorCards,
@@ -1212,6 +1220,8 @@
       id: m.id,
       m,
       checks: [],
+      sla: null,
+      slaReadAt: 0,
       root,
       name: heading,
       state: q(".state"),
@@ -1225,7 +1235,7 @@
       idText: q(".id"),
       historyLabel: q(".history-label"),
       bar: q(".bar"),
-      sla: q(".sla"),
+      slaBox: q(".sla"),
       slaTarget: q(".sla-target"),
       slaBudget: q(".sla-budget"),
       slaBurn: q(".sla-burn"),
@@ -1268,9 +1278,11 @@
     return { ok: false, text: CHECK_ERROR_TEXT[c.error] || c.error || "Failed" };
   }
 
-  function updateMonitorCard(card, { m, checks, sla }) {
+  function updateMonitorCard(card, { m, checks, sla, slaReadAt }) {
     card.m = m;
     card.checks = checks;
+    card.sla = sla;
+    card.slaReadAt = slaReadAt;
     card.name.textContent = m.name;
     const state = describeMonitor(m);
     card.state.textContent = state.text;
@@ -1307,7 +1319,7 @@
   }
 
   function updateSla(card, sla) {
-    card.sla.classList.toggle("at-risk", Boolean(sla.at_risk || sla.breached));
+    card.slaBox.classList.toggle("at-risk", Boolean(sla.at_risk || sla.breached));
     if (sla.sla_target === null) {
       card.slaTarget.textContent = "None";
       card.slaBudget.textContent = "—";

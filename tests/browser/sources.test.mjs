@@ -645,11 +645,36 @@ test("monitors, incidents and components in Chromium", async (t) => {
     assert.equal((await apiCall("GET", "/api/v1/components/comp_api_gateway")).status, 404);
   });
 
-  await step("sign-out empties the views", async () => {
-    await page.getByRole("button", { name: "Sign out" }).click();
-    await page.locator("#signin").waitFor({ state: "visible" });
+  await step("a 429 in a view is reported there; a 401 ends the session", async () => {
+    await page.getByRole("navigation", { name: "Settings views" })
+      .getByRole("link", { name: "Monitors" }).click();
+    await textOf(page.locator("#monitors-status"), /0 monitors/, "the monitors view");
+    // The server never limits the correct token; these stand for a proxy in front of it and
+    // for a token reset while the page is open.
+    const listRoute = `${server.base}/api/v1/monitors?**`;
+    const refuse = (status, code) => page.route(listRoute, (route) => route.fulfill({
+      status,
+      headers: { "Content-Type": "application/json", "Retry-After": "7" },
+      body: JSON.stringify({ error: { code, message: `Refused (${status}).` } }),
+    }), { times: 1 });
+    // The view's own refresh (every 5 s) meets each refusal; a click could race it.
+    await refuse(429, "rate_limited");
+    await expectingStatuses([429], async () => {
+      await textOf(page.locator("#monitors-error"), /Refused \(429\)/, "the refusal in the view");
+    });
+    assert.equal(await page.locator("#app").isVisible(), true, "still signed in");
+    await page.unroute(listRoute);
+    await until("the error gone at the next refresh", () => page.locator("#monitors-error").isHidden());
+
+    await refuse(401, "unauthorized");
+    await expectingStatuses([401], async () => {
+      await textOf(page.locator("#token-error"), /no longer accepts this token/, "the sign-out");
+    });
+    await page.unroute(listRoute);
+    assert.equal(await page.locator("#app").isHidden(), true);
     assert.equal(await page.evaluate(() => sessionStorage.length), 0);
-    assert.equal(await page.locator("li.incident, li.monitor, #components tr").count(), 0);
+    assert.equal(await page.locator("li.incident, li.monitor, #components tr").count(), 0,
+      "the views are emptied");
   });
 
   await step("nothing left 127.0.0.1 and the console stayed clean", async () => {
