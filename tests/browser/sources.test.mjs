@@ -476,6 +476,7 @@ test("monitors, incidents and components in Chromium", async (t) => {
     });
     assert.equal(await page.locator("#mon-url-error").isHidden(), true, "the old error is gone");
     assert.equal(await focusedId(), "mon-timeout");
+    await page.screenshot({ path: path.join(ARTIFACTS, "sources-monitor-form.png") });
     assert.equal((await apiCall("GET", "/api/v1/monitors")).json.data.length, 0);
     await page.keyboard.press("Escape");
     await dialog.waitFor({ state: "hidden" });
