@@ -1011,7 +1011,9 @@
   function showView(name) {
     view = name;
     const v = VIEWS[name];
-    $("crumb-group").textContent = v.group;
+    // The middle crumb is found by place: the served page's markup stays the plain
+    // breadcrumb that SPEC 6 asks for.
+    document.querySelector(".crumbs li:nth-child(2)").textContent = v.group;
     $("crumb-page").textContent = v.page;
     $("view-title").textContent = v.title;
     document.title = `Settings › ${v.group} › ${v.page} · StatusSentry`;
