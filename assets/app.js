@@ -1747,9 +1747,10 @@
     if (!card) {
       body.status = $("inc-status").value;
       body.components = chosen;
-    } else if (!sameComponents(chosen, card.inc.components)) {
+    } else if (!sameComponents(chosen,
+      card.inc.components.filter((c) => components.some((x) => x.id === c.id)))) {
       // Sent only when changed, so that editing a title keeps a component that was deleted
-      // since the incident named it.
+      // since the incident named it (the form cannot offer it, and the API refuses it).
       body.components = chosen;
     }
     await busy(submitter, () => serial("incidents", async () => {

@@ -639,11 +639,31 @@ test("monitors, incidents and components in Chromium", async (t) => {
     await textOf(row, /Under maintenance/, "the edited status");
     assert.equal((await apiCall("GET", "/api/v1/components/comp_api_gateway")).json.status,
       "under_maintenance");
+    // An open incident names the component when it goes; the incident keeps its copy.
+    const opened = await apiCall("POST", "/api/v1/incidents", {
+      title: "Search is slow", severity: "minor",
+      components: [{ id: "comp_api_gateway", status: "degraded_performance" }],
+    });
+    assert.equal(opened.status, 201);
     await row.getByRole("button", { name: "Delete API Gateway" }).click();
     await dialog.getByRole("button", { name: "Delete" }).click();
     await dialog.waitFor({ state: "hidden" });
     await row.waitFor({ state: "detached" });
     assert.equal((await apiCall("GET", "/api/v1/components/comp_api_gateway")).status, 404);
+
+    // Editing its title does not drop the component the form can no longer offer.
+    const incident = incidentCard("Search is slow");
+    await incident.getByRole("button", { name: "Edit" }).click();
+    const form = page.locator("#incident-dialog");
+    await form.waitFor({ state: "visible" });
+    assert.equal(await page.locator("#inc-components-none").isVisible(), true);
+    await form.getByLabel("Title").fill("Search is slow in EU-West");
+    await form.getByRole("button", { name: "Save changes" }).click();
+    await form.waitFor({ state: "hidden" });
+    await textOf(incident.locator("h3"), /^Search is slow in EU-West$/, "the new title");
+    const inc = (await apiCall("GET", `/api/v1/incidents/${opened.json.id}`)).json;
+    assert.equal(inc.title, "Search is slow in EU-West");
+    assert.deepEqual(inc.components.map((c) => c.id), ["comp_api_gateway"]);
   });
 
   await step("a 429 in a view is reported there; a 401 ends the session", async () => {
