@@ -335,12 +335,16 @@ fn a_body_over_the_limit_gets_its_413_while_the_client_still_sends_it() {
         body.len()
     );
     stream.write_all(head.as_bytes()).expect("send head");
-    stream.write_all(&body[..4096]).expect("send the body's start");
+    stream
+        .write_all(&body[..4096])
+        .expect("send the body's start");
     // The answer is out (and the server has moved on to closing) before the rest is sent.
     let mut peek = [0u8; 1];
-    wait_until(Duration::from_secs(10), "the answer to arrive", || {
-        matches!(stream.peek(&mut peek), Ok(n) if n > 0)
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the answer to arrive",
+        || matches!(stream.peek(&mut peek), Ok(n) if n > 0),
+    );
     thread::sleep(Duration::from_millis(100));
     // A client that fails on a failed send (ureq does) never reads the answer.
     stream
