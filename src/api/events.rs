@@ -13,6 +13,9 @@ use crate::time::{now_ms, rfc3339};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// The fields of a published event.
+pub(super) const PUBLISH_KEYS: &[&str] = &["type", "data"];
+
 fn message_id(seq: i64) -> String {
     format!("msg_{seq}")
 }
@@ -53,7 +56,7 @@ pub fn types() -> Reply {
 
 pub fn publish(api: &Api, req: &Req) -> Result<Reply> {
     let obj = fields::object(req.body.as_ref())?;
-    fields::only_keys(obj, &["type", "data"])?;
+    fields::only_keys(obj, PUBLISH_KEYS)?;
     let type_text = fields::required_string(obj, "type")?;
     let event_type = EventType::parse(type_text).ok_or_else(|| {
         let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();

@@ -12,7 +12,7 @@ use crate::sla;
 use crate::store::{CheckRow, MonitorPatch, MonitorRow, MonitorSettings, Refusal};
 use crate::time::{now_ms, rfc3339, rfc3339_ms};
 
-const KEYS: [&str; 14] = [
+pub(super) const KEYS: [&str; 14] = [
     "name",
     "url",
     "method",
