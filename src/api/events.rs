@@ -20,8 +20,15 @@ fn message_id(seq: i64) -> String {
     format!("msg_{seq}")
 }
 
+/// The sequence number of a message id as `message_id` writes it: `msg_` and the number's
+/// digits, no sign, no leading zero, so that each message has exactly one id (`msg_+7` and
+/// `msg_007` are no message).
 fn message_seq(id: &str) -> Option<i64> {
-    id.strip_prefix("msg_")?.parse().ok().filter(|n| *n > 0)
+    let digits = id.strip_prefix("msg_")?;
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|n| *n > 0)
 }
 
 pub fn render_message(m: &MessageRow) -> Value {
@@ -75,11 +82,19 @@ pub fn publish(api: &Api, req: &Req) -> Result<Reply> {
     let idempotency = match req.header("idempotency-key") {
         None => None,
         Some(key) => {
+            // Whitespace around a header's value is not part of it; inside, a key is
+            // printable ASCII, so that a control character (a NUL, an escape) is never stored
+            // and echoed as part of one.
             let key = key.trim();
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+            if key.is_empty()
+                || key.len() > MAX_IDEMPOTENCY_KEY
+                || !key.bytes().all(|b| (b' '..=b'~').contains(&b))
+            {
                 return Err(ApiError::field(
                     "Idempotency-Key",
-                    format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+                    format!(
+                        "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+                    ),
                 ));
             }
             Some(Idempotency {
