@@ -24,11 +24,7 @@ fn message_id(seq: i64) -> String {
 /// digits, no sign, no leading zero, so that each message has exactly one id (`msg_+7` and
 /// `msg_007` are no message).
 fn message_seq(id: &str) -> Option<i64> {
-    let digits = id.strip_prefix("msg_")?;
-    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok().filter(|n| *n > 0)
+    super::whole_number(id.strip_prefix("msg_")?).filter(|n| *n > 0)
 }
 
 pub fn render_message(m: &MessageRow) -> Value {

@@ -423,9 +423,10 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
     if api.stopping.load(Ordering::SeqCst) {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
+    // An empty segment (`//`, a trailing `/`) is kept, and fits no route: dropping it would
+    // read `endpoints//secret` as the endpoint whose id is "secret".
     let segments: Vec<String> = rest
         .split('/')
-        .filter(|s| !s.is_empty())
         .map(|s| percent_decode(s, Plus::Literal))
         .collect();
     let body = read_body(api, request, &method, &headers)?;
@@ -695,7 +696,7 @@ fn find_route(segs: &[&str]) -> Option<(&'static str, &'static str)> {
             && parts
                 .iter()
                 .zip(segs)
-                .all(|(part, seg)| part.starts_with('{') || part == seg)
+                .all(|(part, seg)| part == seg || (part.starts_with('{') && !seg.is_empty()))
     })
 }
 
@@ -768,8 +769,8 @@ impl Page {
     pub fn from(req: &Req) -> Result<Page> {
         let limit = match req.query("limit") {
             None => 50,
-            Some(s) => match s.parse::<usize>() {
-                Ok(n @ 1..=500) => n,
+            Some(s) => match whole_number(s) {
+                Some(n @ 1..=500) => n as usize,
                 _ => {
                     return Err(ApiError::field(
                         "limit",
@@ -813,7 +814,16 @@ fn encode_cursor(seq: i64) -> String {
 }
 
 fn decode_cursor(text: &str) -> Option<i64> {
-    text.strip_prefix('c')?.parse().ok().filter(|n| *n > 0)
+    whole_number(text.strip_prefix('c')?).filter(|n| *n > 0)
+}
+
+/// A whole number written as `encode_cursor` and `format!` write one: digits only, no sign, no
+/// leading zero, so that every number the API reads has one spelling (`+5` and `05` are not 5).
+pub(super) fn whole_number(text: &str) -> Option<i64> {
+    let canonical = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
 }
 
 fn parse_query(q: &str) -> Vec<(String, String)> {
@@ -999,7 +1009,17 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_refuse_junk() {
         assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
-        for junk in ["42", "c", "cx", "c-1", "c0"] {
+        for junk in [
+            "42",
+            "c",
+            "cx",
+            "c-1",
+            "c0",
+            "c+5",
+            "c05",
+            "c 5",
+            "c99999999999999999999",
+        ] {
             assert_eq!(decode_cursor(junk), None, "{junk}");
         }
     }

@@ -114,9 +114,8 @@ fn read(api: &Api, obj: &Object) -> Result<MonitorPatch> {
         None => None,
     };
     let method = match fields::string(obj, "method")? {
-        Some(m) if m.eq_ignore_ascii_case("GET") || m.eq_ignore_ascii_case("HEAD") => {
-            Some(m.to_ascii_uppercase())
-        }
+        // Method names are case-sensitive (RFC 9110), and the document lists these two.
+        Some(m @ ("GET" | "HEAD")) => Some(m.to_string()),
         Some(_) => return Err(ApiError::field("method", "method must be GET or HEAD")),
         None => None,
     };
