@@ -623,7 +623,9 @@ fn read_body(
     if bytes.len() as u64 > limit {
         return Err(too_large());
     }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    // No body at all is "no body" (an action route takes it as `{}`); a body of only
+    // whitespace is a body, and not JSON.
+    if bytes.is_empty() {
         return Ok(None);
     }
     let content_type = headers

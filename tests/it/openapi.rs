@@ -268,6 +268,32 @@ fn numbers_and_times_are_read_exactly() {
 }
 
 #[test]
+fn a_blank_body_is_not_an_empty_one() {
+    let server = Server::start("");
+    let endpoint = create_endpoint(&server, json!({"url": DEAD_URL}));
+    let path = format!("/api/v1/endpoints/{}/test", s(&endpoint, "id"));
+    let auth = format!("Bearer {TOKEN}");
+    let json_headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    // No body: an action route takes it as `{}`.
+    let reply = server
+        .client()
+        .raw("POST", &path, &[("Authorization", &auth)], None);
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    // Whitespace is a body, and not JSON; nothing is sent for it.
+    for blank in [&b" "[..], b"\n", b" \r\n\t "] {
+        let reply = server
+            .client()
+            .raw("POST", &path, &json_headers, Some(blank));
+        assert_eq!(reply.status, 400, "{blank:?}: {}", reply.text());
+        assert_eq!(error_parts(&reply.json()).0, "invalid_json");
+    }
+    assert_eq!(list_all(&server, "/api/v1/events", 500).len(), 1);
+}
+
+#[test]
 fn a_monitor_method_is_written_as_http_writes_it() {
     let server = Server::start("");
     for (method, want) in [("GET", 201), ("HEAD", 201), ("get", 400), ("Head", 400)] {
