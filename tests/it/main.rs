@@ -10,6 +10,7 @@ mod edge;
 mod guard;
 mod hardening;
 mod harness;
+mod openapi;
 mod ops;
 mod queue;
 mod soak;
