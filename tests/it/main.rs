@@ -12,6 +12,7 @@ mod hardening;
 mod harness;
 mod ops;
 mod queue;
+mod recovery;
 mod soak;
 mod sources;
 mod supervise;
