@@ -1,7 +1,9 @@
 // Debian's firefox-esr over WebDriver BiDi (puppeteer-core), behind the part of Playwright's
 // page API that settings.mjs uses, so that Firefox runs the very steps Chromium runs.
 // Playwright's own Firefox is a patched build that cannot be installed here; the stock one
-// speaks BiDi, which Playwright-core does not drive yet.
+// speaks WebDriver BiDi, which playwright-core drives only through an internal, unexported
+// browser type, and puppeteer-core drives publicly. (puppeteer-core 24 is the last major
+// version that runs on Node 20.)
 //
 // What the layer keeps from Playwright: locators are resolved afresh on every use; an action
 // waits until its locator matches exactly one element, which for clicks must be visible and
