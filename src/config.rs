@@ -41,6 +41,9 @@ pub struct Storage {
     pub retention_days: u32,
     /// New events are refused (507) once the database uses this many bytes; `None`: no limit.
     pub max_size: Option<u64>,
+    /// Whether the process checkpoints the write-ahead log itself (after each retention pass
+    /// and at shutdown); false leaves it to another process that owns it, such as Litestream.
+    pub checkpoints: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +137,7 @@ struct RawStorage {
     path: Option<String>,
     retention_days: Option<u32>,
     max_size: Option<String>,
+    checkpoints: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -319,6 +323,7 @@ impl Config {
             path,
             retention_days: raw.storage.retention_days.unwrap_or(30),
             max_size: size("storage.max_size", raw.storage.max_size)?,
+            checkpoints: raw.storage.checkpoints.unwrap_or(true),
         };
         if storage.retention_days == 0 {
             return Err(ConfigError::Invalid {
@@ -463,6 +468,7 @@ impl Config {
                     .storage
                     .max_size
                     .map_or(String::new(), |b| format!("{b}B")),
+                checkpoints: self.storage.checkpoints,
             },
             delivery: DeliveryView {
                 workers: d.workers,
@@ -528,6 +534,7 @@ struct StorageView {
     retention_days: u32,
     /// Empty: no limit.
     max_size: String,
+    checkpoints: bool,
 }
 
 #[derive(Serialize)]
@@ -630,6 +637,13 @@ mod tests {
         assert!(c.server.allowed_hosts.is_empty());
         assert_eq!(c.storage.path, PathBuf::from("statussentry.db"));
         assert_eq!(c.storage.retention_days, 30);
+        assert!(c.storage.checkpoints);
+        assert!(
+            !load("[storage]\ncheckpoints = false")
+                .unwrap()
+                .storage
+                .checkpoints
+        );
         assert_eq!(c.delivery.workers, 16);
         assert_eq!(c.delivery.timeout, Duration::from_secs(10));
         assert_eq!(c.delivery.connect_timeout, Duration::from_secs(5));

@@ -1,6 +1,7 @@
 //! Retention: a background thread that prunes delivered messages, their attempts and events
 //! older than `retention_days`, and old idempotency keys, in small batches with pauses so
-//! that it never holds the writer for long, then checkpoints the WAL so it stays small.
+//! that it never holds the writer for long, then checkpoints the WAL so it stays small
+//! (unless `storage.checkpoints = false` leaves that to another process, such as Litestream).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -25,6 +26,7 @@ const PAUSE: Duration = Duration::from_millis(20);
 pub fn start(
     store: Arc<Store>,
     retention_days: u32,
+    checkpoints: bool,
     stop: Receiver<()>,
     supervisor: &Supervisor,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -45,7 +47,7 @@ pub fn start(
                 }
             }
             beat.work();
-            if let Err(e) = pass(&store, retention_days, &stop, beat) {
+            if let Err(e) = pass(&store, retention_days, checkpoints, &stop, beat) {
                 log::error!("retention pass failed: {e}");
             }
         }
@@ -55,6 +57,7 @@ pub fn start(
 fn pass(
     store: &Store,
     retention_days: u32,
+    checkpoints: bool,
     stop: &Receiver<()>,
     beat: &Beat,
 ) -> crate::store::Result<()> {
@@ -74,5 +77,12 @@ fn pass(
         log::info!("retention: pruned {total} delivered messages older than {retention_days} days");
     }
     beat.beat();
-    store.checkpoint()
+    // The checkpoint waits for every reader, holding the writer meanwhile. Beside Litestream,
+    // whose read transaction never ends, it would stall every write for the busy timeout and
+    // then give up; Litestream checkpoints the log itself.
+    if checkpoints {
+        store.checkpoint()
+    } else {
+        Ok(())
+    }
 }

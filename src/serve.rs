@@ -59,6 +59,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let retention_thread = crate::retention::start(
         store.clone(),
         config.storage.retention_days,
+        config.storage.checkpoints,
         retention_stop,
         &supervisor,
     )
@@ -107,7 +108,9 @@ pub fn run(config: Config) -> Result<(), String> {
     let _ = retention_thread.join();
     dispatcher.shutdown();
     let _ = dispatcher_thread.join();
-    if let Err(e) = store.checkpoint() {
+    if config.storage.checkpoints
+        && let Err(e) = store.checkpoint()
+    {
         log::warn!("final checkpoint failed: {e}");
     }
     // A thread that died while stopping is a bug worth a non-zero exit, not a quiet one.

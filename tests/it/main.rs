@@ -13,6 +13,7 @@ mod harness;
 mod openapi;
 mod ops;
 mod queue;
+mod recovery;
 mod soak;
 mod sources;
 mod supervise;
