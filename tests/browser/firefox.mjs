@@ -1,5 +1,6 @@
 // Debian's firefox-esr over WebDriver BiDi (puppeteer-core), behind the part of Playwright's
-// page API that settings.mjs uses, so that Firefox runs the very steps Chromium runs.
+// page API that settings.mjs and sources.mjs use, so that Firefox runs the very steps Chromium
+// runs.
 // Playwright's own Firefox is a patched build that cannot be installed here; the stock one
 // speaks WebDriver BiDi, which playwright-core drives only through an internal, unexported
 // browser type, and puppeteer-core drives publicly. (puppeteer-core 24 is the last major
@@ -8,8 +9,9 @@
 // What the layer keeps from Playwright: locators are resolved afresh on every use; an action
 // waits until its locator matches exactly one element, which for clicks must be visible and
 // enabled (Playwright's auto-waiting and strictness); getByRole sees only visible elements
-// and matches the accessible name as a case-insensitive substring unless `exact` is set, as
-// getByLabel does with the labels' text. Clicks and key presses are real input events sent
+// and matches the accessible name as a case-insensitive substring unless `exact` is set (or
+// against a RegExp), as getByLabel does with the labels' text; getByText matches the smallest
+// elements whose text holds the string, visible or not. Clicks and key presses are real input events sent
 // through BiDi; fill and selectOption set the value and fire `input` and `change`, as
 // Playwright does.
 
@@ -18,7 +20,8 @@ import puppeteer from "puppeteer-core";
 const TIMEOUT_MS = 30_000;
 const POLL_MS = 50;
 
-// Starts Firefox with a fresh profile; returns `{ context, page }` for settings.mjs.
+// Starts Firefox with a fresh profile; returns `{ context, page }` for settings.mjs or
+// sources.mjs.
 export async function launchFirefox({ executablePath, profile, onForeign }) {
   const browser = await puppeteer.launch({
     browser: "firefox",
@@ -33,7 +36,13 @@ export async function launchFirefox({ executablePath, profile, onForeign }) {
       "dom.events.asyncClipboard.readText": true,
     },
   });
-  const raw = (await browser.pages())[0] || (await browser.newPage());
+  // A tab of our own, not the one Firefox starts with: that one never has the focus in a
+  // headless Firefox (document.hasFocus() is false), so the focused element takes key events
+  // but not their default actions (Enter or Space on a focused button clicks nothing), which
+  // a person's browser, and headless Chromium, do.
+  const initial = await browser.pages();
+  const raw = await browser.newPage();
+  for (const tab of initial) await tab.close();
   const page = new Page(raw, onForeign);
   await page.intercept();
   return { context: new Context(browser, page), page };
@@ -106,6 +115,31 @@ class Page {
     return this.raw.reload({ waitUntil: "load" });
   }
 
+  // History steps. puppeteer-core's goBack waits for a navigation event that Firefox does not
+  // send when the step stays within the document (a fragment), so the layer traverses through
+  // BiDi itself, which answers once the step is taken, then waits for the document's load, as
+  // Playwright does. The answer is null (Playwright's for a step within the document; the
+  // steps read no response from a history step).
+  async goBack() {
+    return this.go(-1);
+  }
+
+  async goForward() {
+    return this.go(1);
+  }
+
+  async go(delta) {
+    await this.raw.mainFrame().browsingContext.traverseHistory(delta);
+    const end = Date.now() + TIMEOUT_MS;
+    for (;;) {
+      // A document being replaced may refuse the evaluation; the next poll asks the new one.
+      const state = await this.raw.evaluate(() => document.readyState).catch(() => null);
+      if (state === "complete") return null;
+      if (Date.now() > end) throw new Error(`timed out waiting for the load after a history step`);
+      await sleep(POLL_MS);
+    }
+  }
+
   title() {
     return this.raw.title();
   }
@@ -139,7 +173,7 @@ class Page {
   }
 
   getByRole(role, { name, exact = false } = {}) {
-    return new Locator(this, [{ role, name, exact }]);
+    return new Locator(this, [roleStep(role, name, exact)]);
   }
 }
 
@@ -162,7 +196,11 @@ class Locator {
   }
 
   getByRole(role, { name, exact = false } = {}) {
-    return new Locator(this.page, [...this.chain, { role, name, exact }]);
+    return new Locator(this.page, [...this.chain, roleStep(role, name, exact)]);
+  }
+
+  getByText(text) {
+    return new Locator(this.page, [...this.chain, { text }]);
   }
 
   first() {
@@ -212,6 +250,22 @@ class Locator {
 
   async isHidden() {
     return !(await this.isVisible());
+  }
+
+  // Playwright's isDisabled: a native control that is disabled, by itself or by a fieldset.
+  async isDisabled() {
+    return (await this.one()).evaluate((el) => el.matches(":disabled"));
+  }
+
+  async isChecked() {
+    return (await this.one()).evaluate((el) => {
+      if (el.type !== "checkbox" && el.type !== "radio") throw new Error("not a checkbox or radio");
+      return el.checked;
+    });
+  }
+
+  async focus() {
+    await (await this.one()).focus();
   }
 
   async waitFor({ state = "visible" } = {}) {
@@ -293,6 +347,13 @@ class Locator {
   }
 }
 
+// A getByRole step; a RegExp name travels to the page as its source and flags.
+function roleStep(role, name, exact) {
+  return name instanceof RegExp
+    ? { role, nameRe: { source: name.source, flags: name.flags } }
+    : { role, name, exact };
+}
+
 // Playwright's URL glob: `**` any characters, `*` any but `/`, the rest literal.
 function globToRegExp(glob) {
   let out = "";
@@ -330,7 +391,14 @@ function resolveChainInPage(chain) {
     (el.tagName === "INPUT" ? norm(el.value) : norm(el.textContent));
   const roles = {
     button: "button, input[type=button], input[type=submit], input[type=reset], [role=button]",
+    link: "a[href], area[href], [role=link]",
+    navigation: "nav, [role=navigation]",
   };
+  const nameMatches = (el, step) => {
+    if (step.nameRe) return new RegExp(step.nameRe.source, step.nameRe.flags).test(nameOf(el));
+    return step.name === undefined || matches(nameOf(el), step.name, step.exact);
+  };
+  const textless = new Set(["SCRIPT", "STYLE", "NOSCRIPT", "TEMPLATE", "HEAD"]);
   const within = (roots, css) => {
     const found = new Set();
     for (const root of roots) for (const el of root.querySelectorAll(css)) found.add(el);
@@ -350,7 +418,12 @@ function resolveChainInPage(chain) {
       if (!roles[step.role]) throw new Error(`role ${step.role} is not supported`);
       set = within(set, roles[step.role])
         .filter((el) => el.checkVisibility({ visibilityProperty: true }))
-        .filter((el) => step.name === undefined || matches(nameOf(el), step.name, step.exact));
+        .filter((el) => nameMatches(el, step));
+    } else if (step.text !== undefined) {
+      // The innermost matches only: an element whose child holds the text is not one.
+      set = within(set, "*")
+        .filter((el) => !textless.has(el.tagName) && matches(el.textContent, step.text, false))
+        .filter((el) => ![...el.children].some((c) => matches(c.textContent, step.text, false)));
     } else if (step.nth !== undefined) {
       set = set.slice(step.nth, step.nth + 1);
     }
