@@ -129,7 +129,13 @@ class Page {
   }
 
   async go(delta) {
-    await this.raw.mainFrame().browsingContext.traverseHistory(delta);
+    try {
+      await this.raw.mainFrame().browsingContext.traverseHistory(delta);
+    } catch (e) {
+      // Playwright answers null when there is no entry to go to.
+      if (/no such history entry/.test(e.message)) return null;
+      throw e;
+    }
     const end = Date.now() + TIMEOUT_MS;
     for (;;) {
       // A document being replaced may refuse the evaluation; the next poll asks the new one.
