@@ -88,6 +88,14 @@ pub enum Command {
         tolerance: i64,
         body_file: Option<PathBuf>,
     },
+    /// Hidden (not in `USAGE`): writes a generated database of a long-lived install's size
+    /// into a new file, for the full-size benchmark (`store::fixture`).
+    GenerateFixture {
+        fixture: crate::store::fixture::Fixture,
+        dest: PathBuf,
+        /// The size as a fraction of the full one, in millionths (1,000,000 is full size).
+        scale_ppm: u32,
+    },
     Help,
     Version,
 }
@@ -110,6 +118,7 @@ fn parse_with(args: &[String], secret_env: Option<String>) -> Result<Command, St
         "--header",
         "--tolerance",
         "--body-file",
+        "--scale",
     ];
     let mut i = 0;
     while i < args.len() {
@@ -139,6 +148,9 @@ fn parse_with(args: &[String], secret_env: Option<String>) -> Result<Command, St
         [] => ("serve", None),
         [one] => (*one, None),
         ["backup", file] => ("backup", Some(*file)),
+        ["generate-fixture", kind, file] => {
+            return generate_fixture(kind, file, &flags);
+        }
         [_, extra, ..] => return Err(format!("unexpected argument {extra:?}")),
     };
     let allowed: &[&str] = match sub {
@@ -219,6 +231,34 @@ fn parse_with(args: &[String], secret_env: Option<String>) -> Result<Command, St
             },
             body_file: value("--body-file").map(PathBuf::from),
         },
+    })
+}
+
+/// `generate-fixture month|fleet FILE [--scale F]`, F in (0, 1] (default 1).
+fn generate_fixture(
+    kind: &str,
+    file: &str,
+    flags: &[(&str, Option<&str>)],
+) -> Result<Command, String> {
+    let fixture = crate::store::fixture::Fixture::parse(kind)
+        .ok_or_else(|| format!("generate-fixture makes month or fleet, not {kind:?}"))?;
+    let mut scale = 1.0;
+    for (name, value) in flags {
+        match (*name, value) {
+            ("--scale", Some(v)) => {
+                scale = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| *s > 0.0 && *s <= 1.0)
+                    .ok_or_else(|| format!("--scale must be above 0 and at most 1, not {v:?}"))?;
+            }
+            (other, _) => return Err(format!("generate-fixture does not take {other}")),
+        }
+    }
+    Ok(Command::GenerateFixture {
+        fixture,
+        dest: PathBuf::from(file),
+        scale_ppm: ((scale * 1e6).round() as u32).max(1),
     })
 }
 

@@ -11,6 +11,7 @@
 //! works; the caller answers only after the flush. See ARCHITECTURE.md.
 
 mod counts;
+pub mod fixture;
 mod flush;
 mod health;
 mod queue;
