@@ -462,3 +462,60 @@ fn a_migration_that_would_leave_dangling_references_is_refused_and_changes_nothi
         .unwrap();
     assert_eq!((version, tables), (2, 0), "rolled back");
 }
+
+/// The full integrity check runs after the open (issue 17: it read the whole file before the
+/// service could start). A sound file passes; a file with a damaged page opens, then the
+/// check refuses every write and the health check, and the file is left byte for byte.
+#[test]
+fn the_integrity_check_after_the_open_refuses_writes_to_a_damaged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    fixture::generate(&path, fixture::Fixture::Month, 0.0005, 1_800_000_000_000).unwrap();
+    let s = Store::open(&path, None).unwrap();
+    s.check_integrity();
+    assert!(matches!(s.integrity.get(), Some(Ok(()))));
+    s.health_check().unwrap();
+    s.set_setting("sound", "yes").unwrap();
+    drop(s);
+
+    // A leaf page of events in the middle of the file, garbage after its first bytes: nothing
+    // the open reads, and a page quick_check reads.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = 4096;
+    let pages = bytes.len() / page;
+    let victim = (pages / 2..pages)
+        .find(|&p| {
+            let text = String::from_utf8_lossy(&bytes[p * page..(p + 1) * page]);
+            text.matches("monitor.status_change").count() >= 3
+        })
+        .expect("a page of events in the second half of the file");
+    for (i, b) in bytes[victim * page + 8..(victim + 1) * page]
+        .iter_mut()
+        .enumerate()
+    {
+        *b = (i * 7 + 13) as u8;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let s = Store::open(&path, None).unwrap();
+    assert!(s.integrity.get().is_none(), "not checked before it runs");
+    s.check_integrity();
+    assert!(
+        matches!(s.integrity.get(), Some(Err(_))),
+        "{:?}",
+        s.integrity.get()
+    );
+    assert!(matches!(s.health_check(), Err(StoreError::Corrupt(..))));
+    assert!(matches!(
+        s.set_setting("damaged", "yes"),
+        Err(StoreError::Corrupt(..))
+    ));
+    assert!(matches!(s.checkpoint(), Err(StoreError::Corrupt(..))));
+    // Nothing stops after the check: interrupting it when none runs is harmless.
+    s.stop_integrity_check();
+    drop(s);
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "the damaged file was changed"
+    );
+}

@@ -5,6 +5,7 @@
 mod api;
 mod assets;
 mod delivery;
+mod fullsize;
 mod guard;
 mod hardening;
 mod harness;
