@@ -147,9 +147,82 @@ const MAX_IDLE_READERS: usize = 8;
 /// Retention's search for delivered messages accepted before `?1`, at most `?2`, and the
 /// metrics' oldest pending message: both through `messages_by_status (status, created_at)`,
 /// which a unit test checks in their plans.
-const PRUNE_DELIVERED: &str =
-    "SELECT seq FROM messages WHERE status = 'delivered' AND created_at < ?1 LIMIT ?2";
+const PRUNE_DELIVERED: &str = "SELECT seq, endpoint_seq FROM messages
+     WHERE status = 'delivered' AND created_at < ?1 LIMIT ?2";
 const OLDEST_PENDING: &str = "SELECT min(created_at) FROM messages WHERE status = 'pending'";
+
+/// The list routes' statements, one per filter so that each has a plan of its own, which a
+/// unit test reads (`a_page_of_each_list_reads_an_index_range`): a statement with `?2 IS NULL
+/// OR type = ?2` for every filter cannot use an index for any, and read every row newer than
+/// the page's matches (a filter matching nothing read the table).
+const EVENTS_PAGE: &str =
+    "SELECT seq, id, payload FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2";
+/// Through `events_by_type (type, seq)`.
+const EVENTS_OF_TYPE: &str = "SELECT seq, id, payload FROM events
+     WHERE type = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3";
+const MESSAGES_PAGE: &str = "SELECT seq FROM messages WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2";
+/// Through `messages_by_event`; the other filters are checked on its few rows.
+const MESSAGES_OF_EVENT: &str = "SELECT seq FROM messages
+     WHERE event_seq = ?1 AND seq < ?2 AND (?3 IS NULL OR endpoint_seq = ?3)
+       AND (?4 IS NULL OR status = ?4)
+     ORDER BY seq DESC LIMIT ?5";
+/// Through `messages_queue (endpoint_seq, status, seq)`: one endpoint's messages of one
+/// status. A page of one endpoint (any status) or of one status (any endpoint) is merged
+/// from one such read per status or per endpoint, so it reads at most a page from each.
+const MESSAGES_OF_ENDPOINT_STATUS: &str = "SELECT seq FROM messages
+     WHERE endpoint_seq = ?1 AND status = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4";
+
+/// The `seq`s of a page of messages, newest first, before `before`.
+fn message_page(
+    c: &Connection,
+    filter: &MessageFilter,
+    before: i64,
+    limit: usize,
+) -> Result<Vec<i64>> {
+    let seqs = |stmt: &str, values: &[&dyn rusqlite::ToSql]| -> Result<Vec<i64>> {
+        Ok(c.prepare_cached(stmt)?
+            .query_map(values, |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?)
+    };
+    let limit_sql = limit as i64;
+    if let Some(event) = filter.event_seq {
+        return seqs(
+            MESSAGES_OF_EVENT,
+            &[
+                &event,
+                &before,
+                &filter.endpoint_seq,
+                &filter.status,
+                &limit_sql,
+            ],
+        );
+    }
+    let (endpoints, statuses): (Vec<i64>, Vec<String>) = match (filter.endpoint_seq, &filter.status)
+    {
+        (None, None) => return seqs(MESSAGES_PAGE, &[&before, &limit_sql]),
+        (Some(e), Some(s)) => (vec![e], vec![s.clone()]),
+        (Some(e), None) => (vec![e], counts::STATUSES.map(String::from).to_vec()),
+        (None, Some(s)) => {
+            let all = c
+                .prepare_cached("SELECT seq FROM endpoints")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            (all, vec![s.clone()])
+        }
+    };
+    let mut found = Vec::new();
+    for endpoint in &endpoints {
+        for status in &statuses {
+            found.extend(seqs(
+                MESSAGES_OF_ENDPOINT_STATUS,
+                &[endpoint, status, &before, &limit_sql],
+            )?);
+        }
+    }
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    found.truncate(limit);
+    Ok(found)
+}
 
 /// Page cache per reader connection, KiB (the writer keeps SQLite's default of 2,000).
 const READER_CACHE_KIB: u32 = 512;
@@ -405,6 +478,7 @@ impl Store {
                 let value = f(&tx)?;
                 // The changes of status this transaction's statements staged (`counts.rs`).
                 let delta = counts::take_staged();
+                counts::persist(&tx, &delta)?;
                 tx.commit()?;
                 Ok((value, delta))
             })();
@@ -453,14 +527,13 @@ impl Store {
 
     /// How many endpoints there are and how many messages wait, for the start-up line.
     pub fn counts(&self) -> Result<(i64, i64)> {
-        self.read(|c| {
-            Ok(c.query_row(
-                "SELECT (SELECT count(*) FROM endpoints),
-                        (SELECT count(*) FROM messages WHERE status IN ('pending', 'parked'))",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?)
-        })
+        let endpoints =
+            self.read(|c| Ok(c.query_row("SELECT count(*) FROM endpoints", [], |r| r.get(0))?))?;
+        let by_status = self.message_counts.get();
+        Ok((
+            endpoints,
+            by_status[counts::PENDING].1 + by_status[counts::PARKED].1,
+        ))
     }
 
     /// The store's side of `/metrics`: messages by status (from memory), the oldest pending
@@ -685,7 +758,7 @@ impl Store {
                 let mut rows = by_status.query([seq])?;
                 while let Some(row) = rows.next()? {
                     let status: String = row.get(0)?;
-                    counts::stage(counts::index(&status), None, row.get(1)?);
+                    counts::stage(seq, counts::index(&status), None, row.get(1)?);
                 }
                 tx.execute("DELETE FROM endpoints WHERE seq = ?1", [seq])?;
             }
@@ -696,30 +769,22 @@ impl Store {
     /// Message counts by status and the last request, for the endpoint view.
     pub fn endpoint_stats(&self, seq: i64) -> Result<EndpointStats> {
         self.read(|c| {
-            let mut stats = EndpointStats::default();
-            let mut stmt = c.prepare_cached(
-                "SELECT status, count(*) FROM messages WHERE endpoint_seq = ?1 GROUP BY status",
-            )?;
-            let mut rows = stmt.query([seq])?;
-            while let Some(row) = rows.next()? {
-                let status: String = row.get(0)?;
-                let n: i64 = row.get(1)?;
-                match status.as_str() {
-                    "pending" => stats.pending = n,
-                    "parked" => stats.parked = n,
-                    "delivered" => stats.delivered = n,
-                    "failed" => stats.failed = n,
-                    _ => {}
-                }
-            }
-            stats.last_request = c
+            // Kept per endpoint as messages change (`counts.rs`): no message is counted here.
+            let [pending, parked, delivered, failed] = counts::of_endpoint(c, seq)?;
+            let last_request = c
                 .prepare_cached(
                     "SELECT at, 0, duration_ms, status_code, error, response_body FROM requests
                      WHERE endpoint_seq = ?1 ORDER BY seq DESC LIMIT 1",
                 )?
                 .query_row([seq], attempt_row)
                 .optional()?;
-            Ok(stats)
+            Ok(EndpointStats {
+                pending,
+                parked,
+                delivered,
+                failed,
+                last_request,
+            })
         })
     }
 
@@ -803,15 +868,21 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<EventRow>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, id, payload FROM events
-                 WHERE seq < ?1 AND (?2 IS NULL OR type = ?2) ORDER BY seq DESC LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(
-                params![before.unwrap_or(i64::MAX), event_type, limit as i64],
-                event_row,
-            )?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let before = before.unwrap_or(i64::MAX);
+            // One statement per filter, each with a plan of its own (a unit test reads them):
+            // `?2 IS NULL OR type = ?2` in one statement read every event newer than the
+            // page's matches.
+            let rows = match event_type {
+                Some(t) => c
+                    .prepare_cached(EVENTS_OF_TYPE)?
+                    .query_map(params![t, before, limit as i64], event_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+                None => c
+                    .prepare_cached(EVENTS_PAGE)?
+                    .query_map(params![before, limit as i64], event_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+            };
+            Ok(rows?)
         })
     }
 
@@ -826,23 +897,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<MessageRow>> {
         self.read(|c| {
-            let sql = format!(
-                "{MESSAGE_SELECT} WHERE m.seq < ?1 AND (?2 IS NULL OR m.endpoint_seq = ?2)
-                   AND (?3 IS NULL OR m.event_seq = ?3) AND (?4 IS NULL OR m.status = ?4)
-                 ORDER BY m.seq DESC LIMIT ?5"
-            );
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![
-                    before.unwrap_or(i64::MAX),
-                    filter.endpoint_seq,
-                    filter.event_seq,
-                    filter.status,
-                    limit as i64
-                ],
-                message_row,
-            )?;
-            let mut messages = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let seqs = message_page(c, filter, before.unwrap_or(i64::MAX), limit)?;
+            let mut by_seq = c.prepare_cached(&format!("{MESSAGE_SELECT} WHERE m.seq = ?1"))?;
+            let mut messages = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                messages.extend(by_seq.query_row([seq], message_row).optional()?);
+            }
             let mut count =
                 c.prepare_cached("SELECT count(*) FROM attempts WHERE message_seq = ?1")?;
             for m in &mut messages {
@@ -881,8 +941,8 @@ impl Store {
                 )
                 .optional()?;
             let endpoint = found.as_ref().map(|(endpoint, _)| *endpoint);
-            if let Some((_, status)) = &found {
-                counts::stage(counts::index(status), Some(counts::PENDING), 1);
+            if let Some((endpoint, status)) = &found {
+                counts::stage(*endpoint, counts::index(status), Some(counts::PENDING), 1);
                 tx.execute(
                     "UPDATE messages SET status = 'pending', failures = 0, next_attempt_at = NULL,
                             requeued_at = ?2, finished_at = NULL WHERE seq = ?1",
@@ -906,7 +966,12 @@ impl Store {
                  WHERE endpoint_seq = ?1 AND status = 'failed' AND created_at >= ?2",
                 params![endpoint_seq, since, now],
             )?;
-            counts::stage(Some(counts::FAILED), Some(counts::PENDING), n as i64);
+            counts::stage(
+                endpoint_seq,
+                Some(counts::FAILED),
+                Some(counts::PENDING),
+                n as i64,
+            );
             Ok(n)
         })
     }
@@ -920,15 +985,15 @@ impl Store {
     pub fn prune(&self, cutoff: i64, keys_cutoff: i64, batch: usize) -> Result<usize> {
         self.write(Durability::Normal, |tx| {
             // Through messages_by_status (status, created_at): the search ends at the cutoff.
-            let messages: Vec<i64> = tx
+            let messages: Vec<(i64, i64)> = tx
                 .prepare_cached(PRUNE_DELIVERED)?
-                .query_map(params![cutoff, batch as i64], |r| r.get(0))?
+                .query_map(params![cutoff, batch as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             // The requests of these messages' attempts, which may go with them.
             let mut requests: Vec<i64> = Vec::new();
             let mut attempts =
                 tx.prepare_cached("SELECT request_seq FROM attempts WHERE message_seq = ?1")?;
-            for seq in &messages {
+            for (seq, _) in &messages {
                 for request in attempts.query_map([seq], |r| r.get(0))? {
                     requests.push(request?);
                 }
@@ -937,9 +1002,9 @@ impl Store {
             requests.dedup();
             // Their attempts go with them (ON DELETE CASCADE).
             let mut delete_message = tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
-            for seq in &messages {
+            for (seq, endpoint) in &messages {
                 let n = delete_message.execute([seq])?;
-                counts::stage(Some(counts::DELIVERED), None, n as i64);
+                counts::stage(*endpoint, Some(counts::DELIVERED), None, n as i64);
             }
             // A request of a batch stays while an attempt of another message refers to it.
             let mut delete_request = tx.prepare_cached(
@@ -1132,7 +1197,9 @@ fn publish_one(
     for seq in &targets {
         insert.execute(params![event_seq, seq, item.created_at])?;
     }
-    counts::stage(None, Some(counts::PENDING), targets.len() as i64);
+    for &endpoint in &targets {
+        counts::stage(endpoint, None, Some(counts::PENDING), 1);
+    }
     if let Some(idem) = &item.idempotency {
         tx.prepare_cached(
             "INSERT INTO idempotency_keys (key, request, event_id, created_at) VALUES (?1, ?2, ?3, ?4)

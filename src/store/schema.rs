@@ -211,6 +211,27 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP INDEX messages_by_status;
     CREATE INDEX messages_by_status ON messages(status, created_at);
     "#,
+    // 5: each endpoint's messages by status, kept as messages change (`counts.rs`), so that
+    // neither the start, `/metrics` nor an endpoint's view counts messages; and events by
+    // type, so that `GET /api/v1/events?type=` reads one type's newest events instead of
+    // every event newer than its matches (measured in BENCHMARKS.md, "Full size"); and
+    // resolved incidents by resolution time, for retention. Filling the table reads every
+    // message once, through `messages_queue`.
+    r#"
+    CREATE TABLE message_counts (
+        endpoint_seq INTEGER NOT NULL REFERENCES endpoints(seq) ON DELETE CASCADE,
+        status       TEXT NOT NULL,
+        n            INTEGER NOT NULL,
+        PRIMARY KEY (endpoint_seq, status)
+    ) WITHOUT ROWID;
+    INSERT INTO message_counts (endpoint_seq, status, n)
+        SELECT endpoint_seq, status, count(*) FROM messages GROUP BY endpoint_seq, status;
+
+    CREATE INDEX events_by_type ON events(type, seq);
+
+    -- Retention deletes incidents resolved longer ago than retention_days; open ones never.
+    CREATE INDEX incidents_by_resolution ON incidents(status, resolved_at);
+    "#,
 ];
 
 /// The tables whose references a migration rebuilt, by the version it brings: checked after
