@@ -1,5 +1,6 @@
 //! Retention: a background thread that prunes delivered messages, their attempts and events
-//! older than `retention_days`, and old idempotency keys, in small batches with pauses so
+//! older than `retention_days`, incidents resolved longer ago than that (never open ones),
+//! and old idempotency keys, in small batches with pauses so
 //! that it never holds the writer for long, then checkpoints the WAL so it stays small.
 
 use std::sync::Arc;
@@ -80,6 +81,23 @@ fn pass(
             "retention: pruned {total} delivered messages older than {retention_days} days in {:.2} s, longest batch {:.1} ms",
             started.elapsed().as_secs_f64(),
             longest.as_secs_f64() * 1000.0
+        );
+    }
+    // Incidents resolved before the cutoff, with the copies of their components; open ones
+    // stay however old.
+    let mut incidents = 0;
+    loop {
+        beat.beat();
+        let n = store.prune_incidents(cutoff, BATCH)?;
+        incidents += n;
+        if n < BATCH || !stop.is_empty() {
+            break;
+        }
+        std::thread::sleep(PAUSE);
+    }
+    if incidents > 0 {
+        log::info!(
+            "retention: pruned {incidents} incidents resolved more than {retention_days} days ago"
         );
     }
     beat.beat();

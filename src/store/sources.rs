@@ -327,6 +327,25 @@ fn components_from_text(text: &str) -> Vec<ComponentRef> {
 
 const INCIDENT_COLUMNS: &str = "seq, id, title, status, severity, components, source, monitor_id, \
      started_at, resolved_at, updated_at";
+/// Retention's deletion of incidents resolved before `?1`, at most `?2`.
+pub(super) const PRUNE_INCIDENTS: &str = "DELETE FROM incidents WHERE seq IN (
+     SELECT seq FROM incidents WHERE status = 'resolved' AND resolved_at < ?1 LIMIT ?2)";
+
+/// The incident list's statement: with a status (`?1`), through `incidents_by_status
+/// (status, seq)`; without, the table by `seq`. `?2 IS NULL OR status = ?2` in one statement
+/// read every incident newer than the page's matches.
+pub(super) fn incidents_page(with_status: bool) -> String {
+    if with_status {
+        format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE status = ?1 AND seq < ?2
+             ORDER BY seq DESC LIMIT ?3"
+        )
+    } else {
+        format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
+        )
+    }
+}
 
 fn incident_row(r: &rusqlite::Row) -> rusqlite::Result<IncidentRow> {
     Ok(IncidentRow {
@@ -725,16 +744,31 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<IncidentRow>> {
         self.read(|c| {
-            let sql = format!(
-                "SELECT {INCIDENT_COLUMNS} FROM incidents
-                 WHERE seq < ?1 AND (?2 IS NULL OR status = ?2) ORDER BY seq DESC LIMIT ?3"
-            );
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![before.unwrap_or(i64::MAX), status, limit as i64],
-                incident_row,
-            )?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let before = before.unwrap_or(i64::MAX);
+            let rows = match status {
+                Some(s) => c
+                    .prepare_cached(&incidents_page(true))?
+                    .query_map(params![s, before, limit as i64], incident_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+                None => c
+                    .prepare_cached(&incidents_page(false))?
+                    .query_map(params![before, limit as i64], incident_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+            };
+            Ok(rows?)
+        })
+    }
+
+    /// Deletes up to `batch` incidents resolved before `cutoff` (their components' copies are
+    /// in their rows and go with them), through `incidents_by_resolution (status,
+    /// resolved_at)`, so the search ends at the cutoff; an open incident is never deleted, however old. Returns how
+    /// many went. A monitor that still names a deleted incident treats it as it treats a
+    /// resolved one: as no open incident.
+    pub fn prune_incidents(&self, cutoff: i64, batch: usize) -> Result<usize> {
+        self.write(Durability::Normal, |tx| {
+            Ok(tx
+                .prepare_cached(PRUNE_INCIDENTS)?
+                .execute(params![cutoff, batch as i64])?)
         })
     }
 
@@ -1562,5 +1596,87 @@ mod tests {
         assert_eq!(w["burn_rate"], 200);
         assert_eq!(w["window_days"], 1);
         assert!(!store.monitor("mon_a").unwrap().unwrap().arming.armed);
+    }
+
+    /// Retention deletes incidents resolved before its cutoff, with the copies of their
+    /// components, in batches; an open incident stays however old, and a young resolved one
+    /// stays. Its search reads only what it deletes (a plan through `incidents_by_resolution`).
+    #[test]
+    fn retention_prunes_incidents_resolved_before_the_cutoff_and_never_open_ones() {
+        let (_dir, store) = store();
+        store
+            .create_component("comp_db", "Database", "operational", 1)
+            .unwrap()
+            .unwrap();
+        let open = |now: i64| {
+            store
+                .create_incident(&NewIncident {
+                    id: crate::id::new("inc"),
+                    title: "outage".into(),
+                    severity: "minor".into(),
+                    status: "investigating".into(),
+                    components: vec![ComponentInput {
+                        id: "comp_db".into(),
+                        name: None,
+                        status: "major_outage".into(),
+                    }],
+                    now,
+                })
+                .unwrap()
+                .unwrap()
+                .0
+        };
+        let resolve = |id: &str, now: i64| {
+            let patch = IncidentPatch {
+                status: Some("resolved".into()),
+                ..IncidentPatch::default()
+            };
+            store
+                .update_incident(id, &patch, now)
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        };
+        let old_open = open(10);
+        let old_resolved: Vec<_> = (0..5).map(|_| open(10)).collect();
+        for inc in &old_resolved {
+            resolve(&inc.id, 20);
+        }
+        // Opened long ago, resolved after the cutoff.
+        let late = open(10);
+        resolve(&late.id, 200);
+
+        assert_eq!(store.prune_incidents(100, 2).unwrap(), 2, "a batch at most");
+        assert_eq!(store.prune_incidents(100, 2).unwrap(), 2);
+        assert_eq!(store.prune_incidents(100, 2).unwrap(), 1);
+        assert_eq!(store.prune_incidents(100, 2).unwrap(), 0);
+        let left: Vec<String> = store
+            .list_incidents(None, None, 50)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(left, [late.id.clone(), old_open.id.clone()]);
+        assert_eq!(
+            store.component("comp_db").unwrap().unwrap().status,
+            "major_outage",
+            "the open incident still says so"
+        );
+
+        let conn = store.writer.lock().unwrap();
+        let plan: String = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_INCIDENTS}"))
+            .unwrap()
+            .query_map(params![100, 500], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+            .join("; ");
+        assert!(
+            plan.contains(
+                "incidents USING COVERING INDEX incidents_by_resolution (status=? AND resolved_at<?)"
+            ),
+            "{plan}"
+        );
     }
 }
