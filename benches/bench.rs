@@ -2085,8 +2085,23 @@ impl Server {
     }
 }
 
-/// The log filter of the full-size scenarios: the start line and retention's pass line.
-const FULL_LOG: &str = "warn,statussentry::serve=info,statussentry::retention=info";
+/// The log filter of the full-size scenarios: the start line, the integrity check's verdict
+/// and retention's pass line.
+const FULL_LOG: &str =
+    "warn,statussentry::serve=info,statussentry::retention=info,statussentry::store=info";
+
+/// Adds `integrity_check_s`: how long the integrity check that runs after the start took, from
+/// its log line ("… passed its integrity check (quick_check) in X s"), waiting up to
+/// `within` for it.
+fn integrity_check(server: &Server, line: &mut Line, within: Duration) {
+    let seconds = server
+        .wait_log("passed its integrity check", within)
+        .and_then(|l| {
+            let rest = &l[l.find(") in ")? + ") in ".len()..];
+            rest.split(' ').next()?.parse::<f64>().ok()
+        });
+    line.insert("integrity_check_s".into(), json!(seconds));
+}
 
 /// Starts a server on a working copy of `fixture`: once with the file out of the page cache,
 /// stopped with SIGTERM, then again warm. Adds the start figures.
@@ -2215,6 +2230,8 @@ fn full_month(ctx: &Ctx) -> Res<Line> {
         server.time_route(&mut line, key, path)?;
     }
 
+    // The check runs beside the routes above, as it does in the first minutes of a start.
+    integrity_check(&server, &mut line, Duration::from_secs(600));
     let backup_s = server.timed_backup(&db)?;
     line.insert("backup_s".into(), round(backup_s, 2));
 
@@ -2305,6 +2322,7 @@ fn full_fleet(ctx: &Ctx) -> Res<Line> {
     for (key, path) in &routes {
         server.time_route(&mut line, key, path)?;
     }
+    integrity_check(&server, &mut line, Duration::from_secs(600));
     let backup_s = server.timed_backup(&db)?;
     line.insert("backup_s".into(), round(backup_s, 2));
     line.insert(
