@@ -385,4 +385,34 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn the_hidden_fixture_command() {
+        use crate::store::fixture::Fixture;
+        assert_eq!(
+            p("generate-fixture month m.db --scale 0.01"),
+            Ok(Command::GenerateFixture {
+                fixture: Fixture::Month,
+                dest: "m.db".into(),
+                scale_ppm: 10_000,
+            })
+        );
+        assert_eq!(
+            p("generate-fixture fleet f.db"),
+            Ok(Command::GenerateFixture {
+                fixture: Fixture::Fleet,
+                dest: "f.db".into(),
+                scale_ppm: 1_000_000,
+            })
+        );
+        for line in [
+            "generate-fixture year y.db",
+            "generate-fixture month m.db --scale 0",
+            "generate-fixture month m.db --scale 2",
+            "generate-fixture month m.db --config c.toml",
+            "generate-fixture month",
+        ] {
+            assert!(p(line).is_err(), "{line:?} parsed");
+        }
+    }
 }
