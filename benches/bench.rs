@@ -38,7 +38,7 @@ use Cmp::{AtLeast, AtMost};
 fn server_bin() -> String {
     std::env::var("STATUSSENTRY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_statussentry").into())
 }
-const TOKEN: &str = "bench-admin-token-7c2e94f1a0";
+const TOKEN: &str = "bench-admin-token-7c2e94f1a0-3d5b8e21";
 const EVENT_BODY: &str = r#"{"type":"monitor.status_change","data":{"monitor_id":"mon_bench","previous_status":"UP","status":"DOWN"}}"#;
 /// What `raw` posts: the size and shape of a delivered envelope, with one event id in it.
 const RAW_BODY: &str = r#"{"id":"evt_raw0000000000000000","type":"monitor.status_change","created_at":"2025-01-01T00:00:00Z","data":{"monitor_id":"mon_bench","previous_status":"UP","status":"DOWN"}}"#;

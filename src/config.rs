@@ -26,6 +26,12 @@ pub struct Server {
     pub admin_token: String,
     pub max_body_bytes: u64,
     pub shutdown_timeout: Duration,
+    /// Connections served at once; past it a new one is answered 503 and closed.
+    pub max_connections: usize,
+    /// The whole request head must arrive within this.
+    pub header_timeout: Duration,
+    /// `Host` values accepted (lowercase, a port optional); empty: any.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +95,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The most `server.max_connections` may be: each connection is a thread and a descriptor,
+/// and the systemd unit's `TasksMax=` and `LimitNOFILE=` must leave room for them.
+const MAX_CONNECTIONS: usize = 16_384;
+
 // The file's shape. Every field is optional so that a file need only name what it changes;
 // unknown keys are refused by serde with the key's name.
 #[derive(Deserialize, Default)]
@@ -113,6 +123,9 @@ struct RawServer {
     admin_token: Option<String>,
     max_body_bytes: Option<u64>,
     shutdown_timeout: Option<String>,
+    max_connections: Option<usize>,
+    header_timeout: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -232,6 +245,43 @@ impl Config {
                 expected: "a size between 1024 and 67108864 bytes".into(),
             });
         }
+        let max_connections = raw.server.max_connections.unwrap_or(512);
+        if !(1..=MAX_CONNECTIONS).contains(&max_connections) {
+            return Err(ConfigError::Invalid {
+                key: "server.max_connections",
+                expected: format!("between 1 and {MAX_CONNECTIONS} connections"),
+            });
+        }
+        let header_timeout = duration("server.header_timeout", raw.server.header_timeout, "10s")?;
+        if header_timeout.is_zero() || header_timeout > Duration::from_secs(300) {
+            return Err(ConfigError::Invalid {
+                key: "server.header_timeout",
+                expected: "a duration above zero and at most 5m".into(),
+            });
+        }
+        let allowed_hosts = raw
+            .server
+            .allowed_hosts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| {
+                let host = h.trim().to_ascii_lowercase();
+                let valid = !host.is_empty()
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+                if valid {
+                    Ok(host)
+                } else {
+                    Err(ConfigError::Invalid {
+                        key: "server.allowed_hosts",
+                        expected: format!(
+                            "host names as a browser sends them in Host, such as \"status.example.com\" or \"localhost:8080\", got {h:?}"
+                        ),
+                    })
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let server = Server {
             listen,
             admin_token,
@@ -241,6 +291,9 @@ impl Config {
                 raw.server.shutdown_timeout,
                 "10s",
             )?,
+            max_connections,
+            header_timeout,
+            allowed_hosts,
         };
 
         let path_text = env
@@ -397,7 +450,8 @@ impl Config {
         };
         let d = &self.delivery;
         format!(
-            "[server]\nlisten = \"{}\"\nadmin_token = {}\nmax_body_bytes = {}\nshutdown_timeout = \"{}\"\n\n\
+            "[server]\nlisten = \"{}\"\nadmin_token = {}\nmax_body_bytes = {}\nshutdown_timeout = \"{}\"\n\
+             max_connections = {}\nheader_timeout = \"{}\"\nallowed_hosts = {}\n\n\
              [storage]\npath = {:?}\nretention_days = {}\nmax_size = \"{}\"\n\n\
              [delivery]\nworkers = {}\ntimeout = \"{}\"\nconnect_timeout = \"{}\"\ninitial_backoff = \"{}\"\n\
              max_backoff = \"{}\"\nretry_for = \"{}\"\ndisable_after = \"{}\"\nbatch_max = {}\nbatch_window = \"{}\"\n\n\
@@ -407,6 +461,9 @@ impl Config {
             token,
             self.server.max_body_bytes,
             humantime::format_duration(self.server.shutdown_timeout),
+            self.server.max_connections,
+            humantime::format_duration(self.server.header_timeout),
+            strings(&self.server.allowed_hosts),
             self.storage.path.display().to_string(),
             self.storage.retention_days,
             self.storage
@@ -431,6 +488,12 @@ impl Config {
             self.monitors.checkers,
         )
     }
+}
+
+/// A TOML array of strings.
+fn strings(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", items.join(", "))
 }
 
 /// Hides a password in a proxy URL such as `http://user:pass@host:3128`.
@@ -499,6 +562,9 @@ mod tests {
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.server.max_body_bytes, 262_144);
         assert_eq!(c.server.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_connections, 512);
+        assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+        assert!(c.server.allowed_hosts.is_empty());
         assert_eq!(c.storage.path, PathBuf::from("statussentry.db"));
         assert_eq!(c.storage.retention_days, 30);
         assert_eq!(c.delivery.workers, 16);
@@ -534,6 +600,18 @@ mod tests {
             ("[storage]\nmax_size = \"10\"", "storage.max_size"),
             ("[storage]\nmax_size = \"5TB\"", "storage.max_size"),
             ("[server]\nadmin_token = \"short\"", "server.admin_token"),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            (
+                "[server]\nmax_connections = 100000",
+                "server.max_connections",
+            ),
+            ("[server]\nheader_timeout = \"0s\"", "server.header_timeout"),
+            ("[server]\nheader_timeout = \"1h\"", "server.header_timeout"),
+            (
+                "[server]\nallowed_hosts = [\"http://x/\"]",
+                "server.allowed_hosts",
+            ),
+            ("[server]\nallowed_hosts = [\"\"]", "server.allowed_hosts"),
             ("[network]\ndeny = [\"10.0.0.0/99\"]", "network.deny"),
             ("[network]\nallow = [\"nope\"]", "network.allow"),
             ("[network]\nproxy = \"::not a url::\"", "network.proxy"),
@@ -591,6 +669,30 @@ mod tests {
         let c = load("[delivery]\nbatch_window = \"0ms\"\ninitial_backoff = \"250ms\"").unwrap();
         assert_eq!(c.delivery.batch_window, Duration::ZERO);
         assert_eq!(c.delivery.initial_backoff, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn server_limits_parse_and_render() {
+        let c = load(
+            "[server]\nmax_connections = 8\nheader_timeout = \"250ms\"\nallowed_hosts = [\"Status.Example.com\", \"localhost:8080\"]",
+        )
+        .unwrap();
+        assert_eq!(c.server.max_connections, 8);
+        assert_eq!(c.server.header_timeout, Duration::from_millis(250));
+        assert_eq!(
+            c.server.allowed_hosts,
+            ["status.example.com", "localhost:8080"]
+        );
+        let text = c.render();
+        assert!(text.contains("max_connections = 8\n"), "{text}");
+        assert!(text.contains("header_timeout = \"250ms\"\n"), "{text}");
+        assert!(
+            text.contains("allowed_hosts = [\"status.example.com\", \"localhost:8080\"]\n"),
+            "{text}"
+        );
+        // What check-config prints is itself a valid file with the same settings.
+        let again = load(&text).unwrap();
+        assert_eq!(again.server.allowed_hosts, c.server.allowed_hosts);
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Metrics {
     deliveries: [AtomicU64; 10],
     pub attempt_duration: Histogram,
     pub delivery_lag: Histogram,
+    /// Admin connections refused at `server.max_connections`.
+    connections_refused: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -82,6 +84,7 @@ impl Default for Metrics {
             deliveries: Default::default(),
             attempt_duration: Histogram::new(&DURATION_BUCKETS),
             delivery_lag: Histogram::new(&LAG_BUCKETS),
+            connections_refused: AtomicU64::new(0),
         }
     }
 }
@@ -125,6 +128,11 @@ impl Metrics {
         self.deliveries[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one admin connection refused because `server.max_connections` were open.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
@@ -159,6 +167,13 @@ impl Metrics {
                 n.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP statussentry_http_connections_refused_total Admin API connections refused with 503 because server.max_connections were open.\n\
+             # TYPE statussentry_http_connections_refused_total counter\n\
+             statussentry_http_connections_refused_total {}",
+            self.connections_refused.load(Ordering::Relaxed)
+        );
         self.attempt_duration.render(
             &mut out,
             "statussentry_delivery_attempt_duration_seconds",

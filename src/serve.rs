@@ -74,6 +74,9 @@ pub fn run(config: Config) -> Result<(), String> {
         supervisor.health(),
     ));
     let server = api::serve(listener, api.clone()).map_err(|e| format!("cannot start API: {e}"))?;
+    // The accept loop ends only at shutdown; if it ever ends before, the API is gone, and the
+    // process must exit non-zero (so that systemd restarts it) instead of looking healthy.
+    supervisor.probe("accept loop", api::accept_probe(&server));
 
     let counts = store.counts().map_err(|e| e.to_string())?;
     log::info!(
@@ -143,30 +146,48 @@ fn forward_signals(
     Ok(rx)
 }
 
-/// How long a client of the admin API may leave a read or write of its connection idle
-/// before the connection is closed, so slow or stalled clients cannot hold threads forever.
-const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many connections the kernel may hold for the accept loop. std's 128 drops the SYNs
+/// of a larger burst, whose clients then retry after 1, 3, 7 s...; the accept loop answers
+/// connections past `server.max_connections` at once, so a deeper queue turns a burst into
+/// prompt answers (a 503 at worst) instead of stalled handshakes. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: i32 = 1024;
 
-/// Binds the admin listener. Accepted sockets inherit the listener's options on Linux, which
-/// is how they get their timeouts and `TCP_NODELAY` without reaching into tiny_http.
+/// Binds the admin listener. Accepted sockets inherit `TCP_NODELAY` from it on Linux. Their
+/// timeouts are set on each accepted socket (`api::serve`), never on the listener: on Linux a
+/// receive timeout on a listening socket makes `accept` itself fail after that long without
+/// a new connection.
 fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
-    let socket = socket2::SockRef::from(&listener);
-    let options = socket
-        .set_read_timeout(Some(CLIENT_IDLE_TIMEOUT))
-        .and_then(|()| socket.set_write_timeout(Some(CLIENT_IDLE_TIMEOUT)))
-        .and_then(|()| socket.set_tcp_nodelay(true));
-    if let Err(e) = options {
-        log::warn!("cannot set timeouts on the admin listener: {e}");
+    use socket2::{Domain, Socket, Type};
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(|e| e.to_string())?;
+    // As std does: a restart may bind while the old process's connections are in TIME_WAIT.
+    socket.set_reuse_address(true).map_err(|e| e.to_string())?;
+    socket.bind(&addr.into()).map_err(|e| e.to_string())?;
+    socket.listen(LISTEN_BACKLOG).map_err(|e| e.to_string())?;
+    if let Err(e) = socket.set_tcp_nodelay(true) {
+        log::warn!("cannot set TCP_NODELAY on the admin listener: {e}");
     }
-    Ok(listener)
+    Ok(socket.into())
 }
+
+/// The length below which a configured admin token is warned of at start.
+const STRONG_TOKEN_LEN: usize = 32;
 
 /// The SHA-256 of the admin token: from the environment or configuration, else the stored
 /// hash, else a new token generated now and printed once.
 fn admin_token_hash(store: &Store, config: &Config) -> Result<[u8; 32], String> {
-    if !config.server.admin_token.is_empty() {
-        return Ok(crate::secret::hash_token(&config.server.admin_token));
+    let configured = &config.server.admin_token;
+    if !configured.is_empty() {
+        // The sign-in limit cannot slow a guesser (the correct token must always pass), so a
+        // configured token is only as strong as it is long and random.
+        if configured.len() < STRONG_TOKEN_LEN {
+            log::warn!(
+                "the configured admin token is {} characters; the sign-in limit cannot stop a                  guesser, so use at least {STRONG_TOKEN_LEN} random ones (`openssl rand -base64 32`)",
+                configured.len()
+            );
+        }
+        return Ok(crate::secret::hash_token(configured));
     }
     if let Some(hex) = store.setting(TOKEN_HASH_KEY).map_err(|e| e.to_string())? {
         return crate::secret::from_hex::<32>(&hex).ok_or_else(|| {

@@ -46,6 +46,13 @@ const GATHER: Duration = Duration::from_millis(100);
 /// every time costs a log line a second rather than a busy core.
 const RESTART_PAUSE: Duration = Duration::from_millis(250);
 
+/// How many restarts within `RESTART_WINDOW` a thread may take; one more ends the process.
+/// A thread that panics at every start (a bug, a resource that is gone) would otherwise
+/// restart for ever, with `/healthz` and the watchdog saying all is well; a few panics a
+/// minute (one bad monitor's check) are still survived.
+const RESTART_BUDGET: usize = 10;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
 /// Owns every supervised thread's heartbeat, the probes and the health flag; cheap to clone.
 #[derive(Clone)]
 pub struct Supervisor {
@@ -197,9 +204,6 @@ impl Supervisor {
 
     /// A check that must keep answering true, asked before every watchdog ping (for example
     /// whether the listener's accept loop still runs). It must answer at once.
-    // Until the listener's accept-loop check is registered in `serve.rs` (it comes with the
-    // listener's fix), only the tests call this.
-    #[allow(dead_code)]
     pub fn probe(&self, name: &str, probe: impl Fn() -> bool + Send + Sync + 'static) {
         self.lock_probes().push((name.to_string(), Box::new(probe)));
     }
@@ -245,7 +249,9 @@ impl Supervisor {
     /// Starts a thread that is started again, after a short pause, whenever it panics or
     /// returns outside shutdown: only for threads that hold nothing between units of work,
     /// so a fresh start loses nothing. A thread that stalls cannot be restarted (a thread
-    /// cannot be killed), so a stall still ends the process.
+    /// cannot be killed), so a stall still ends the process; so do more than
+    /// `RESTART_BUDGET` restarts within `RESTART_WINDOW`, and a panic during shutdown (which
+    /// makes the exit non-zero instead of restarting).
     pub fn spawn_restarting(
         &self,
         name: &str,
@@ -257,11 +263,32 @@ impl Supervisor {
         std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                let mut restarts = std::collections::VecDeque::with_capacity(RESTART_BUDGET);
                 loop {
                     let outcome = catch_unwind(AssertUnwindSafe(|| body(&beat)));
                     let Some(why) = me.ended_badly(&beat, outcome) else {
                         break;
                     };
+                    if me.is_stopping() {
+                        me.fail(format!("{why} while stopping"));
+                        break;
+                    }
+                    let now = Instant::now();
+                    while restarts
+                        .front()
+                        .is_some_and(|at| now.duration_since(*at) > RESTART_WINDOW)
+                    {
+                        restarts.pop_front();
+                    }
+                    if restarts.len() >= RESTART_BUDGET {
+                        me.fail(format!(
+                            "{why}, its {} restart within {} s",
+                            ordinal(RESTART_BUDGET + 1),
+                            RESTART_WINDOW.as_secs()
+                        ));
+                        break;
+                    }
+                    restarts.push_back(now);
                     log::error!("{why}; restarting it");
                     beat.beat();
                     std::thread::sleep(RESTART_PAUSE);
@@ -393,7 +420,8 @@ impl Supervisor {
         }
     }
 
-    /// Fails `/healthz` at once and tells the main thread, which exits non-zero.
+    /// Fails `/healthz` at once and tells the main thread, which exits non-zero (or, during
+    /// shutdown, makes the exit non-zero).
     fn fail(&self, why: String) {
         log::error!("{why}; the process exits so that it is restarted");
         self.inner.health.fail();
@@ -407,6 +435,18 @@ impl Supervisor {
     fn lock_probes(&self) -> std::sync::MutexGuard<'_, Vec<(String, Probe)>> {
         self.inner.probes.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// `1st`, `2nd`, `3rd`, `4th`, ... for a log line.
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// The text a panic was raised with.
@@ -540,6 +580,60 @@ mod tests {
         assert_eq!(rx.len(), 3);
         assert!(s.failure().is_none());
         assert!(!s.health().is_failing());
+    }
+
+    #[test]
+    fn a_restarting_thread_that_panics_while_stopping_is_a_failure() {
+        let s = Supervisor::new();
+        let me = s.clone();
+        s.spawn_restarting("late", Duration::from_secs(10), move |_| {
+            me.stop();
+            panic!("in shutdown");
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        let why = s.failure().expect("a failure");
+        assert!(
+            why.contains("thread late panicked: in shutdown while stopping"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_thread_that_keeps_panicking_runs_out_of_restarts() {
+        let s = Supervisor::new();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        s.spawn_restarting("doomed", Duration::from_secs(10), move |_| {
+            tx.send(()).unwrap();
+            panic!("again");
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+        // The first run and its budget of restarts, then the process is told to exit.
+        assert_eq!(rx.len(), RESTART_BUDGET + 1);
+        let why = s.failure().expect("a failure");
+        assert!(
+            why.contains("thread doomed panicked: again, its 11th restart within 60 s"),
+            "{why}"
+        );
+        assert!(s.health().is_failing());
+    }
+
+    #[test]
+    fn ordinals_read_as_english() {
+        let got: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111]
+            .into_iter()
+            .map(ordinal)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st",
+                "111th"
+            ]
+        );
     }
 
     #[test]

@@ -4,7 +4,14 @@
 //! lines of std instead of a crate. Outside systemd (no `$NOTIFY_SOCKET`) nothing is sent.
 
 use std::os::unix::net::UnixDatagram;
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// The one socket every notification goes out on, made with the first (`READY=1`, sent at
+/// start while descriptors are plenty) and kept: a socket made per watchdog ping fails once
+/// the process runs out of descriptors (`EMFILE`), and the pings would stop while the threads
+/// they vouch for are fine.
+static SOCKET: Mutex<Option<UnixDatagram>> = Mutex::new(None);
 
 /// Tells systemd the service is ready; does nothing when not started by systemd.
 pub fn notify_ready() {
@@ -16,8 +23,12 @@ pub fn notify(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
+    let mut kept = SOCKET.lock().unwrap_or_else(|p| p.into_inner());
     let result = (|| -> std::io::Result<()> {
-        let socket = UnixDatagram::unbound()?;
+        let socket = match &mut *kept {
+            Some(socket) => socket,
+            none => none.insert(UnixDatagram::unbound()?),
+        };
         let bytes = path.as_encoded_bytes();
         if let Some(name) = bytes.strip_prefix(b"@") {
             // An abstract socket: a leading NUL instead of '@'.

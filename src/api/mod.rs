@@ -41,6 +41,8 @@ pub struct Api {
     /// Requests being answered, so that shutdown can wait for them.
     in_flight: AtomicUsize,
     sign_ins: signin::SignInLimiter,
+    /// The listener's accept loop, once `serve` started it; `/healthz` fails when it stopped.
+    listener: std::sync::OnceLock<tiny_http::AcceptLoop>,
 }
 
 impl Api {
@@ -68,6 +70,7 @@ impl Api {
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             sign_ins: signin::SignInLimiter::default(),
+            listener: std::sync::OnceLock::new(),
         }
     }
 }
@@ -221,18 +224,82 @@ impl Req {
 /// How long shutdown waits for requests being answered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a client of the admin API may leave a read or write of its connection idle
+/// before the connection is closed, and how long a kept-alive connection may wait for its
+/// next request.
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a client is told to wait when `server.max_connections` are open.
+const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
 /// Starts answering requests on `listener`. tiny_http reads each connection on a thread of
-/// its own (a pool that grows with the connections), and each request is answered on that
-/// thread: no hand-off between threads on the way in or out.
+/// its own (a pool bounded by `server.max_connections`), and each request is answered on that
+/// thread: no hand-off between threads on the way in or out. Timeouts go on each accepted
+/// socket, and heads that never reach a handler (over the limits, malformed, too slow, one
+/// connection too many) are answered with the API's error shape by `refusal`.
 pub fn serve(
     listener: std::net::TcpListener,
     api: Arc<Api>,
 ) -> std::result::Result<tiny_http::Server, String> {
+    let server_config = &api.config.server;
+    let metrics = api.metrics.clone();
+    let limits = tiny_http::Limits {
+        max_connections: server_config.max_connections,
+        header_timeout: Some(server_config.header_timeout),
+        idle_timeout: Some(CLIENT_IDLE_TIMEOUT),
+        max_drain: usize::try_from(server_config.max_body_bytes).unwrap_or(usize::MAX),
+        refuse: Some(Arc::new(move |r: &tiny_http::Refusal| {
+            if r.status == 503 {
+                metrics.connection_refused();
+            }
+            let reply = Reply::error(&refusal(r));
+            let mut response =
+                tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+            let headers = [("Content-Type", reply.content_type.to_string())]
+                .into_iter()
+                .chain(reply.headers);
+            for (name, value) in headers {
+                if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                    response.add_header(h);
+                }
+            }
+            response
+        })),
+    };
+    let handler_api = api.clone();
     let handler: tiny_http::Handler = Arc::new(move |request| {
-        let _counted = InFlight::enter(&api.in_flight);
-        answer(&api, request);
+        let _counted = InFlight::enter(&handler_api.in_flight);
+        answer(&handler_api, request);
     });
-    tiny_http::Server::from_listener_with_handler(listener, handler).map_err(|e| e.to_string())
+    let server = tiny_http::Server::from_listener_with_limits(listener, handler, limits)
+        .map_err(|e| e.to_string())?;
+    let _ = api.listener.set(server.accept_loop());
+    Ok(server)
+}
+
+/// Whether `server` still accepts connections, as a check that outlives the borrow of
+/// `server` (for the supervisor's probes): false once its accept loop has ended, which before
+/// shutdown means the API is gone and the process must not go on looking healthy.
+pub fn accept_probe(server: &tiny_http::Server) -> impl Fn() -> bool + Send + Sync + 'static {
+    let accept_loop = server.accept_loop();
+    move || accept_loop.running()
+}
+
+/// The API's error for a request head or connection tiny_http refused by itself. SPEC 5's
+/// codes are a closed set; statuses it does not list take the nearest code.
+fn refusal(r: &tiny_http::Refusal) -> ApiError {
+    let code = match r.status {
+        503 => "unavailable",
+        408 => "unavailable",
+        414 | 431 => "payload_too_large",
+        _ => "invalid_field",
+    };
+    let mut e = ApiError::new(r.status, code, r.message.clone());
+    e.field = r.header.clone();
+    if r.status == 503 {
+        e.retry_after = Some(BUSY_RETRY_AFTER_SECS);
+    }
+    e
 }
 
 /// Counts one request as being answered for as long as it lives, panics included.
@@ -310,6 +377,15 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
         })
         .collect();
 
+    if !host_allowed(&api.config.server, &headers) {
+        let mut e = ApiError::new(
+            421,
+            "invalid_field",
+            "this server does not answer to that Host; add it to server.allowed_hosts",
+        );
+        e.field = Some("Host".into());
+        return Err(e);
+    }
     if path == "/healthz" {
         return health(api, &method);
     }
@@ -350,9 +426,52 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
     route(api, &req)
 }
 
+/// Whether the request's `Host` may be answered: any when `server.allowed_hosts` is empty,
+/// else one of its names (an entry without a port matches every port) or the address the
+/// server listens on. Refusing other names keeps a DNS-rebinding page in an admin's browser
+/// (its own name resolving to this address) from reaching the API.
+fn host_allowed(server: &crate::config::Server, headers: &[(String, String)]) -> bool {
+    if server.allowed_hosts.is_empty() {
+        return true;
+    }
+    let Some(host) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    // `name:port`, `[v6]:port`, or either without a port.
+    let name = match host.rfind(':') {
+        Some(i)
+            if !host[i..].contains(']') && (host.starts_with('[') || !host[..i].contains(':')) =>
+        {
+            &host[..i]
+        }
+        _ => host.as_str(),
+    };
+    let listen_ip = match server.listen.ip() {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    name == listen_ip
+        || server
+            .allowed_hosts
+            .iter()
+            .any(|allowed| *allowed == host || *allowed == name)
+}
+
 fn health(api: &Api, method: &str) -> Result<Reply> {
     if method != "GET" && method != "HEAD" {
         return Err(method_not_allowed("GET"));
+    }
+    // Asked directly as well as through the supervisor's probe, so that /healthz fails at
+    // once rather than at the supervisor's next check.
+    if api.listener.get().is_some_and(|l| !l.running()) {
+        return Ok(Reply::json(
+            503,
+            &json!({"status": "unavailable", "reason": "listener stopped"}),
+        ));
     }
     if api.health.is_failing() {
         return Ok(Reply::json(
@@ -406,7 +525,8 @@ fn authenticate(
     headers: &[(String, String)],
     peer: Option<std::net::IpAddr>,
 ) -> Result<()> {
-    let now = std::time::Instant::now();
+    // The sign-in window is a deadline, so it runs on the monotonic clock.
+    let now = crate::time::mono();
     let limited = peer.and_then(|ip| api.sign_ins.limited_for(ip, now));
     let refusal = || match limited {
         Some(wait) => {
@@ -480,7 +600,16 @@ fn read_body(
         .as_reader()
         .take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|_| ApiError::new(400, "invalid_json", "the request body could not be read"))?;
+        .map_err(|e| {
+            // A chunked body whose framing alone runs past the limit's wire allowance.
+            if e.get_ref()
+                .is_some_and(|e| e.is::<tiny_http::BodyOverLimit>())
+            {
+                too_large()
+            } else {
+                ApiError::new(400, "invalid_json", "the request body could not be read")
+            }
+        })?;
     if bytes.len() as u64 > limit {
         return Err(too_large());
     }
@@ -701,6 +830,95 @@ mod tests {
         ];
         for (input, want) in rows {
             assert_eq!(percent_decode(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_matched_by_name_and_port() {
+        let config = |listen: &str, allowed: &[&str]| crate::config::Server {
+            listen: listen.parse().unwrap(),
+            admin_token: String::new(),
+            max_body_bytes: 1024,
+            shutdown_timeout: Duration::from_secs(1),
+            max_connections: 1,
+            header_timeout: Duration::from_secs(1),
+            allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
+        };
+        let host = |h: &str| vec![("Host".to_string(), h.to_string())];
+        let open = config("127.0.0.1:8080", &[]);
+        assert!(host_allowed(&open, &host("evil.example")));
+        assert!(host_allowed(&open, &[]));
+        let strict = config("127.0.0.1:8080", &["status.example.com", "localhost:9000"]);
+        let rows = [
+            ("status.example.com", true),
+            ("Status.Example.COM:443", true),
+            ("localhost:9000", true),
+            ("localhost:8080", false),
+            ("localhost", false),
+            ("127.0.0.1:8080", true),
+            ("127.0.0.1:41234", true),
+            ("127.0.0.2:8080", false),
+            ("evil.example", false),
+            ("status.example.com.evil.example", false),
+        ];
+        for (h, want) in rows {
+            assert_eq!(host_allowed(&strict, &host(h)), want, "{h}");
+        }
+        assert!(!host_allowed(&strict, &[]), "no Host at all");
+        let v6 = config("[::1]:8080", &["x.example"]);
+        assert!(host_allowed(&v6, &host("[::1]:8080")));
+        assert!(!host_allowed(&v6, &host("[::2]:8080")));
+    }
+
+    #[test]
+    fn refusals_use_the_spec_codes() {
+        let rows = [
+            (400, Some("Idempotency-Key"), "invalid_field"),
+            (408, None, "unavailable"),
+            (414, None, "payload_too_large"),
+            (431, None, "payload_too_large"),
+            (501, Some("Transfer-Encoding"), "invalid_field"),
+            (503, None, "unavailable"),
+        ];
+        for (status, header, code) in rows {
+            let e = refusal(&tiny_http::Refusal {
+                status,
+                message: "m".into(),
+                header: header.map(str::to_string),
+            });
+            assert_eq!((e.status, e.code), (status, code));
+            assert_eq!(e.field.as_deref(), header);
+            assert_eq!(e.retry_after.is_some(), status == 503, "{status}");
+        }
+    }
+
+    #[test]
+    fn a_broken_listener_stops_the_accept_loop() {
+        // A socket that is bound but not listening makes accept fail with EINVAL, an error no
+        // retry mends: the loop must end, and say so, instead of spinning or dying unseen.
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .expect("bind");
+        let listener: std::net::TcpListener = socket.into();
+        let handler: tiny_http::Handler = Arc::new(|_| {});
+        let server = tiny_http::Server::from_listener_with_limits(
+            listener,
+            handler,
+            tiny_http::Limits::default(),
+        )
+        .expect("server");
+        let accepting = accept_probe(&server);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while accepting() {
+            assert!(Instant::now() < deadline, "the accept loop still runs");
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
@@ -19,7 +19,7 @@ use crate::config::Delivery as DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::store::{DispatchEndpoint, QueuedMessage, RequestOutcome, Store, StoreError, Verdict};
 use crate::supervise::{Beat, IDLE_WAKE, Supervisor, WRITER_BOUND};
-use crate::time::now_ms;
+use crate::time::{mono, now_ms};
 
 /// How long the dispatcher sleeps when nothing is scheduled; it wakes earlier on any command.
 const IDLE_WAIT: Duration = Duration::from_secs(60);
@@ -28,12 +28,15 @@ struct Slot {
     ep: DispatchEndpoint,
     /// The run in flight, if any: set its flag to stop it after its request in flight.
     in_flight: Option<Arc<AtomicBool>>,
-    /// When the last request to this endpoint ended, ms since the epoch. The window is counted
-    /// from here rather than from the start: the receiver may see a request later than we
-    /// start it (a new connection, a slow network), but never after its answer, so counting
-    /// from the answer guarantees starts at least `batch_window` apart as the receiver sees
-    /// them.
-    last_end: i64,
+    /// When the dispatcher learnt that the last request to this endpoint ended (on the
+    /// monotonic clock, like every deadline here). The window is counted from here rather than
+    /// from the start: the receiver may see a request later than we start it (a new
+    /// connection, a slow network), but never after its answer, so counting from the answer
+    /// guarantees starts at least `batch_window` apart as the receiver sees them.
+    last_end: Option<Instant>,
+    /// When the endpoint's backoff ends: `ep.backoff_until` (wall ms, what the store shows) as
+    /// a monotonic deadline, so that a stepped wall clock neither stalls nor shortens it.
+    backoff_until: Option<Instant>,
     /// Pending messages read from the store, oldest first, neither in flight nor finished:
     /// their ids and counters only, never their envelopes, which are read when a request is
     /// built. An endpoint that backs off for hours so holds a few hundred bytes per message.
@@ -50,17 +53,20 @@ struct Slot {
     /// The endpoint or its queue changed in the store (an API action, a failed record):
     /// re-read both once nothing is unrecorded.
     stale: bool,
-    /// When the earliest parked message is due, ms since the epoch.
-    parked_due: Option<i64>,
+    /// When the earliest parked message is due.
+    parked_due: Option<Instant>,
     parked_stale: bool,
 }
 
 impl Slot {
     fn new(ep: DispatchEndpoint) -> Slot {
         Slot {
+            backoff_until: ep
+                .backoff_until
+                .map(|at| crate::time::deadline(at, BACKOFF_BOUND)),
             ep,
             in_flight: None,
-            last_end: i64::MIN / 2,
+            last_end: None,
             queue: VecDeque::new(),
             loaded_through: 0,
             more: true,
@@ -72,11 +78,16 @@ impl Slot {
     }
 }
 
+/// The longest an endpoint's stored backoff can ask (the most `Retry-After` honoured is longer
+/// than any `max_backoff` with its random factor that the rules let a config ask for): a
+/// stored backoff read back after the wall clock was stepped back waits no longer.
+const BACKOFF_BOUND: Duration = policy::MAX_RETRY_AFTER;
+
 /// Pending messages read from the store at a time, at least; more when `batch_max` is larger.
 const READ_AHEAD: i64 = 32;
 
-/// How long after a failed read of envelopes the dispatcher tries again, ms.
-const READ_RETRY_MS: i64 = 1000;
+/// How long after a failed read of envelopes the dispatcher tries again.
+const READ_RETRY: Duration = Duration::from_secs(1);
 
 /// The most requests in one run (ARCHITECTURE.md, "How an event flows", step 4), and the most
 /// messages in a run beyond its first request: big batches gain little from running back to
@@ -159,7 +170,7 @@ impl Dispatcher {
                 None => self.dispatch_ready(),
                 Some(deadline) => {
                     if (self.in_flight == 0 && outstanding == 0 && outcomes.is_empty())
-                        || Instant::now() >= deadline
+                        || mono() >= deadline
                     {
                         break;
                     }
@@ -173,7 +184,9 @@ impl Dispatcher {
                     return;
                 }
             }
-            let timeout = next.map_or(IDLE_WAIT, |at| at.saturating_duration_since(Instant::now()));
+            let timeout = crate::time::wait(
+                next.map_or(IDLE_WAIT, |at| at.saturating_duration_since(mono())),
+            );
             select! {
                 recv(self.commands) -> cmd => match cmd {
                     Ok(cmd) => self.command(cmd, &mut stopping),
@@ -256,7 +269,7 @@ impl Dispatcher {
             },
             Command::Shutdown => {
                 if stopping.is_none() {
-                    *stopping = Some(Instant::now() + self.shutdown_timeout);
+                    *stopping = Some(mono() + self.shutdown_timeout);
                     for cancel in self.slots.values().filter_map(|s| s.in_flight.as_ref()) {
                         cancel.store(true, Ordering::SeqCst);
                     }
@@ -279,7 +292,8 @@ impl Dispatcher {
     /// Sends a job for every endpoint that may send now; returns when the next one may.
     fn dispatch_ready(&mut self) -> Option<Instant> {
         let now = now_ms();
-        let mut next: Option<i64> = None;
+        let now_mono = mono();
+        let mut next: Option<Instant> = None;
         let seqs: Vec<i64> = self.slots.keys().copied().collect();
         for seq in seqs {
             // A reload reads every pending message again, so it waits until nothing of this
@@ -303,7 +317,8 @@ impl Dispatcher {
             if slot.parked_stale && slot.unrecorded == 0 {
                 match self.store.next_parked(seq) {
                     Ok(p) => {
-                        slot.parked_due = p.map(|(_, due)| due);
+                        let bound = self.config.max_backoff.mul_f64(1.2);
+                        slot.parked_due = p.map(|(_, due)| crate::time::deadline(due, bound));
                         slot.parked_stale = false;
                     }
                     Err(e) => log::error!("dispatcher cannot read parked messages: {e}"),
@@ -326,28 +341,31 @@ impl Dispatcher {
                     }
                 }
             }
-            // With no window, the last request's end (rounded up to the next millisecond)
-            // must not hold the next one back.
-            let window_end = if slot.ep.batch_window_ms > 0 {
-                slot.last_end.saturating_add(slot.ep.batch_window_ms)
-            } else {
-                i64::MIN
+            // With no window, the last request's end must not hold the next one back.
+            let window_end = match slot.last_end {
+                Some(end) if slot.ep.batch_window_ms > 0 => {
+                    Some(end + Duration::from_millis(slot.ep.batch_window_ms as u64))
+                }
+                _ => None,
             };
-            let ready_at = slot.ep.backoff_until.unwrap_or(i64::MIN).max(window_end);
+            let ready_at = [slot.backoff_until, window_end]
+                .into_iter()
+                .flatten()
+                .fold(now_mono, Instant::max);
             let parked_ready = slot.parked_due.map(|due| due.max(ready_at));
             let at = if slot.queue.is_empty() {
-                parked_ready.unwrap_or(i64::MAX)
+                parked_ready
             } else {
-                ready_at.min(parked_ready.unwrap_or(i64::MAX))
+                Some(ready_at.min(parked_ready.unwrap_or(ready_at)))
             };
-            if at == i64::MAX {
+            let Some(at) = at else {
                 continue;
-            }
-            if at > now {
+            };
+            if at > now_mono {
                 next = Some(next.map_or(at, |n| n.min(at)));
                 continue;
             }
-            let parked = parked_ready.is_some_and(|p| p <= now) && slot.unrecorded == 0;
+            let parked = parked_ready.is_some_and(|p| p <= now_mono) && slot.unrecorded == 0;
             let messages = if parked {
                 match self.store.next_parked(seq) {
                     Ok(Some((m, _))) => vec![m],
@@ -393,7 +411,7 @@ impl Dispatcher {
                             slot.queue.push_front(m);
                         }
                     }
-                    let at = now + READ_RETRY_MS;
+                    let at = now_mono + READ_RETRY;
                     next = Some(next.map_or(at, |n| n.min(at)));
                     continue;
                 }
@@ -411,7 +429,7 @@ impl Dispatcher {
                 }
             }
         }
-        next.map(|at| Instant::now() + Duration::from_millis((at - now).max(0) as u64))
+        next
     }
 
     /// Re-reads an endpoint and its queue after the store changed under it; false when the
@@ -431,6 +449,13 @@ impl Dispatcher {
         let Some(slot) = self.slots.get_mut(&seq) else {
             return false;
         };
+        // The stored backoff is ours unless an API action changed it: keep our monotonic
+        // deadline then, rather than reading it back through a wall clock that may have moved.
+        if ep.backoff_until != slot.ep.backoff_until {
+            slot.backoff_until = ep
+                .backoff_until
+                .map(|at| crate::time::deadline(at, BACKOFF_BOUND));
+        }
         slot.ep = ep;
         slot.stale = false;
         slot.queue.clear();
@@ -455,13 +480,16 @@ impl Dispatcher {
         if sent.last {
             slot.in_flight = None;
         }
-        slot.last_end = now;
+        // The answer came before this report did, so counting from now never shortens a
+        // window or a backoff.
+        let now_mono = mono();
+        slot.last_end = Some(now_mono);
         let (status, retry_after, body, error) = match &sent.result {
             Ok(r) => {
                 let retry_after = r
                     .retry_after
                     .as_deref()
-                    .and_then(|v| policy::parse_retry_after(v, SystemTime::now()));
+                    .and_then(|v| policy::parse_retry_after(v, crate::time::system_now()));
                 let error = (300..400).contains(&r.status).then_some("redirect");
                 (Some(r.status), retry_after, Some(r.body.clone()), error)
             }
@@ -517,6 +545,7 @@ impl Dispatcher {
                 ep.failures = 0;
                 ep.failing_since = None;
                 ep.backoff_until = None;
+                slot.backoff_until = None;
                 sent.job
                     .messages
                     .iter()
@@ -545,6 +574,7 @@ impl Dispatcher {
                     _ => backoff(ep.failures),
                 };
                 ep.backoff_until = Some(now + wait.as_millis() as i64);
+                slot.backoff_until = Some(now_mono + wait);
                 if ep.failures == 1 {
                     log::warn!(
                         "endpoint {} is failing ({}); backing off",

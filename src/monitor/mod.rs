@@ -163,6 +163,9 @@ struct Slot {
     /// Changes with every reload, so heap entries of older settings are skipped.
     generation: u64,
     in_flight: bool,
+    /// A turn that fell due while the previous check still ran, and when it was due: taken
+    /// when that check ends, if that is still timely.
+    owed: Option<Instant>,
 }
 
 struct Scheduler {
@@ -186,7 +189,7 @@ impl Scheduler {
         beat: &Beat,
     ) {
         let wall = crate::time::now_ms();
-        let now = Instant::now();
+        let now = crate::time::mono();
         for m in monitors {
             // Continue each monitor's rhythm across a restart instead of checking all at once.
             let interval = m.settings.interval_ms;
@@ -200,19 +203,18 @@ impl Scheduler {
         }
         loop {
             beat.work();
-            let timeout = self.heap.peek().map_or(IDLE, |Reverse((due, _, _))| {
-                due.saturating_duration_since(Instant::now())
-            });
+            let timeout =
+                crate::time::wait(self.heap.peek().map_or(IDLE, |Reverse((due, _, _))| {
+                    due.saturating_duration_since(crate::time::mono())
+                }));
             crossbeam_channel::select! {
                 recv(commands) -> command => match command {
                     Ok(Command::Changed(seq)) => self.reload(seq),
                     Ok(Command::Shutdown) | Err(_) => break,
                 },
                 recv(done) -> finished => {
-                    if let Ok(d) = finished
-                        && let Some(slot) = self.slots.get_mut(&d.seq)
-                    {
-                        slot.in_flight = false;
+                    if let Ok(d) = finished {
+                        self.finished(d.seq);
                     }
                 },
                 default(timeout.min(IDLE_WAKE)) => {},
@@ -233,6 +235,7 @@ impl Scheduler {
                 monitor,
                 generation,
                 in_flight,
+                owed: None,
             },
         );
         self.heap.push(Reverse((due, seq, generation)));
@@ -242,7 +245,7 @@ impl Scheduler {
         match self.store.monitor_by_seq(seq) {
             Ok(Some(m)) if m.settings.enabled => {
                 // New or edited settings take effect with a check now.
-                self.insert(m, Instant::now());
+                self.insert(m, crate::time::mono());
             }
             Ok(_) => {
                 self.slots.remove(&seq);
@@ -252,7 +255,7 @@ impl Scheduler {
     }
 
     fn dispatch_due(&mut self) {
-        let now = Instant::now();
+        let now = crate::time::mono();
         while let Some(&Reverse((due, seq, generation))) = self.heap.peek() {
             if due > now {
                 break;
@@ -264,26 +267,70 @@ impl Scheduler {
             if slot.generation != generation {
                 continue;
             }
+            let interval = interval_of(&slot.monitor);
             if slot.in_flight {
-                log::debug!(
-                    "monitor {}: the previous check is still running; skipping one",
-                    slot.monitor.id
-                );
-            } else {
-                let job = Job {
-                    monitor: slot.monitor.clone(),
-                };
-                if self.jobs.send(job).is_err() {
-                    return;
-                }
-                slot.in_flight = true;
+                slot.owed = Some(due);
+            } else if !send(&self.jobs, slot) {
+                return;
             }
-            let interval = Duration::from_millis(slot.monitor.settings.interval_ms.max(1) as u64);
-            // After a stall (a suspended VM, a busy machine) go on from now instead of
-            // catching up in a burst.
-            let next = (due + interval).max(now);
-            self.heap.push(Reverse((next, seq, generation)));
+            self.heap
+                .push(Reverse((next_due(due, now, interval), seq, generation)));
         }
+    }
+
+    /// A check ended: its monitor's turn that fell due meanwhile is taken now if it is still
+    /// timely, and skipped otherwise.
+    fn finished(&mut self, seq: i64) {
+        let Some(slot) = self.slots.get_mut(&seq) else {
+            return;
+        };
+        slot.in_flight = false;
+        let Some(due) = slot.owed.take() else {
+            return;
+        };
+        if timely(due, crate::time::mono(), interval_of(&slot.monitor)) {
+            send(&self.jobs, slot);
+        } else {
+            log::debug!(
+                "monitor {}: the previous check ran past the next turn; skipping it",
+                slot.monitor.id
+            );
+        }
+    }
+}
+
+fn interval_of(m: &MonitorRow) -> Duration {
+    Duration::from_millis(m.settings.interval_ms.max(1) as u64)
+}
+
+/// Sends `slot`'s monitor to the checkers; false when they are gone (shutdown).
+fn send(jobs: &Sender<Job>, slot: &mut Slot) -> bool {
+    let job = Job {
+        monitor: slot.monitor.clone(),
+    };
+    if jobs.send(job).is_err() {
+        return false;
+    }
+    slot.in_flight = true;
+    true
+}
+
+/// Whether a turn due at `due` is still worth taking at `now`: at most half an interval
+/// late. A later one would fall closer to the next turn than to its own.
+fn timely(due: Instant, now: Instant, interval: Duration) -> bool {
+    now.saturating_duration_since(due) <= interval / 2
+}
+
+/// When a monitor is next due after its turn due at `due` was taken at `now`. On time (or
+/// nearly) the rhythm is kept: `due + interval`. After a stall (a suspended VM, a busy
+/// machine, a clock jump) of more than half an interval it goes on from now: the slot after
+/// `due` may lie only milliseconds ahead, and taking it would check the monitor twice in a
+/// row instead of once an interval.
+fn next_due(due: Instant, now: Instant, interval: Duration) -> Instant {
+    if timely(due, now, interval) {
+        due + interval
+    } else {
+        now + interval
     }
 }
 
@@ -345,4 +392,47 @@ fn host_of(url: &str) -> String {
         .ok()
         .and_then(|u| u.host().map(str::to_string))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next_due, timely};
+    use std::time::{Duration, Instant};
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_turn_taken_on_time_or_nearly_keeps_the_rhythm() {
+        let due = Instant::now();
+        assert_eq!(next_due(due, due, MINUTE), due + MINUTE);
+        let late = due + Duration::from_secs(1);
+        assert_eq!(next_due(due, late, MINUTE), due + MINUTE);
+        let half = due + MINUTE / 2;
+        assert_eq!(next_due(due, half, MINUTE), due + MINUTE);
+    }
+
+    #[test]
+    fn a_turn_taken_more_than_half_an_interval_late_goes_on_from_now() {
+        let due = Instant::now();
+        // Two intervals late (a clock jump): the slot after `due` is already past, and the
+        // one after that lies only seconds ahead; neither is taken.
+        let now = due + 2 * MINUTE + Duration::from_secs(1);
+        assert_eq!(next_due(due, now, MINUTE), now + MINUTE);
+        let now = due + MINUTE / 2 + Duration::from_millis(1);
+        assert_eq!(next_due(due, now, MINUTE), now + MINUTE);
+    }
+
+    #[test]
+    fn a_turn_owed_to_a_running_check_is_timely_for_half_an_interval() {
+        let due = Instant::now();
+        assert!(timely(due, due, MINUTE));
+        assert!(timely(due, due + MINUTE / 2, MINUTE));
+        assert!(!timely(
+            due,
+            due + MINUTE / 2 + Duration::from_millis(1),
+            MINUTE
+        ));
+        // A time before `due` (never asked, but harmless) is timely.
+        assert!(timely(due + MINUTE, due, MINUTE));
+    }
 }

@@ -8,7 +8,8 @@
 //! again. A write that has held the writer far longer than any write should counts as failing
 //! too. When nothing has proved the store healthy for `FRESH`, a probe takes the write lock
 //! and lets it go (`Store::probe_writer`), at most one probe at a time and once per `FRESH`
-//! however many arrive; that writes nothing.
+//! however many arrive; that writes nothing. A probe never queues behind a write in progress:
+//! that write is healthy until it has waited the busy timeout.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,6 +108,14 @@ impl Health {
     /// The writer is taken; `write_ended` follows whatever happens.
     pub(super) fn write_began(&self) {
         self.writing_since.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// How long the write in progress has held the writer (zero when none is).
+    pub(super) fn write_held(&self) -> Duration {
+        match self.writing_since.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_millis(self.now().saturating_sub(since)),
+        }
     }
 
     /// Notes how a write ended: committed (`Ok`) or not (`Err`). A refusal by the store's
@@ -252,6 +261,16 @@ mod tests {
         assert!(matches!(h.check(), Err(StoreError::Failing(_))));
         h.write_ended(Ok(()));
         assert!(matches!(h.check(), Ok(Verdict::Healthy)));
+    }
+
+    #[test]
+    fn the_time_a_write_has_held_the_writer_is_known() {
+        let h = started(Duration::from_secs(10));
+        assert_eq!(h.write_held(), Duration::ZERO);
+        h.writing_since.store(1, Ordering::Relaxed);
+        assert!(h.write_held() >= Duration::from_secs(10));
+        h.write_ended(Ok(()));
+        assert_eq!(h.write_held(), Duration::ZERO);
     }
 
     #[test]

@@ -224,11 +224,14 @@ fn message_page(
     Ok(found)
 }
 
+/// How long a statement waits for a write lock held by another connection before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Page cache per reader connection, KiB (the writer keeps SQLite's default of 2,000).
 const READER_CACHE_KIB: u32 = 512;
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch(
         "PRAGMA foreign_keys = ON;
          PRAGMA synchronous = FULL;
@@ -249,8 +252,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// Makes `path` as an empty file readable and writable by its owner only (0600, whatever the
 /// umask), before SQLite opens it: a database holds every signing secret. SQLite gives the
 /// `-wal` and `-shm` files it makes beside a database the database file's mode. With
-/// `existing_ok`, a file already there is left as it is (and reported when others may read
-/// it); without, it is refused.
+/// `existing_ok`, a file already there (and its `-wal` and `-shm`) that others may read is
+/// narrowed to 0600, or reported when that is not ours to do (another user's file); without,
+/// it is refused.
 fn create_private(path: &Path, existing_ok: bool) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let created = std::fs::OpenOptions::new()
@@ -264,14 +268,31 @@ fn create_private(path: &Path, existing_ok: bool) -> Result<()> {
             .set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(|e| StoreError::File(path.into(), e)),
         Err(e) if existing_ok && e.kind() == std::io::ErrorKind::AlreadyExists => {
-            if let Ok(meta) = std::fs::metadata(path)
-                && meta.permissions().mode() & 0o077 != 0
-            {
-                log::warn!(
-                    "database {} (mode {:o}) can be read by other users and holds every signing secret; chmod 600 it",
-                    path.display(),
-                    meta.permissions().mode() & 0o777
-                );
+            let mut files = vec![path.to_path_buf()];
+            for suffix in ["-wal", "-shm"] {
+                let mut beside = path.as_os_str().to_owned();
+                beside.push(suffix);
+                files.push(beside.into());
+            }
+            for file in files {
+                let Ok(meta) = std::fs::metadata(&file) else {
+                    continue;
+                };
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 == 0 {
+                    continue;
+                }
+                // Only the file's owner (or root) may change its mode.
+                match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                    Ok(()) => log::warn!(
+                        "{} was mode {mode:o}, readable by other users, and holds every signing secret: now 600",
+                        file.display()
+                    ),
+                    Err(e) => log::warn!(
+                        "{} (mode {mode:o}) can be read by other users and holds every signing secret, and cannot be narrowed ({e}); chmod 600 it",
+                        file.display()
+                    ),
+                }
             }
             Ok(())
         }
@@ -305,9 +326,7 @@ impl Store {
             .map_err(|e| StoreError::Open(path.into(), e))?;
         // Every error while opening names the file: it is what the operator has to look at.
         let opening = |e: rusqlite::Error| StoreError::Open(path.into(), e);
-        writer
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(opening)?;
+        writer.busy_timeout(BUSY_TIMEOUT).map_err(opening)?;
         // WAL first: it is a property of the file, and the other settings assume it.
         let mode: String = writer
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -644,8 +663,26 @@ impl Store {
 
     /// Begins an immediate transaction, reads a row and rolls back: proves the database can
     /// be read and its write lock taken (waiting the busy timeout at most), and writes nothing.
+    /// A write in progress in this process proves as much when it ends, and notes its outcome
+    /// itself; the probe does not queue behind it (a long write would hold every probe, and
+    /// `/healthz` with them), since `Health::check` already fails a write held past `STUCK`.
     fn probe_writer(&self) -> Result<()> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = match self.writer.try_lock() {
+            Ok(conn) => conn,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                // Past the busy timeout the write is waiting on a lock held elsewhere (or on
+                // a stalled disk); before it, it is a write like any other.
+                let held = self.health.write_held();
+                if held >= BUSY_TIMEOUT {
+                    return Err(StoreError::Failing(format!(
+                        "a write has waited on the database for {} s",
+                        held.as_secs()
+                    )));
+                }
+                return Ok(());
+            }
+        };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.prepare_cached("SELECT count(*) FROM settings")?
             .query_row([], |r| r.get::<_, i64>(0))?;

@@ -644,3 +644,59 @@ fn a_version_4_database_gets_its_counts_from_its_messages() {
         ]
     );
 }
+
+#[test]
+fn a_probe_does_not_queue_behind_a_write_in_progress() {
+    // `/healthz` probes the writer when nothing committed lately; it used to wait for the
+    // writer's mutex, so one long write held every probe with it.
+    let (_dir, store) = store();
+    let store = std::sync::Arc::new(store);
+    let (held_tx, held_rx) = crossbeam_channel::bounded(0);
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+    let writing = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            store.write(Durability::Full, |_| {
+                held_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                Ok(())
+            })
+        }
+    });
+    held_rx.recv().unwrap();
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn({
+        let store = store.clone();
+        move || done_tx.send(store.probe_writer().is_ok())
+    });
+    let answered = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+    release_tx.send(()).unwrap();
+    writing.join().unwrap().unwrap();
+    assert_eq!(
+        answered,
+        Ok(true),
+        "the probe waited for the write in progress"
+    );
+}
+
+#[test]
+fn an_existing_database_others_may_read_is_narrowed_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    drop(Store::open(&path, None).unwrap());
+    // As an older version, or a copy made with `cp`, would have left them.
+    let files: Vec<std::path::PathBuf> = ["t.db", "t.db-wal", "t.db-shm"]
+        .iter()
+        .map(|f| dir.path().join(f))
+        .filter(|p| p.exists())
+        .collect();
+    for f in &files {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let _store = Store::open(&path, None).unwrap();
+    for f in &files {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
+    }
+}

@@ -782,10 +782,8 @@ fn transient_failures_back_off_and_are_logged() {
         "[delivery]\nbatch_window = \"0ms\"\ninitial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\ntimeout = \"300ms\"\n",
     );
     let elsewhere = Receiver::start();
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let closed = ClosedPort::new();
+    let closed_port = closed.port();
     // (what, how the receiver answers; None = nothing listens, status code, error)
     let rows: Vec<(&str, Option<Reply>, Value, Value)> = vec![
         ("500", Some(Reply::status(500)), json!(500), Value::Null),

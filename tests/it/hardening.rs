@@ -1375,10 +1375,8 @@ fn a_soak_of_hostile_requests_breaks_nothing() {
     let mut server = Server::start("[delivery]\nbatch_window = \"200ms\"\n");
     let receiver = Receiver::start();
     let endpoint_id = endpoint_to(&server, &receiver.url("/soak"));
-    let closed_port = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let closed = ClosedPort::new();
+    let closed_port = closed.port();
     let mut ids = vec![endpoint_id];
     ids.push(publish_incident(&server, "soak"));
     let pid = server.child_mut().id();

@@ -23,7 +23,7 @@ use sha2::Sha256;
 use tempfile::TempDir;
 
 /// The admin token every test server runs with.
-pub const TOKEN: &str = "it-admin-token-5b1f0c9e7d3a";
+pub const TOKEN: &str = "it-admin-token-5b1f0c9e7d3a-8c2e4f6a";
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_statussentry");
@@ -1265,4 +1265,176 @@ fn receiver_sees_concurrent_requests_and_scripts() {
         "two parallel requests must be seen in flight together"
     );
     assert_eq!(receiver.hits()[0].text(), "one");
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers with extra environment (added for tests/it/clock.rs)
+
+impl Server {
+    /// Like [`Server::start`], with extra environment variables for the process (for example
+    /// `STATUSSENTRY_TEST_CLOCK`, which debug builds read).
+    pub fn start_with_env(extra_toml: &str, env: &[(&str, &Path)]) -> Server {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        write_config(dir.path(), extra_toml);
+        let log = Arc::new(Mutex::new(String::new()));
+        let (child, addr) = spawn_server_with_env(dir.path(), &log, env);
+        Server {
+            dir,
+            child: Some(child),
+            addr,
+            client: Api::new(addr),
+            log,
+        }
+    }
+
+    /// Like [`Server::restart`], with extra environment variables for the new process.
+    pub fn restart_with_env(&mut self, env: &[(&str, &Path)]) {
+        if self.child.is_some() {
+            let status = self.stop();
+            assert!(status.success(), "server exited with {status} on SIGTERM");
+        }
+        self.log.lock().unwrap().push_str("\n----- restart -----\n");
+        let (child, addr) = spawn_server_with_env(self.dir.path(), &self.log, env);
+        self.child = Some(child);
+        self.addr = addr;
+        self.client = Api::new(addr);
+    }
+}
+
+fn spawn_server_with_env(
+    dir: &Path,
+    log: &Arc<Mutex<String>>,
+    env: &[(&str, &Path)],
+) -> (Child, SocketAddr) {
+    let mut cmd = command(dir);
+    for (name, value) in env {
+        cmd.env(name, value);
+    }
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(dir.join("statussentry.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+    let (tx, rx) = crossbeam_channel::unbounded::<SocketAddr>();
+    let stderr = child.stderr.take().expect("piped stderr");
+    let stderr_log = Arc::clone(log);
+    thread::spawn(move || {
+        read_lines(stderr, &stderr_log, |line| {
+            if let Some(addr) = parse_listening(line) {
+                let _ = tx.send(addr);
+            }
+        })
+    });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stdout_log = Arc::clone(log);
+    thread::spawn(move || read_lines(stdout, &stdout_log, |_| {}));
+    match rx.recv_timeout(START_DEADLINE) {
+        Ok(addr) => (child, addr),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "statussentry printed no `listening on` line; output:\n{}",
+                log.lock().unwrap()
+            )
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Receivers on a chosen port (the soak test's endpoint that goes away and comes back)
+
+impl Receiver {
+    /// A receiver answering 200 to everything, bound to `addr` instead of port 0, so that a
+    /// test can drop it (connections are then refused) and start another on the same port.
+    pub fn start_at(addr: &str) -> std::io::Result<Receiver> {
+        let server = Arc::new(
+            tiny_http::Server::http(addr)
+                .map_err(|e| std::io::Error::other(format!("bind {addr}: {e}")))?,
+        );
+        let bound = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| std::io::Error::other("receiver has no IP address"))?;
+        let shared = Arc::new((
+            Mutex::new(ReceiverState {
+                hits: Vec::new(),
+                script: VecDeque::new(),
+                responder: Arc::new(|_: &Hit| Reply::status(200)),
+                in_flight: 0,
+                max_in_flight: 0,
+                held: false,
+            }),
+            Condvar::new(),
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..8)
+            .map(|_| {
+                let server = Arc::clone(&server);
+                let shared = Arc::clone(&shared);
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || serve_receiver(&server, &shared, &stop))
+            })
+            .collect();
+        Ok(Receiver {
+            server,
+            shared,
+            stop,
+            threads,
+            base: format!("http://{bound}"),
+        })
+    }
+}
+
+impl Receiver {
+    /// Stops the receiver (its port then refuses connections) and returns every request it
+    /// saw, including those it was answering while it stopped.
+    pub fn into_hits(self) -> Vec<Hit> {
+        let shared = Arc::clone(&self.shared);
+        drop(self);
+        let state = shared
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.hits.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A port where connections are refused and no other test's receiver can appear
+
+/// A loopback port bound but not listening: a connection to it is refused (RST), and while
+/// this value lives the kernel hands the port to no one else. Binding a listener, noting its
+/// port and dropping it frees the port instead, and the next receiver any other test starts
+/// may get it: the service under test, still retrying, then delivers into that test's
+/// receiver and spoils its counts.
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("make a socket");
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
+        socket.bind(&addr.into()).expect("bind a loopback port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .expect("the bound port");
+        ClosedPort {
+            _socket: socket,
+            port,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
 }

@@ -4,12 +4,15 @@
 
 mod api;
 mod assets;
+mod clock;
 mod delivery;
+mod edge;
 mod fullsize;
 mod guard;
 mod hardening;
 mod harness;
 mod ops;
 mod queue;
+mod soak;
 mod sources;
 mod supervise;

@@ -409,3 +409,27 @@ fn no_secret_or_token_reaches_the_log() {
     }
     assert!(log.contains("listening on"), "the log is captured at all");
 }
+
+#[test]
+fn a_short_configured_admin_token_is_warned_of_at_start() {
+    // Past the sign-in limit a guesser still learns which token is right (the correct one
+    // must always pass), so a configured token shorter than 32 characters is warned of.
+    let short = "sixteen-chars-ok";
+    let warning = "the configured admin token is 16 characters";
+    let server = Server::start_with_env(
+        "",
+        &[("STATUSSENTRY_ADMIN_TOKEN", std::path::Path::new(short))],
+    );
+    wait_until(Duration::from_secs(10), "the warning", || {
+        server.log().contains(warning)
+    });
+    assert!(!server.log().contains(short), "the token reached the log");
+    // The harness's own token is 36 characters: no warning.
+    let server = Server::start("");
+    server.expect("GET", "/api/v1/endpoints", None, 200);
+    assert!(
+        !server.log().contains("the configured admin token is"),
+        "{}",
+        server.log()
+    );
+}

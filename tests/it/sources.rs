@@ -281,10 +281,9 @@ fn checks_name_timeouts_refusals_and_follow_method_and_expected_status() {
     slow.reply_with(Reply::status(200).delay(Duration::from_millis(1500)));
     let moved = Receiver::start();
     moved.reply_with(Reply::status(301).header("Location", "http://127.0.0.1:9/"));
-    // A port nobody listens on: bind, note it, let it go.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_url = format!("http://{}/", closed.local_addr().unwrap());
-    drop(closed);
+    // A port nobody listens on, held so that no other test's receiver gets it.
+    let closed = ClosedPort::new();
+    let closed_url = format!("http://127.0.0.1:{}/", closed.port());
 
     let quiet = json!({"interval_secs": 1, "failures_before_down": 100, "auto_incident": false});
     let with = |extra: Value| {

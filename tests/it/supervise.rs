@@ -356,6 +356,42 @@ fn watchdog_pings_follow_ready_while_every_thread_makes_progress() {
 }
 
 #[test]
+fn watchdog_pings_go_on_when_the_process_is_out_of_descriptors() {
+    // A process out of descriptors (a connection flood, a leak elsewhere) is still alive and
+    // its threads may be fine; pings used to go out on a socket made per ping, which then
+    // failed with EMFILE, and systemd would have killed a working service.
+    let _timing = timing_lock();
+    let notify = Notify::bind();
+    let p = Proc::start(
+        "",
+        &[
+            ("NOTIFY_SOCKET", notify.path.as_str()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "a watchdog ping after READY=1",
+        || !notify.pings_after_ready().is_empty(),
+    );
+    let pid = p.child.as_ref().expect("running").id().to_string();
+    // The soft limit at one: no new descriptor can be made.
+    let status = std::process::Command::new("prlimit")
+        .args(["--nofile=1:", "--pid", &pid])
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit failed");
+    let before = notify.pings_after_ready().len();
+    wait_until(
+        Duration::from_secs(10),
+        "five more watchdog pings without a descriptor to spare",
+        || notify.pings_after_ready().len() >= before + 5,
+    );
+    let log = p.log();
+    assert!(!log.contains("cannot send WATCHDOG=1"), "log:\n{log}");
+}
+
+#[test]
 fn watchdog_pings_stop_and_the_process_exits_when_a_thread_stalls() {
     let _timing = timing_lock();
     let notify = Notify::bind();

@@ -102,8 +102,8 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -118,9 +118,188 @@ pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
+pub use util::BodyOverLimit;
 
 /// StatusSentry patch: what `Server::from_listener_with_handler` calls for each request.
 pub type Handler = Arc<dyn Fn(Request) + Send + Sync + 'static>;
+
+/// StatusSentry patch 7: a request head, or a connection, the server answers by itself
+/// before any handler sees it, and closes after the answer.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// 503 (`max_connections` reached), 400 (malformed, or not ASCII), 408 (the head came too
+    /// slowly), 414 (request line too long), 431 (head too long), 501 (unknown transfer
+    /// coding) or 505 (HTTP version).
+    pub status: u16,
+    /// What was wrong, for a person.
+    pub message: String,
+    /// The request header at fault, when one was.
+    pub header: Option<String>,
+}
+
+/// StatusSentry patch 7: builds the answer to a `Refusal`.
+pub type Refuse = Arc<dyn Fn(&Refusal) -> Response<std::io::Cursor<Vec<u8>>> + Send + Sync>;
+
+/// StatusSentry patch 5: the bounds a server keeps; see `Server::from_listener_with_limits`.
+/// The default is upstream's behaviour (no bounds) but for the drain of unread bodies.
+#[derive(Clone)]
+pub struct Limits {
+    /// Connections open at once. One more is answered 503 (through `refuse`) from the accept
+    /// thread, without blocking it, and closed. The connection threads number at most this.
+    pub max_connections: usize,
+    /// The whole request head must arrive within this: from the accept for a connection's
+    /// first request, from its first byte for each later one. Late: 408, then closed.
+    pub header_timeout: Option<Duration>,
+    /// Each accepted socket's read and write timeout: how long one read or write may stall,
+    /// and how long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Option<Duration>,
+    /// The most of a request body left unread that is drained to keep the connection open;
+    /// a longer body is not read, and the connection closes after the answer.
+    pub max_drain: usize,
+    /// Builds the answer to a refusal; `None`: the message as plain text.
+    pub refuse: Option<Refuse>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: usize::MAX,
+            header_timeout: None,
+            idle_timeout: None,
+            max_drain: 1024 * 1024,
+            refuse: None,
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn answer(&self, refusal: &Refusal) -> Response<std::io::Cursor<Vec<u8>>> {
+        match &self.refuse {
+            Some(refuse) => refuse(refusal),
+            None => Response::from_data(refusal.message.clone().into_bytes())
+                .with_status_code(refusal.status),
+        }
+    }
+}
+
+/// StatusSentry patch 5: whether a server's accept loop still runs. It ends only when the
+/// server is dropped, or on an error no retry can mend (the listener itself is broken); a
+/// panic in it ends it too. Cheap to clone and to ask.
+#[derive(Clone)]
+pub struct AcceptLoop(Arc<AtomicBool>);
+
+impl AcceptLoop {
+    pub fn running(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Clears an `AcceptLoop` when the accept thread ends, by returning or by unwinding.
+struct AcceptLoopEnds(Arc<AtomicBool>);
+
+impl Drop for AcceptLoopEnds {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// StatusSentry patch 5: what the accept loop does after an `accept` error.
+#[derive(Debug, PartialEq, Eq)]
+enum AcceptError {
+    /// Try again at once: the pending connection failed (the peer reset it, the network
+    /// dropped it) or the call was interrupted or timed out.
+    Retry,
+    /// Out of descriptors or memory: wait a moment, since retrying at once fails the same way.
+    Exhausted,
+    /// The listener itself is broken; the loop ends.
+    Fatal,
+}
+
+/// Sorts an `accept` error. Linux passes the new socket's pending network errors to
+/// `accept` (accept(2), "Error handling"), and those are to be treated like `EAGAIN`.
+fn accept_error(e: &IoError) -> AcceptError {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => AcceptError::Exhausted,
+        Some(
+            libc::EAGAIN
+            | libc::EINTR
+            | libc::ECONNABORTED
+            | libc::EPROTO
+            | libc::EPERM
+            | libc::ENETDOWN
+            | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN
+            | libc::ENONET
+            | libc::EHOSTUNREACH
+            | libc::EOPNOTSUPP
+            | libc::ENETUNREACH
+            | libc::ECONNRESET
+            | libc::ETIMEDOUT
+            | libc::ENOSR
+            | libc::ESOCKTNOSUPPORT
+            | libc::EPROTONOSUPPORT,
+        ) => AcceptError::Retry,
+        Some(_) => AcceptError::Fatal,
+        None => match e.kind() {
+            IoErrorKind::WouldBlock | IoErrorKind::Interrupted | IoErrorKind::TimedOut => {
+                AcceptError::Retry
+            }
+            IoErrorKind::OutOfMemory => AcceptError::Exhausted,
+            _ => AcceptError::Fatal,
+        },
+    }
+}
+
+/// StatusSentry patch 5: how long the accept loop waits after running out of descriptors
+/// or memory before it tries again.
+const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(100);
+
+/// StatusSentry patch 5: one connection's place in `Limits::max_connections`, given back
+/// when its task ends or is dropped unrun.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// StatusSentry patch 5: answers a connection over `max_connections` from the accept thread
+/// and closes it. The socket is non-blocking, so the thread never waits on the client: the
+/// answer fits a fresh socket's send buffer, and whatever the client has already sent is read
+/// first so that closing does not reset the connection under the answer.
+fn refuse_busy(conn: Connection, limits: &Limits) {
+    let refusal = Refusal {
+        status: 503,
+        message: "the server has too many open connections; try again shortly".into(),
+        header: None,
+    };
+    let mut bytes = Vec::new();
+    if limits
+        .answer(&refusal)
+        .with_connection_close()
+        .raw_print(&mut bytes, common::HTTPVersion(1, 1), &[], false, None)
+        .is_err()
+    {
+        return;
+    }
+    if conn.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let drain = |conn: &Connection, sink: &mut [u8]| {
+        for _ in 0..16 {
+            match conn.read_shared(sink) {
+                Ok(n) if n > 0 => continue,
+                _ => break,
+            }
+        }
+    };
+    drain(&conn, &mut sink);
+    let _ = conn.write_shared(&bytes);
+    let _ = conn.shutdown(Shutdown::Write);
+    drain(&conn, &mut sink);
+}
 
 mod client;
 mod common;
@@ -146,6 +325,9 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // StatusSentry patch 5: whether the accept loop still runs
+    accept_loop: AcceptLoop,
 }
 
 enum Message {
@@ -263,10 +445,44 @@ impl Server {
         Server::build(listener, None, Some(handler))
     }
 
+    /// StatusSentry patch 5: like `from_listener_with_handler`, within `limits`: at most
+    /// `max_connections` connections (and so connection threads) at once, timeouts on each
+    /// accepted socket (never on the listener: on Linux a receive timeout on a listening
+    /// socket makes `accept` itself fail with `EAGAIN` after that long without a connection,
+    /// which ended upstream's accept loop for good), a deadline for each request head, a
+    /// bounded drain of unread bodies, and refusals answered through `limits.refuse`.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        handler: Handler,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Server::build_with_limits(listener, None, Some(handler), limits)
+    }
+
+    /// StatusSentry patch 5: whether the accept loop still runs; see `AcceptLoop`.
+    pub fn accept_loop_running(&self) -> bool {
+        self.accept_loop.running()
+    }
+
+    /// StatusSentry patch 5: a handle that tells whether the accept loop still runs, for
+    /// code that does not hold the server.
+    pub fn accept_loop(&self) -> AcceptLoop {
+        self.accept_loop.clone()
+    }
+
     fn build<L: Into<Listener>>(
         listener: L,
         ssl_config: Option<SslConfig>,
         handler: Option<Handler>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Server::build_with_limits(listener, ssl_config, handler, Limits::default())
+    }
+
+    fn build_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        handler: Option<Handler>,
+        limits: Limits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
@@ -310,79 +526,141 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+        let running = Arc::new(AtomicBool::new(true));
+        let accept_loop = AcceptLoop(running.clone());
+        let limits = Arc::new(limits);
+        thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || {
+                let _ends = AcceptLoopEnds(running);
+                // a tasks pool is used to dispatch the connections into threads
+                let tasks_pool = util::TaskPool::new(limits.max_connections);
+                let open = Arc::new(AtomicUsize::new(0));
+                // StatusSentry patch 5: an exhaustion episode (no descriptors, memory or
+                // threads) is logged when it starts and when it ends, not at every refusal.
+                let mut exhausted = false;
 
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let handler = handler.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                if let Some(handler) = &handler {
-                                    for rq in client {
-                                        handler(rq);
-                                    }
-                                } else if client.secure() {
-                                    // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
+                log::debug!("Running accept thread");
+                while !inside_close_trigger.load(Relaxed) {
+                    let sock = match server.accept() {
+                        Ok((sock, _)) => sock,
+                        Err(e) => match accept_error(&e) {
+                            AcceptError::Retry => continue,
+                            AcceptError::Exhausted => {
+                                if !exhausted {
+                                    exhausted = true;
+                                    log::warn!(
+                                        "cannot accept connections ({e}); retrying every {EXHAUSTED_BACKOFF:?} until some close"
+                                    );
                                 }
+                                thread::sleep(EXHAUSTED_BACKOFF);
+                                continue;
                             }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
+                            AcceptError::Fatal => {
+                                log::error!("the accept loop stopped: {e}");
+                                inside_messages.push(e.into());
+                                break;
+                            }
+                        },
+                    };
+                    let accepted = std::time::Instant::now();
+                    if inside_close_trigger.load(Relaxed) {
                         break;
                     }
+                    if open.load(std::sync::atomic::Ordering::Acquire) >= limits.max_connections {
+                        refuse_busy(sock, &limits);
+                        continue;
+                    }
+                    // The first head's deadline is usually the nearer one, so the read
+                    // timeout starts there and the connection's first read needs no call.
+                    let read_timeout = match (limits.header_timeout, limits.idle_timeout) {
+                        (Some(h), Some(i)) => Some(h.min(i)),
+                        (h, i) => h.or(i),
+                    };
+                    if read_timeout.is_some() || limits.idle_timeout.is_some() {
+                        let set = sock
+                            .set_read_timeout(read_timeout)
+                            .and_then(|()| sock.set_write_timeout(limits.idle_timeout));
+                        if let Err(e) = set {
+                            // A socket that cannot keep a timeout could hold a thread forever.
+                            log::debug!("cannot set timeouts on a new connection: {e}");
+                            continue;
+                        }
+                    }
+                    use util::RefinedTcpStream;
+                    let (read_closable, write_closable) = match ssl {
+                        None => RefinedTcpStream::new(sock),
+                        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                        Some(ref ssl) => {
+                            // trying to apply SSL over the connection
+                            // if an error occurs, we just close the socket and resume listening
+                            let sock = match ssl.accept(sock) {
+                                Ok(s) => s,
+                                Err(_) => continue,
+                            };
+
+                            RefinedTcpStream::new(sock)
+                        }
+                        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                        Some(ref _ssl) => unreachable!(),
+                    };
+                    let client = ClientConnection::new(
+                        write_closable,
+                        read_closable,
+                        limits.clone(),
+                        accepted,
+                        read_timeout,
+                    );
+
+                    open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    let slot = Slot(open.clone());
+                    let messages = inside_messages.clone();
+                    let handler = handler.clone();
+                    let mut client = Some((client, slot));
+                    let spawned = tasks_pool.spawn(Box::new(move || {
+                        if let Some((client, _slot)) = client.take() {
+                            if let Some(handler) = &handler {
+                                for rq in client {
+                                    handler(rq);
+                                }
+                            } else if client.secure() {
+                                // Synchronization is needed for HTTPS requests to avoid a deadlock
+                                let (sender, receiver) = mpsc::channel();
+                                for rq in client {
+                                    messages.push(rq.with_notify_sender(sender.clone()).into());
+                                    receiver.recv().unwrap();
+                                }
+                            } else {
+                                for rq in client {
+                                    messages.push(rq.into());
+                                }
+                            }
+                        }
+                    }));
+                    match spawned {
+                        // The task, and with it the connection, was dropped: this one
+                        // connection is refused and the listener goes on.
+                        Err(e) if !exhausted => {
+                            exhausted = true;
+                            log::warn!("cannot start a thread for a connection ({e}); refusing connections until one can");
+                        }
+                        Err(_) => {}
+                        Ok(()) if exhausted => {
+                            exhausted = false;
+                            log::info!("accepting connections again");
+                        }
+                        Ok(()) => {}
+                    }
                 }
-            }
-            log::debug!("Terminating accept thread");
-        });
+                log::debug!("Terminating accept thread");
+            })?;
 
         // result
         Ok(Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            accept_loop,
         })
     }
 

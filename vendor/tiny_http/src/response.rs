@@ -331,6 +331,15 @@ where
     ///  decide which features (most notably, encoding) to use.
     ///
     /// Note: does not flush the writer.
+    /// StatusSentry patch 7: marks an answer after which the server closes the connection
+    /// (`add_header` refuses `Connection`, which the server manages itself).
+    pub(crate) fn with_connection_close(mut self) -> Response<R> {
+        if let Ok(h) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
+            self.headers.push(h);
+        }
+        self
+    }
+
     pub fn raw_print<W: Write>(
         mut self,
         mut writer: W,

@@ -73,6 +73,10 @@ impl From<TestRequest> for Request {
             Some(mock.remote_addr),
             mock.body.as_bytes(),
             std::io::sink(),
+            crate::util::Drain {
+                limit: usize::MAX,
+                unfinished: Default::default(),
+            },
         )
         .unwrap()
     }

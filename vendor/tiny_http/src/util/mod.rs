@@ -1,7 +1,8 @@
 pub use self::custom_stream::CustomStream;
-pub use self::equal_reader::EqualReader;
+pub use self::equal_reader::{Drain, DrainOnDrop, EqualReader};
 pub use self::fused_reader::FusedReader;
 pub use self::messages_queue::MessagesQueue;
+pub use self::raw_cap::{BodyOverLimit, RawCap};
 pub use self::refined_tcp_stream::RefinedTcpStream;
 pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
 pub use self::sequential::{SequentialWriter, SequentialWriterBuilder};
@@ -13,6 +14,7 @@ mod custom_stream;
 mod equal_reader;
 mod fused_reader;
 mod messages_queue;
+mod raw_cap;
 pub(crate) mod refined_tcp_stream;
 mod sequential;
 mod task_pool;

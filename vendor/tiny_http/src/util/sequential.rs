@@ -202,6 +202,26 @@ impl<R: Read + Send> Read for SequentialReader<R> {
     }
 }
 
+impl<R: Read + Send> SequentialReader<R> {
+    /// StatusSentry patch 5: the reader itself once it is this one's turn (waiting for the
+    /// previous request's body to be done with it), so that the head parser can look at its
+    /// buffer and set the socket's timeout before a read that would block. `None` when the
+    /// previous holder went away without handing it on.
+    pub fn turn(&mut self) -> Option<&mut R> {
+        if let SequentialReaderInner::Waiting(_) = self.inner {
+            if let SequentialReaderInner::Waiting(recv) =
+                mem::replace(&mut self.inner, SequentialReaderInner::Empty)
+            {
+                self.inner = SequentialReaderInner::MyTurn(recv.recv()?);
+            }
+        }
+        match self.inner {
+            SequentialReaderInner::MyTurn(ref mut reader) => Some(reader),
+            _ => None,
+        }
+    }
+}
+
 /// StatusSentry patch: lets the header parser read whole lines from the connection's buffer
 /// instead of one byte per `read` call.
 impl<R: BufRead + Send> BufRead for SequentialReader<R> {
