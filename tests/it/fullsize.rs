@@ -6,7 +6,8 @@ use std::time::Duration;
 use crate::harness::*;
 
 /// The full integrity check runs after the start, not before it, and its verdict reaches the
-/// log (a failed one also `/healthz`: `hardening::a_damaged_database_…`).
+/// log (a failed one also `/healthz`:
+/// `hardening::damage_only_the_integrity_check_finds_is_served_then_reported_and_left_in_place`).
 #[test]
 fn the_integrity_check_runs_after_the_start_and_logs_its_verdict() {
     let mut server = Server::start("");
