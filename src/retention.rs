@@ -1,7 +1,8 @@
 //! Retention: a background thread that prunes delivered messages, their attempts and events
 //! older than `retention_days`, incidents resolved longer ago than that (never open ones),
-//! and old idempotency keys, in small batches with pauses so
-//! that it never holds the writer for long, then checkpoints the WAL so it stays small.
+//! and old idempotency keys, folds monitors' check history older than a day into hour rows
+//! (and drops what is older than each keeps), all in small batches with pauses so that it
+//! never holds the writer for long, then checkpoints the WAL so it stays small.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,6 +19,10 @@ const INTERVAL: Duration = Duration::from_secs(60);
 const BATCH: usize = 500;
 /// Pause between batches, so deliveries and intake get the writer in between.
 const PAUSE: Duration = Duration::from_millis(20);
+/// Minute rows of check history folded (or hour and minute rows dropped) per transaction,
+/// about: 30 hours of one monitor. Measured at fleet size in BENCHMARKS.md ("Check history
+/// by the hour").
+const FOLD_BATCH: usize = 1800;
 
 /// Runs passes until `stop` receives a message or is closed.
 ///
@@ -101,6 +106,34 @@ fn pass(
     if incidents > 0 {
         log::info!(
             "retention: pruned {incidents} incidents resolved more than {retention_days} days ago"
+        );
+    }
+    // Check history: minutes older than a day into hours, and what each monitor no longer
+    // keeps (monitors that are not being checked too), a few monitors at a time. A pass after
+    // an upgrade folds a whole window of minutes per monitor, in as many batches as it takes.
+    let keep_ms = i64::from(retention_days) * 24 * 3600 * 1000;
+    let started = Instant::now();
+    let (mut folded, mut longest, mut after) = (0, Duration::ZERO, 0);
+    loop {
+        beat.beat();
+        let batch_started = Instant::now();
+        let (n, next) = store.fold_check_hours(now, keep_ms, after, FOLD_BATCH)?;
+        longest = longest.max(batch_started.elapsed());
+        folded += n;
+        match next {
+            Some(seq) if stop.is_empty() => after = seq,
+            _ => break,
+        }
+        // A batch that only looked costs the others nothing worth a pause.
+        if n > 0 {
+            std::thread::sleep(PAUSE);
+        }
+    }
+    if folded > 0 {
+        log::info!(
+            "retention: folded {folded} rows of check history older than a day into hours, or dropped them past their window, in {:.2} s, longest batch {:.1} ms",
+            started.elapsed().as_secs_f64(),
+            longest.as_secs_f64() * 1000.0
         );
     }
     beat.beat();

@@ -73,6 +73,7 @@ pub struct Generated {
     pub monitors: i64,
     pub checks: i64,
     pub check_minutes: i64,
+    pub check_hours: i64,
     pub incidents: i64,
 }
 
@@ -387,13 +388,39 @@ fn fleet(
         monitor_ids.push(id);
         out.monitors += 1;
         // Six hours of raw checks (what the 1 h and 6 h ratios read), then one row a minute
-        // for the rest of the window, as `record_check` folds them.
+        // until a day old, as `record_check` folds them, then one row an hour for the rest of
+        // the window, as retention folds those (`Store::fold_check_hours`).
         let raw_from = now - crate::sla::RECENT_LONG_MS;
+        let minutes_from = now - crate::sla::MINUTE_ROWS_MS;
+        let minutes_from = minutes_from - minutes_from % HOUR;
+        let mut hour = tx.prepare_cached(
+            "INSERT INTO check_hours (monitor_seq, hour, checks, failures, failed_ms, response_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
         let mut minute = tx.prepare_cached(
             "INSERT INTO check_minutes (monitor_seq, minute, checks, failures, failed_ms, response_ms)
              VALUES (?1, ?2, 1, ?3, ?4, ?5)",
         )?;
         let mut t = start - start % MINUTE;
+        while t < minutes_from {
+            let hour_start = t - t % HOUR;
+            let (mut checks, mut failures, mut response) = (0, 0, 0);
+            while t < minutes_from && t - t % HOUR == hour_start {
+                checks += 1;
+                failures += i64::from(rng.below(500) == 0);
+                response += 40 + rng.below(200) as i64;
+                t += MINUTE;
+            }
+            hour.execute(params![
+                monitor,
+                hour_start,
+                checks,
+                failures,
+                failures * 60_000,
+                response
+            ])?;
+            out.check_hours += 1;
+        }
         while t < raw_from - raw_from % MINUTE {
             let failed = rng.below(500) == 0;
             minute.execute(params![
@@ -426,6 +453,7 @@ fn fleet(
             out.checks += 1;
             t += MINUTE;
         }
+        drop(hour);
         drop(minute);
         drop(check);
         tx.commit()?;
@@ -546,9 +574,16 @@ mod tests {
         let now = 1_800_000_000_000;
         let made = generate(&path, Fixture::Fleet, 0.0002, now).unwrap();
         assert_eq!((made.monitors, made.incidents), (2, 20));
-        // Six hours raw, the rest of 30 days and an hour in minutes, per monitor.
+        // Six hours raw, minutes until a day old (from an hour's start), then hours, for 30
+        // days and an hour, per monitor.
         assert_eq!(made.checks, 2 * 360);
-        assert_eq!(made.check_minutes, 2 * (SPAN_MS / MINUTE - 360));
+        let minutes_from = (now - DAY) - (now - DAY) % HOUR;
+        let minutes = (now - 6 * HOUR - minutes_from) / MINUTE;
+        assert_eq!(made.check_minutes, 2 * minutes);
+        assert_eq!(
+            made.check_hours,
+            2 * ((SPAN_MS / MINUTE - 360 - minutes + 59) / 60)
+        );
         let s = Store::open_existing(&path, None).unwrap();
         let open = s.list_incidents(Some("investigating"), None, 50).unwrap();
         assert_eq!(open.len(), 1);

@@ -232,6 +232,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     -- Retention deletes incidents resolved longer ago than retention_days; open ones never.
     CREATE INDEX incidents_by_resolution ON incidents(status, resolved_at);
     "#,
+    // 6: check history older than a day in one row per monitor and hour, folded from
+    // check_minutes by retention (`Store::fold_check_hours`), so that a monitor keeps 24 rows
+    // a day of its SLA window instead of 1,440. The minute rows a database already holds are
+    // folded by the passes after the upgrade, in batches, not here.
+    r#"
+    CREATE TABLE check_hours (
+        monitor_seq INTEGER NOT NULL REFERENCES monitors(seq) ON DELETE CASCADE,
+        hour        INTEGER NOT NULL,           -- ms at the hour's start
+        checks      INTEGER NOT NULL,
+        failures    INTEGER NOT NULL,
+        failed_ms   INTEGER NOT NULL,
+        response_ms INTEGER NOT NULL,           -- sum, for averages
+        PRIMARY KEY (monitor_seq, hour)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The tables whose references a migration rebuilt, by the version it brings: checked after
