@@ -27,6 +27,26 @@ const HOUR_MS: i64 = 3600 * 1000;
 /// Monitors looked at per folding transaction, at most.
 const FOLD_MONITORS: i64 = 256;
 
+/// The statements of history's folding and expiry, each a range of one monitor's rows in its
+/// table's primary key (`history_statements_read_one_monitors_range` reads their plans).
+const MINUTES_BEFORE: &str = "DELETE FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2";
+const HOURS_BEFORE: &str = "DELETE FROM check_hours WHERE monitor_seq = ?1 AND hour < ?2";
+const OLDEST_MINUTE: &str = "SELECT min(minute) FROM check_minutes WHERE monitor_seq = ?1";
+const MINUTES_INTO_HOURS: &str = "INSERT INTO check_hours (monitor_seq, hour, checks, failures, failed_ms, response_ms)
+     SELECT monitor_seq, minute - minute % 3600000, sum(checks), sum(failures),
+            sum(failed_ms), sum(response_ms)
+     FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2
+     GROUP BY minute - minute % 3600000
+     ON CONFLICT (monitor_seq, hour) DO UPDATE SET
+         checks = checks + excluded.checks, failures = failures + excluded.failures,
+         failed_ms = failed_ms + excluded.failed_ms, response_ms = response_ms + excluded.response_ms";
+const MINUTES_SINCE: &str = "SELECT coalesce(sum(checks), 0), coalesce(sum(failures), 0),
+            coalesce(sum(failed_ms), 0)
+     FROM check_minutes WHERE monitor_seq = ?1 AND minute >= ?2";
+const HOURS_SINCE: &str = "SELECT coalesce(sum(checks), 0), coalesce(sum(failures), 0),
+            coalesce(sum(failed_ms), 0)
+     FROM check_hours WHERE monitor_seq = ?1 AND hour >= ?2";
+
 /// Why a write was refused; nothing was written.
 #[derive(Debug, PartialEq)]
 pub enum Refusal {
@@ -555,12 +575,7 @@ fn history_since(c: &Connection, monitor_seq: i64, since: i64) -> Result<(sla::C
         })?;
     let mut total = sla::Counts { checks, failures };
     let mut spent_ms = spent;
-    for sql in [
-        "SELECT coalesce(sum(checks), 0), coalesce(sum(failures), 0), coalesce(sum(failed_ms), 0)
-         FROM check_minutes WHERE monitor_seq = ?1 AND minute >= ?2",
-        "SELECT coalesce(sum(checks), 0), coalesce(sum(failures), 0), coalesce(sum(failed_ms), 0)
-         FROM check_hours WHERE monitor_seq = ?1 AND hour >= ?2",
-    ] {
+    for sql in [MINUTES_SINCE, HOURS_SINCE] {
         let (checks, failures, spent): (i64, i64, i64) = c
             .prepare_cached(sql)?
             .query_row(params![monitor_seq, since], |r| {
@@ -601,9 +616,9 @@ fn compact(tx: &Transaction, monitor_seq: i64, now: i64, history_ms: i64) -> Res
     .execute(params![monitor_seq, fold_before])?;
     tx.prepare_cached("DELETE FROM checks WHERE monitor_seq = ?1 AND at < ?2")?
         .execute(params![monitor_seq, fold_before])?;
-    tx.prepare_cached("DELETE FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2")?
+    tx.prepare_cached(MINUTES_BEFORE)?
         .execute(params![monitor_seq, drop_before])?;
-    tx.prepare_cached("DELETE FROM check_hours WHERE monitor_seq = ?1 AND hour < ?2")?
+    tx.prepare_cached(HOURS_BEFORE)?
         .execute(params![monitor_seq, drop_before])?;
     Ok(())
 }
@@ -620,31 +635,22 @@ fn fold_monitor(
     max_hours: i64,
 ) -> Result<(usize, bool)> {
     let mut rows = tx
-        .prepare_cached("DELETE FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2")?
+        .prepare_cached(MINUTES_BEFORE)?
         .execute(params![monitor_seq, drop_before])?;
     rows += tx
-        .prepare_cached("DELETE FROM check_hours WHERE monitor_seq = ?1 AND hour < ?2")?
+        .prepare_cached(HOURS_BEFORE)?
         .execute(params![monitor_seq, drop_before])?;
     let oldest: Option<i64> = tx
-        .prepare_cached("SELECT min(minute) FROM check_minutes WHERE monitor_seq = ?1")?
+        .prepare_cached(OLDEST_MINUTE)?
         .query_row([monitor_seq], |r| r.get(0))?;
     let Some(oldest) = oldest.filter(|m| *m < cutoff) else {
         return Ok((rows, true));
     };
     let upto = cutoff.min(oldest - oldest.rem_euclid(HOUR_MS) + max_hours.max(1) * HOUR_MS);
-    tx.prepare_cached(
-        "INSERT INTO check_hours (monitor_seq, hour, checks, failures, failed_ms, response_ms)
-         SELECT monitor_seq, minute - minute % 3600000, sum(checks), sum(failures),
-                sum(failed_ms), sum(response_ms)
-         FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2
-         GROUP BY minute - minute % 3600000
-         ON CONFLICT (monitor_seq, hour) DO UPDATE SET
-             checks = checks + excluded.checks, failures = failures + excluded.failures,
-             failed_ms = failed_ms + excluded.failed_ms, response_ms = response_ms + excluded.response_ms",
-    )?
-    .execute(params![monitor_seq, upto])?;
+    tx.prepare_cached(MINUTES_INTO_HOURS)?
+        .execute(params![monitor_seq, upto])?;
     rows += tx
-        .prepare_cached("DELETE FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2")?
+        .prepare_cached(MINUTES_BEFORE)?
         .execute(params![monitor_seq, upto])?;
     Ok((rows, upto == cutoff))
 }
@@ -1837,6 +1843,45 @@ mod tests {
                     "the outage is at the window's old end"
                 );
             }
+        }
+    }
+
+    /// Folding, expiry and the window's sums each read one monitor's range of a primary key,
+    /// never a table (retention runs them for every monitor, every minute).
+    #[test]
+    fn history_statements_read_one_monitors_range() {
+        let (_dir, store) = store();
+        let conn = store.writer.lock().unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let n = stmt.parameter_count();
+            stmt.query_map(rusqlite::params_from_iter(vec![1i64; n]), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+            .join("; ")
+        };
+        let minutes = "SEARCH check_minutes USING PRIMARY KEY (monitor_seq=? AND minute";
+        let hours = "SEARCH check_hours USING PRIMARY KEY (monitor_seq=? AND hour";
+        let rows = [
+            (MINUTES_BEFORE, minutes),
+            (HOURS_BEFORE, hours),
+            (
+                OLDEST_MINUTE,
+                "SEARCH check_minutes USING PRIMARY KEY (monitor_seq=?)",
+            ),
+            (MINUTES_INTO_HOURS, minutes),
+            (MINUTES_SINCE, minutes),
+            (HOURS_SINCE, hours),
+        ];
+        for (sql, want) in rows {
+            let plan = plan(sql);
+            assert!(
+                plan.contains(want) && !plan.contains("SCAN"),
+                "{sql}\n  {plan}\n  wanted {want}"
+            );
         }
     }
 
