@@ -23,6 +23,8 @@ const PAUSE: Duration = Duration::from_millis(20);
 /// about: 30 hours of one monitor. Measured at fleet size in BENCHMARKS.md ("Check history
 /// by the hour").
 const FOLD_BATCH: usize = 1800;
+/// Folding batches between two checkpoints beside the writer: each writes about 40 pages.
+const FOLD_CHECKPOINT: usize = 16;
 
 /// Runs passes until `stop` receives a message or is closed.
 ///
@@ -113,19 +115,26 @@ fn pass(
     // an upgrade folds a whole window of minutes per monitor, in as many batches as it takes.
     let keep_ms = i64::from(retention_days) * 24 * 3600 * 1000;
     let started = Instant::now();
-    let (mut folded, mut longest, mut after) = (0, Duration::ZERO, 0);
+    let (mut folded, mut longest, mut after, mut writing) = (0, Duration::ZERO, 0, 0);
     loop {
         beat.beat();
-        let batch_started = Instant::now();
-        let (n, next) = store.fold_check_hours(now, keep_ms, after, FOLD_BATCH)?;
-        longest = longest.max(batch_started.elapsed());
+        // Its read ahead, on a reader, is not part of what it costs other writers.
+        let (n, next, held) = store.fold_check_hours(now, keep_ms, after, FOLD_BATCH)?;
+        longest = longest.max(held);
         folded += n;
         match next {
             Some(seq) if stop.is_empty() => after = seq,
             _ => break,
         }
-        // A batch that only looked costs the others nothing worth a pause.
+        // A batch that only looked costs the others nothing worth a pause. What batches
+        // wrote is copied out of the log beside the writer every `FOLD_CHECKPOINT` of them
+        // (`checkpoint_beside`), before it reaches the 1,000 pages at which the writer would
+        // copy it inside a commit.
         if n > 0 {
+            writing += 1;
+            if writing % FOLD_CHECKPOINT == 0 {
+                store.checkpoint_beside()?;
+            }
             std::thread::sleep(PAUSE);
         }
     }

@@ -1065,6 +1065,25 @@ impl Store {
         })
     }
 
+    /// Copies what it can of the WAL back into the database on a connection of its own, not
+    /// the writer's, so that writers go on meanwhile (a passive checkpoint takes no write
+    /// lock). A background task that writes many pages calls it between its batches: the
+    /// writer then finds the log copied and starts it over, instead of copying 1,000 pages
+    /// and syncing the file inside its own commit (the SQLite default), which held the writer
+    /// 20 to 110 ms at a time while retention folded a fleet's history (BENCHMARKS.md).
+    pub fn checkpoint_beside(&self) -> Result<()> {
+        // A checkpoint writes into the database file, which stays as it is once found damaged.
+        self.damaged()?;
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Open(self.path.clone(), e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Copies the WAL back into the database and truncates it, so it cannot grow without bound.
     pub fn checkpoint(&self) -> Result<()> {
         // A checkpoint writes into the database file, which stays as it is once found damaged.

@@ -40,6 +40,10 @@ const MINUTES_INTO_HOURS: &str = "INSERT INTO check_hours (monitor_seq, hour, ch
      ON CONFLICT (monitor_seq, hour) DO UPDATE SET
          checks = checks + excluded.checks, failures = failures + excluded.failures,
          failed_ms = failed_ms + excluded.failed_ms, response_ms = response_ms + excluded.response_ms";
+/// The monitors a folding transaction looks at, and a read of the rows it will fold.
+const FOLD_NEXT_MONITORS: &str = "SELECT seq FROM monitors WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+const MINUTES_BEFORE_COUNT: &str =
+    "SELECT count(checks) FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2";
 const MINUTES_SINCE: &str = "SELECT coalesce(sum(checks), 0), coalesce(sum(failures), 0),
             coalesce(sum(failed_ms), 0)
      FROM check_minutes WHERE monitor_seq = ?1 AND minute >= ?2";
@@ -1099,17 +1103,47 @@ impl Store {
     /// have been folded or deleted, whichever comes first: at most 60 minute rows make an
     /// hour, so the work of one transaction is bounded whatever a monitor's backlog (a
     /// database from before hour rows holds a whole window of minutes). Returns the rows
-    /// folded or deleted and the `seq` to go on after, `None` once every monitor is done.
+    /// folded or deleted, the `seq` to go on after (`None` once every monitor is done), and
+    /// how long the transaction held the writer, waiting for it included.
     pub fn fold_check_hours(
         &self,
         now: i64,
         keep_ms: i64,
         after: i64,
         budget: usize,
-    ) -> Result<(usize, Option<i64>)> {
+    ) -> Result<(usize, Option<i64>, std::time::Duration)> {
         let hour_cutoff = now - sla::MINUTE_ROWS_MS;
         let cutoff = hour_cutoff - hour_cutoff.rem_euclid(HOUR_MS);
-        self.write(Durability::Normal, |tx| {
+        // The minute rows the batch will fold, read first on a reader connection, as the
+        // transaction will find them: it then finds their pages in the operating system's
+        // cache instead of waiting for the disk while it holds the writer.
+        self.read(|c| {
+            let monitors = c
+                .prepare_cached(FOLD_NEXT_MONITORS)?
+                .query_map(params![after, FOLD_MONITORS], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut rows = 0;
+            for seq in monitors {
+                let oldest: Option<i64> = c
+                    .prepare_cached(OLDEST_MINUTE)?
+                    .query_row([seq], |r| r.get(0))?;
+                let Some(oldest) = oldest.filter(|m| *m < cutoff) else {
+                    continue;
+                };
+                let left = budget.saturating_sub(rows) as i64 / 60;
+                let upto = cutoff.min(oldest - oldest.rem_euclid(HOUR_MS) + left.max(1) * HOUR_MS);
+                rows += c
+                    .prepare_cached(MINUTES_BEFORE_COUNT)?
+                    .query_row(params![seq, upto], |r| r.get::<_, i64>(0))?
+                    as usize;
+                if rows >= budget {
+                    break;
+                }
+            }
+            Ok(())
+        })?;
+        let started = std::time::Instant::now();
+        let done = self.write(Durability::Normal, |tx| {
             let monitors = tx
                 .prepare_cached(
                     "SELECT seq, sla_window_days FROM monitors WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -1139,7 +1173,8 @@ impl Store {
                     _ => None,
                 },
             ))
-        })
+        })?;
+        Ok((done.0, done.1, started.elapsed()))
     }
 
     /// Records one check of a monitor and everything it causes, in one transaction: the new
@@ -1756,7 +1791,7 @@ mod tests {
         let mut batches = 0;
         let mut after = 0;
         loop {
-            let (n, next) = store
+            let (n, next, _) = store
                 .fold_check_hours(now, 86_400_000, after, 1800)
                 .unwrap();
             assert!(n <= 1800 + 60, "a batch of {n} rows");
@@ -1875,6 +1910,7 @@ mod tests {
             (MINUTES_INTO_HOURS, minutes),
             (MINUTES_SINCE, minutes),
             (HOURS_SINCE, hours),
+            (MINUTES_BEFORE_COUNT, minutes),
         ];
         for (sql, want) in rows {
             let plan = plan(sql);
