@@ -1053,7 +1053,11 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let (Some(addr), Some(tx)) = (listening_addr(&line), tx.take()) {
+                // The sender is taken only by the `listening on` line: lines before it (a
+                // migration's) must not drop it, which reads as a server that never started.
+                if let Some(addr) = listening_addr(&line)
+                    && let Some(tx) = tx.take()
+                {
                     let _ = tx.send(addr);
                 }
                 let mut log = log_writer.lock().unwrap_or_else(|p| p.into_inner());
