@@ -29,6 +29,7 @@ const FOLD_MONITORS: i64 = 256;
 
 /// The statements of history's folding and expiry, each a range of one monitor's rows in its
 /// table's primary key (`history_statements_read_one_monitors_range` reads their plans).
+const CHECKS_BEFORE: &str = "DELETE FROM checks WHERE monitor_seq = ?1 AND at < ?2";
 const MINUTES_BEFORE: &str = "DELETE FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2";
 const HOURS_BEFORE: &str = "DELETE FROM check_hours WHERE monitor_seq = ?1 AND hour < ?2";
 const OLDEST_MINUTE: &str = "SELECT min(minute) FROM check_minutes WHERE monitor_seq = ?1";
@@ -605,7 +606,7 @@ fn recent(c: &Connection, monitor_seq: i64, since: i64) -> Result<sla::Counts> {
 /// than the monitor keeps.
 fn compact(tx: &Transaction, monitor_seq: i64, now: i64, history_ms: i64) -> Result<()> {
     let drop_before = now - history_ms;
-    tx.prepare_cached("DELETE FROM checks WHERE monitor_seq = ?1 AND at < ?2")?
+    tx.prepare_cached(CHECKS_BEFORE)?
         .execute(params![monitor_seq, drop_before])?;
     let fold_before = now - RAW_CHECKS_MS;
     tx.prepare_cached(
@@ -618,7 +619,7 @@ fn compact(tx: &Transaction, monitor_seq: i64, now: i64, history_ms: i64) -> Res
              failed_ms = failed_ms + excluded.failed_ms, response_ms = response_ms + excluded.response_ms",
     )?
     .execute(params![monitor_seq, fold_before])?;
-    tx.prepare_cached("DELETE FROM checks WHERE monitor_seq = ?1 AND at < ?2")?
+    tx.prepare_cached(CHECKS_BEFORE)?
         .execute(params![monitor_seq, fold_before])?;
     tx.prepare_cached(MINUTES_BEFORE)?
         .execute(params![monitor_seq, drop_before])?;
@@ -627,8 +628,8 @@ fn compact(tx: &Transaction, monitor_seq: i64, now: i64, history_ms: i64) -> Res
     Ok(())
 }
 
-/// One monitor's share of a folding transaction: deletes its minute and hour rows older than
-/// it keeps, then folds whole hours of its minute rows older than `cutoff` (an hour's start)
+/// One monitor's share of a folding transaction: deletes its checks, minute and hour rows
+/// older than it keeps (a monitor no longer checked has nothing else to drop them), then folds whole hours of its minute rows older than `cutoff` (an hour's start)
 /// into hour rows, the oldest first and at most `max_hours` of them. Returns the rows it
 /// deleted and whether it folded everything up to `cutoff`.
 fn fold_monitor(
@@ -639,6 +640,9 @@ fn fold_monitor(
     max_hours: i64,
 ) -> Result<(usize, bool)> {
     let mut rows = tx
+        .prepare_cached(CHECKS_BEFORE)?
+        .execute(params![monitor_seq, drop_before])?;
+    rows += tx
         .prepare_cached(MINUTES_BEFORE)?
         .execute(params![monitor_seq, drop_before])?;
     rows += tx
@@ -1901,6 +1905,10 @@ mod tests {
         let minutes = "SEARCH check_minutes USING PRIMARY KEY (monitor_seq=? AND minute";
         let hours = "SEARCH check_hours USING PRIMARY KEY (monitor_seq=? AND hour";
         let rows = [
+            (
+                CHECKS_BEFORE,
+                "SEARCH checks USING COVERING INDEX checks_by_time (monitor_seq=? AND at<?)",
+            ),
             (MINUTES_BEFORE, minutes),
             (HOURS_BEFORE, hours),
             (
