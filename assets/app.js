@@ -1,4 +1,5 @@
-// The settings page of StatusSentry: Settings › Integrations › Webhooks.
+// The settings page of StatusSentry: Settings › Integrations › Webhooks, with the event
+// sources (Settings › Event sources › Monitors, and › Incidents) in views beside it.
 //
 // Plain DOM code with no framework and no build step, served by the binary itself under a
 // strict Content-Security-Policy. Everything the API returns is written with textContent or
@@ -26,6 +27,7 @@
     blocked_address: "Address blocked by policy",
     redirect: "Redirect (not followed)",
     invalid_response: "Not an HTTP answer",
+    invalid_url: "Invalid URL",
     other: "Failed",
   };
 
@@ -178,6 +180,9 @@
   // never limits the correct token, so it is not a verdict on this session's token), and is
   // reported where the request was made, like any other refusal.
   async function call(method, path, body) {
+    // Work queued before a sign-out must not reach the server without a token: its 401
+    // would read as a verdict on the next session's token.
+    if (token === null) throw new Stale();
     const mine = session;
     try {
       const data = await request(method, path, body, token);
@@ -194,7 +199,8 @@
   }
 
   // Shows `error` beside the control named by its `field` when `container` has one, else
-  // in `general`. Answers that belong to an ended session are dropped.
+  // in `general`. A field inside a list (`components[1].id`) lands beside the list's control
+  // when it has no slot of its own. Answers that belong to an ended session are dropped.
   function report(error, container, general) {
     if (error instanceof Stale) return;
     if (!(error instanceof ApiError)) {
@@ -202,8 +208,12 @@
       return;
     }
     if (error.field && container) {
-      const name = CSS.escape(error.field);
-      const slot = container.querySelector(`.error[data-field="${name}"]`);
+      let name = CSS.escape(error.field);
+      let slot = container.querySelector(`.error[data-field="${name}"]`);
+      if (!slot && error.field.includes("[")) {
+        name = CSS.escape(error.field.slice(0, error.field.indexOf("[")));
+        slot = container.querySelector(`.error[data-field="${name}"]`);
+      }
       if (slot) {
         showError(slot, error.message);
         const control = container.querySelector(`[name="${name}"]`);
@@ -290,8 +300,8 @@
     $("signin").hidden = true;
     $("app").hidden = false;
     $("sign-out").hidden = false;
-    $("endpoints-title").focus();
-    await refreshList();
+    $(VIEWS[view].heading).focus();
+    await loadView(view);
   }
 
   function signOut(message) {
@@ -305,6 +315,7 @@
     cards.clear();
     $("endpoint-form").reset();
     $("endpoints").replaceChildren();
+    forgetSources();
     clearErrors($("app"));
     $("app").hidden = true;
     $("sign-out").hidden = true;
@@ -646,23 +657,35 @@
     }, null, card.error);
   }
 
-  let deleting = null;
+  // The confirmation dialog serves every view: `run(submitter)` does the confirmed work.
+  let confirming = null;
 
-  function openDeleteDialog(card, from) {
-    deleting = card;
+  function openConfirm({ title, text, ok, danger = true, from, run }) {
+    confirming = run;
     clearErrors($("confirm-form"));
-    const c = card.ep.counts || {};
-    const waiting = (c.pending || 0) + (c.parked || 0);
-    $("confirm-text").textContent =
-      `Delete ${card.ep.url}? Its ${plural(waiting, "undelivered message", "undelivered messages")}` +
-      " and its attempt log are deleted with it, and it gets no more events. This cannot be undone.";
+    $("confirm-title").textContent = title;
+    $("confirm-text").textContent = text;
+    $("confirm-ok").textContent = ok;
+    $("confirm-ok").className = danger ? "danger" : "primary";
     openDialog($("confirm-dialog"), from);
     $("confirm-dialog").querySelector(".cancel").focus();
   }
 
-  async function deleteEndpoint(submitter) {
-    const card = deleting;
-    if (!card) return;
+  function openDeleteDialog(card, from) {
+    const c = card.ep.counts || {};
+    const waiting = (c.pending || 0) + (c.parked || 0);
+    openConfirm({
+      title: "Delete endpoint?",
+      text: `Delete ${card.ep.url}? Its ` +
+        `${plural(waiting, "undelivered message", "undelivered messages")} and its attempt log ` +
+        "are deleted with it, and it gets no more events. This cannot be undone.",
+      ok: "Delete",
+      from,
+      run: (submitter) => deleteEndpoint(card, submitter),
+    });
+  }
+
+  async function deleteEndpoint(card, submitter) {
     await busy(submitter, async () => {
       await call("DELETE", `/api/v1/endpoints/${encodeURIComponent(card.id)}`);
       opener.set($("confirm-dialog"), $("add-endpoint"));
@@ -963,10 +986,940 @@
   }
 
   // ------------------------------------------------------------------------------------
+  // Views: Webhooks, Monitors, and Incidents and components, beside each other on one page.
+  // The address's fragment names the view, so that each can be bookmarked and Back works.
+
+  const VIEWS = {
+    webhooks: {
+      group: "Integrations", page: "Webhooks", title: "Webhooks", heading: "endpoints-title",
+    },
+    monitors: {
+      group: "Event sources", page: "Monitors", title: "Monitors", heading: "monitors-title",
+    },
+    incidents: {
+      group: "Event sources", page: "Incidents", title: "Incidents and components",
+      heading: "incidents-title",
+    },
+  };
+  let view = "webhooks";
+
+  function viewFromHash() {
+    const name = location.hash.slice(1);
+    return Object.hasOwn(VIEWS, name) ? name : null;
+  }
+
+  function showView(name) {
+    view = name;
+    const v = VIEWS[name];
+    // The middle crumb is found by place: the served page's markup stays the plain
+    // breadcrumb that SPEC 6 asks for.
+    document.querySelector(".crumbs li:nth-child(2)").textContent = v.group;
+    $("crumb-page").textContent = v.page;
+    $("view-title").textContent = v.title;
+    document.title = `Settings › ${v.group} › ${v.page} · StatusSentry`;
+    for (const link of document.querySelectorAll(".views a")) {
+      if (link.dataset.view === name) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    for (const node of document.querySelectorAll("main [data-view]:not(a)")) {
+      node.hidden = node.dataset.view !== name;
+    }
+    if (token !== null) loadView(name);
+  }
+
+  // Loads what a view shows; its errors are shown in the view.
+  function loadView(name) {
+    if (name === "monitors") {
+      return serial("monitors", () => refreshMonitors())
+        .catch((e) => report(e, null, $("monitors-error")));
+    }
+    if (name === "incidents") {
+      return serial("incidents", () => refreshIncidents())
+        .catch((e) => report(e, null, $("incidents-error")));
+    }
+    return refreshList();
+  }
+
+  // Work on one view (a refresh, a change) runs one piece at a time, so that a refresh never
+  // asks for a monitor that a delete is removing, nor puts back a card it removed.
+  const queues = new Map();
+
+  function serial(name, work) {
+    const run = (queues.get(name) || Promise.resolve()).then(work);
+    queues.set(name, run.catch(() => {}));
+    return run;
+  }
+
+  // Every list of the API, page by page (monitors, components and open incidents are few).
+  async function readAll(path) {
+    const items = [];
+    const sep = path.includes("?") ? "&" : "?";
+    let cursor = null;
+    do {
+      const query = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+      const page = await call("GET", `${path}${sep}limit=500${query}`);
+      items.push(...page.data);
+      cursor = page.next_cursor;
+    } while (cursor);
+    return items;
+  }
+
+  // `fn` over `items`, at most `limit` at a time, results in order.
+  async function mapLimited(items, limit, fn) {
+    const results = new Array(items.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < items.length) {
+        const i = next++;
+        results[i] = await fn(items[i]);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+    return results;
+  }
+
+  // Puts the cards of `items` into `list` in order, creating the missing ones. Nodes already
+  // in place stay put, so that focus inside them is kept. The caller prunes what is unseen.
+  function place(list, items, cards, create, update, seen) {
+    let next = list.firstElementChild;
+    for (const item of items) {
+      seen.add(item.id);
+      let card = cards.get(item.id);
+      if (!card) {
+        card = create(item);
+        cards.set(item.id, card);
+      }
+      update(card, item);
+      if (card.root === next) next = next.nextElementSibling;
+      else list.insertBefore(card.root, next);
+    }
+  }
+
+  function prune(cards, seen) {
+    for (const [id, card] of cards) {
+      if (!seen.has(id)) {
+        card.root.remove();
+        cards.delete(id);
+      }
+    }
+  }
+
+  function cardParts(templateId, item, prefix) {
+    const root = $(templateId).content.firstElementChild.cloneNode(true);
+    const q = (selector) => root.querySelector(selector);
+    const heading = q("h3");
+    heading.id = `${prefix}-${item.id}-name`;
+    root.querySelector("article").setAttribute("aria-labelledby", heading.id);
+    for (const button of root.querySelectorAll(".card-actions button")) {
+      button.setAttribute("aria-describedby", heading.id);
+    }
+    return { root, q, heading };
+  }
+
+  const COMPONENT_STATUS_TEXT = {
+    operational: "Operational",
+    degraded_performance: "Degraded performance",
+    partial_outage: "Partial outage",
+    major_outage: "Major outage",
+    under_maintenance: "Under maintenance",
+  };
+
+  // Components as last read: the monitor form's choices, and names for monitor cards.
+  let components = [];
+
+  function componentName(id) {
+    const c = components.find((x) => x.id === id);
+    return c ? c.name : id;
+  }
+
+  function statusBadge(status) {
+    return el("span", {
+      class: `badge comp-${status}`, text: COMPONENT_STATUS_TEXT[status] || status,
+    });
+  }
+
+  function formatDays(days) {
+    return plural(days, "day", "days");
+  }
+
+  // A span of seconds in the largest unit that keeps it readable.
+  function formatSecs(secs) {
+    if (secs < 120) return `${Math.round(secs)} s`;
+    if (secs < 7200) return `${Math.round(secs / 60)} min`;
+    if (secs < 172800) return `${(secs / 3600).toFixed(1)} h`;
+    return `${(secs / 86400).toFixed(1)} days`;
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Monitors
+
+  // Checks read per monitor: the uptime bar draws them all, the table shows the newest.
+  const BAR_CHECKS = 60;
+  const CHECK_ROWS = 20;
+  // Monitors whose checks and SLA are read at once.
+  const DETAIL_CONCURRENCY = 4;
+  // How often the monitor and incident views read the server again while shown.
+  const AUTO_REFRESH_MS = 5000;
+  // The SLA figures sum the monitor's whole window on the server, so an automatic refresh
+  // reads them again only this often while every check passes and the state holds.
+  const SLA_REFRESH_MS = 60000;
+
+  const CHECK_ERROR_TEXT = { ...ERROR_TEXT, unexpected_status: "Unexpected status" };
+
+  // What a new monitor's form starts with: the server's defaults, and a minute's interval.
+  const MONITOR_DEFAULTS = {
+    name: "", url: "", method: "GET", interval_secs: 60, timeout_ms: 10000,
+    expected_status: "200-299", failures_before_down: 3, successes_before_up: 1,
+    component_id: null, auto_incident: true, severity: "major", sla_target: null,
+    sla_window_days: 30,
+  };
+
+  const monitorCards = new Map();
+
+  // A monitor's recent checks and SLA figures. A quiet (automatic) read keeps the figures
+  // it has when they are recent, the newest check passed and the monitor's state held.
+  async function readMonitorDetail(m, quiet) {
+    const id = encodeURIComponent(m.id);
+    const card = monitorCards.get(m.id);
+    const checks = (await call("GET", `/api/v1/monitors/${id}/checks?limit=${BAR_CHECKS}`)).data;
+    const keep = quiet && card && card.sla && Date.now() - card.slaReadAt < SLA_REFRESH_MS &&
+      (!checks[0] || checks[0].ok) && card.m.status === m.status &&
+      card.m.enabled === m.enabled && card.m.consecutive_failures === m.consecutive_failures;
+    const sla = keep ? card.sla : await call("GET", `/api/v1/monitors/${id}/sla`);
+    return { m, checks, sla, slaReadAt: keep ? card.slaReadAt : Date.now() };
+  }
+
+  async function refreshMonitors({ quiet } = {}) {
+    const status = $("monitors-status");
+    if (!quiet) setStatus(status, "Loading monitors…");
+    const [monitors, comps] = await Promise.all([
+      readAll("/api/v1/monitors"), readAll("/api/v1/components"),
+    ]);
+    components = comps;
+    const details = await mapLimited(monitors, DETAIL_CONCURRENCY,
+      (m) => readMonitorDetail(m, quiet));
+    hideError($("monitors-error"));
+    const seen = new Set();
+    place($("monitors"), details.map((d) => ({ id: d.m.id, ...d })), monitorCards,
+      (d) => createMonitorCard(d.m), updateMonitorCard, seen);
+    prune(monitorCards, seen);
+    $("monitors-empty").hidden = monitors.length > 0;
+    if (!quiet) {
+      setStatus(status, `${plural(monitors.length, "monitor", "monitors")}, read ` +
+        `${timeFormat.format(new Date())}.`);
+    }
+  }
+
+  async function refreshMonitor(card) {
+    const m = await call("GET", `/api/v1/monitors/${encodeURIComponent(card.id)}`);
+    const detail = await readMonitorDetail(m);
+    if (monitorCards.get(card.id) === card) updateMonitorCard(card, detail);
+  }
+
+  function createMonitorCard(m) {
+    const { root, q, heading } = cardParts("monitor-template", m, "mon");
+    const card = {
+      id: m.id,
+      m,
+      checks: [],
+      sla: null,
+      slaReadAt: 0,
+      root,
+      name: heading,
+      state: q(".state"),
+      target: q(".target"),
+      last: q(".last"),
+      response: q(".response"),
+      uptimeLabel: q(".uptime-label"),
+      uptime: q(".uptime"),
+      interval: q(".interval"),
+      component: q(".component"),
+      idText: q(".id"),
+      historyLabel: q(".history-label"),
+      bar: q(".bar"),
+      slaBox: q(".sla"),
+      slaTarget: q(".sla-target"),
+      slaBudget: q(".sla-budget"),
+      slaBurn: q(".sla-burn"),
+      slaBreach: q(".sla-breach"),
+      toggle: q(".toggle"),
+      error: q(".card-error"),
+      table: q(".check-table"),
+      tbody: q(".check-table tbody"),
+      checksEmpty: q(".checks-empty"),
+    };
+    card.table.setAttribute("aria-describedby", heading.id);
+    q(".edit").addEventListener("click", (e) => openMonitorDialog(card, e.currentTarget));
+    card.toggle.addEventListener("click", () => toggleMonitor(card));
+    q(".delete").addEventListener("click", (e) => openMonitorDelete(card, e.currentTarget));
+    return card;
+  }
+
+  function describeMonitor(m) {
+    if (!m.enabled) return { kind: "paused", text: "Paused" };
+    if (m.status === "DOWN") {
+      return {
+        kind: "bad",
+        text: `Down: ${plural(m.consecutive_failures, "failed check", "failed checks")} in a row`,
+      };
+    }
+    if (m.consecutive_failures > 0) {
+      return {
+        kind: "warn",
+        text: `Up, ${plural(m.consecutive_failures, "failed check", "failed checks")} in a row`,
+      };
+    }
+    return { kind: "ok", text: "Up" };
+  }
+
+  function describeCheck(c) {
+    if (c.ok) return { ok: true, text: c.status_code !== null ? `HTTP ${c.status_code}` : "OK" };
+    if (c.status_code !== null && c.status_code !== undefined) {
+      return { ok: false, text: `HTTP ${c.status_code} (not expected)` };
+    }
+    return { ok: false, text: CHECK_ERROR_TEXT[c.error] || c.error || "Failed" };
+  }
+
+  function updateMonitorCard(card, { m, checks, sla, slaReadAt }) {
+    card.m = m;
+    card.checks = checks;
+    card.sla = sla;
+    card.slaReadAt = slaReadAt;
+    card.name.textContent = m.name;
+    const state = describeMonitor(m);
+    card.state.textContent = state.text;
+    card.state.className = `state ${state.kind}`;
+    card.root.dataset.state = state.kind;
+    // Only HTTP monitors exist so far; another kind of monitor describes its own target here.
+    card.target.textContent = `${m.method} ${m.url}`;
+    card.idText.textContent = m.id;
+    card.interval.textContent = `${plural(m.interval_secs, "second", "seconds")}, ` +
+      `timeout ${m.timeout_ms} ms`;
+    card.component.textContent = m.component_id ? componentName(m.component_id) : "None";
+    card.toggle.textContent = m.enabled ? "Pause" : "Resume";
+
+    const newest = checks[0];
+    if (newest) {
+      const result = describeCheck(newest);
+      card.last.replaceChildren(
+        el("span", { class: result.ok ? "ok" : "bad", text: result.text }), ", ",
+        timeElement(newest.at));
+      card.response.textContent = Number.isFinite(newest.response_time_ms)
+        ? `${newest.response_time_ms} ms` : "—";
+    } else {
+      card.last.replaceChildren(m.last_checked_at ? timeElement(m.last_checked_at) : "Not yet");
+      card.response.textContent = "—";
+    }
+    card.uptimeLabel.textContent = `Uptime over ${formatDays(sla.window_days)}`;
+    card.uptime.textContent = sla.current_uptime !== null
+      ? `${sla.current_uptime}% of ${plural(sla.checks, "check", "checks")}`
+      : "No checks yet";
+
+    updateSla(card, sla);
+    drawBar(card, checks);
+    renderChecks(card, checks.slice(0, CHECK_ROWS));
+  }
+
+  function updateSla(card, sla) {
+    card.slaBox.classList.toggle("at-risk", Boolean(sla.at_risk || sla.breached));
+    if (sla.sla_target === null) {
+      card.slaTarget.textContent = "None";
+      card.slaBudget.textContent = "—";
+      card.slaBurn.textContent = "—";
+      card.slaBreach.textContent = "—";
+      return;
+    }
+    card.slaTarget.textContent = `${sla.sla_target}%`;
+    card.slaBudget.replaceChildren(
+      sla.breached ? "None: breached" : `${sla.error_budget_remaining_pct}%`,
+      el("span", {
+        class: "muted sub",
+        text: `${formatSecs(sla.error_budget_remaining_secs)} of ` +
+          `${formatSecs(sla.error_budget_secs)}`,
+      }));
+    card.slaBurn.textContent = sla.burn_rate !== null ? `${sla.burn_rate}×` : "—";
+    card.slaBurn.title = sla.burn_rate !== null
+      ? "Recent failure rate divided by the rate the budget allows"
+      : "Needs at least 10 checks in the last hour or six hours";
+    card.slaBreach.replaceChildren(sla.projected_breach_at
+      ? timeElement(sla.projected_breach_at) : "None in sight");
+  }
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  function svg(tag, attributes, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
+    node.append(...children);
+    return node;
+  }
+
+  // The newest checks as a row of bars, oldest on the left, drawn by this page (no chart
+  // library, nothing parsed). The text above it says the same for screen readers.
+  function drawBar(card, checks) {
+    const recent = checks.slice(0, BAR_CHECKS).reverse();
+    const up = recent.filter((c) => c.ok).length;
+    card.historyLabel.textContent = recent.length
+      ? `Last ${plural(recent.length, "check", "checks")}: ${up} up, ${recent.length - up} down`
+      : "No checks in the last six hours";
+    const slot = 5;
+    const bars = [];
+    for (let i = 0; i < BAR_CHECKS; i++) {
+      const c = recent[i - (BAR_CHECKS - recent.length)];
+      const rect = svg("rect", {
+        x: i * slot, y: 0, width: slot - 1, height: 20, rx: 1,
+        class: c ? (c.ok ? "bar-up" : "bar-down") : "bar-none",
+      });
+      if (c) rect.append(svg("title", {}, `${formatTime(c.at)}: ${describeCheck(c).text}`));
+      bars.push(rect);
+    }
+    card.bar.replaceChildren(svg("svg", {
+      class: "uptime-bar", viewBox: `0 0 ${BAR_CHECKS * slot} 20`, preserveAspectRatio: "none",
+      "aria-hidden": "true", focusable: "false",
+    }, ...bars));
+  }
+
+  function renderChecks(card, checks) {
+    card.tbody.replaceChildren(...checks.map((c) => {
+      const result = describeCheck(c);
+      return el("tr", { "data-ok": String(c.ok) },
+        cell("Time", timeElement(c.at)),
+        cell("Result", el("span", { class: result.ok ? "ok" : "bad", text: result.text })),
+        cell("Response time", Number.isFinite(c.response_time_ms) ? `${c.response_time_ms} ms` : "—"),
+        cell("First byte", Number.isFinite(c.first_byte_ms) ? `${c.first_byte_ms} ms` : "—"));
+    }));
+    card.table.hidden = checks.length === 0;
+    card.checksEmpty.hidden = checks.length > 0;
+  }
+
+  function fillComponentSelect(select, current) {
+    const options = [el("option", { value: "", text: "None" })];
+    for (const c of components) {
+      options.push(el("option", { value: c.id, text: `${c.name} (${c.id})` }));
+    }
+    if (current && !components.some((c) => c.id === current)) {
+      options.push(el("option", { value: current, text: current }));
+    }
+    select.replaceChildren(...options);
+    select.value = current || "";
+  }
+
+  let editingMonitor = null;
+
+  function openMonitorDialog(card, from) {
+    const form = $("monitor-form");
+    editingMonitor = card;
+    form.reset();
+    clearErrors(form);
+    $("monitor-dialog-title").textContent = card ? "Edit monitor" : "Add monitor";
+    $("mon-save").textContent = card ? "Save changes" : "Add monitor";
+    $("mon-enabled-field").hidden = Boolean(card);
+    const m = card ? card.m : MONITOR_DEFAULTS;
+    $("mon-name").value = m.name;
+    $("mon-url").value = m.url;
+    $("mon-method").value = m.method;
+    $("mon-interval").value = String(m.interval_secs);
+    $("mon-timeout").value = String(m.timeout_ms);
+    $("mon-expected").value = m.expected_status;
+    $("mon-failures").value = String(m.failures_before_down);
+    $("mon-successes").value = String(m.successes_before_up);
+    fillComponentSelect($("mon-component"), m.component_id);
+    $("mon-auto-incident").checked = m.auto_incident;
+    $("mon-severity").value = m.severity;
+    $("mon-sla-target").value = m.sla_target === null ? "" : String(m.sla_target);
+    $("mon-sla-window").value = String(m.sla_window_days);
+    openDialog($("monitor-dialog"), from);
+    $("mon-name").focus();
+  }
+
+  async function saveMonitor(submitter) {
+    const form = $("monitor-form");
+    clearErrors(form);
+    const body = {
+      name: $("mon-name").value.trim(),
+      url: $("mon-url").value.trim(),
+      method: $("mon-method").value,
+      expected_status: $("mon-expected").value.trim(),
+      component_id: $("mon-component").value || null,
+      auto_incident: $("mon-auto-incident").checked,
+      severity: $("mon-severity").value,
+    };
+    numberField($("mon-interval"), body, "interval_secs");
+    numberField($("mon-timeout"), body, "timeout_ms");
+    numberField($("mon-failures"), body, "failures_before_down");
+    numberField($("mon-successes"), body, "successes_before_up");
+    numberField($("mon-sla-window"), body, "sla_window_days");
+    // An empty target means none, also when editing: null clears it.
+    numberField($("mon-sla-target"), body, "sla_target");
+    if (!("sla_target" in body)) body.sla_target = null;
+    const card = editingMonitor;
+    let saved = null;
+    let before = null;
+    await busy(submitter, () => serial("monitors", async () => {
+      if (card) {
+        before = card.checks[0] ? card.checks[0].at : null;
+        saved = await call("PATCH", `/api/v1/monitors/${encodeURIComponent(card.id)}`, body);
+        $("monitor-dialog").close();
+        if (monitorCards.get(card.id) === card) await refreshMonitor(card);
+      } else {
+        body.enabled = $("mon-enabled").checked;
+        saved = await call("POST", "/api/v1/monitors", body);
+        $("monitor-dialog").close();
+        await refreshMonitors({ quiet: true });
+      }
+    }), form, $("mon-form-error"));
+    if (!saved) return;
+    const status = $("monitors-status");
+    const what = card ? `Monitor ${saved.name} saved` : `Monitor ${saved.name} added`;
+    if (!saved.enabled) {
+      setStatus(status, `${what}; it is paused.`);
+      return;
+    }
+    setStatus(status, `${what}; waiting for its ${card ? "next" : "first"} check…`);
+    const target = monitorCards.get(saved.id);
+    if (target) await watchMonitor(target, before, what);
+  }
+
+  // Reads the monitor again every second until a check newer than `before` (an `at`, or null
+  // for none) is recorded, or the time is up; then says what it found.
+  async function watchMonitor(card, before, what) {
+    const ticket = {};
+    card.watch = ticket;
+    const mine = session;
+    const until = Date.now() + POLL_FOR_MS;
+    const status = $("monitors-status");
+    while (card.watch === ticket && mine === session && monitorCards.get(card.id) === card) {
+      const newest = card.checks[0];
+      if (newest && newest.at !== before) {
+        const result = describeCheck(newest);
+        setStatus(status, `${what}. Checked: ${result.text} in ${newest.response_time_ms} ms; ` +
+          `${describeMonitor(card.m).text}.`);
+        return;
+      }
+      if (Date.now() > until) {
+        setStatus(status, `${what}. No check yet; it will show here once made.`);
+        return;
+      }
+      await sleep(POLL_EVERY_MS);
+      try {
+        await serial("monitors", () => (monitorCards.get(card.id) === card
+          ? refreshMonitor(card) : null));
+      } catch (e) {
+        report(e, null, card.error);
+        return;
+      }
+    }
+  }
+
+  async function toggleMonitor(card) {
+    hideError(card.error);
+    await busy(card.toggle, () => serial("monitors", async () => {
+      const m = await call("PATCH", `/api/v1/monitors/${encodeURIComponent(card.id)}`,
+        { enabled: !card.m.enabled });
+      await refreshMonitor(card);
+      setStatus($("monitors-status"), m.enabled
+        ? `Monitor ${m.name} resumed.` : `Monitor ${m.name} paused.`);
+    }), null, card.error);
+  }
+
+  function openMonitorDelete(card, from) {
+    openConfirm({
+      title: "Delete monitor?",
+      text: `Delete ${card.m.name}? Its check history is deleted with it. An incident it ` +
+        "opened stays as it is. This cannot be undone.",
+      ok: "Delete",
+      from,
+      run: (submitter) => busy(submitter, () => serial("monitors", async () => {
+        await call("DELETE", `/api/v1/monitors/${encodeURIComponent(card.id)}`);
+        opener.set($("confirm-dialog"), $("add-monitor"));
+        $("confirm-dialog").close();
+        card.root.remove();
+        monitorCards.delete(card.id);
+        $("monitors-empty").hidden = monitorCards.size > 0;
+        setStatus($("monitors-status"), `Monitor ${card.m.name} deleted.`);
+      }), null, $("confirm-error")),
+    });
+  }
+
+  // ------------------------------------------------------------------------------------
+  // Incidents and components
+
+  const INCIDENT_FLOW = ["investigating", "identified", "monitoring", "resolved"];
+  const OPEN_STATUSES = INCIDENT_FLOW.slice(0, 3);
+  // Resolved incidents shown under the open ones, newest first.
+  const RESOLVED_SHOWN = 20;
+  // The status a ticked component starts with in the incident form.
+  const AFFECTED_DEFAULT = "partial_outage";
+
+  const incidentCards = new Map();
+  const componentRows = new Map();
+
+  async function refreshIncidents({ quiet } = {}) {
+    const status = $("incidents-status");
+    if (!quiet) setStatus(status, "Loading incidents and components…");
+    const [open, resolved, comps] = await Promise.all([
+      Promise.all(OPEN_STATUSES.map((s) => readAll(`/api/v1/incidents?status=${s}`))),
+      call("GET", `/api/v1/incidents?status=resolved&limit=${RESOLVED_SHOWN}`),
+      readAll("/api/v1/components"),
+    ]);
+    components = comps;
+    // Open incidents first, newest first; the API lists each status newest first.
+    const openList = open.flat().sort((a, b) => (a.started_at < b.started_at ? 1
+      : a.started_at > b.started_at ? -1 : 0));
+    hideError($("incidents-error"));
+    const seen = new Set();
+    place($("open-incidents"), openList, incidentCards, createIncidentCard, updateIncidentCard,
+      seen);
+    place($("resolved-incidents"), resolved.data, incidentCards, createIncidentCard,
+      updateIncidentCard, seen);
+    prune(incidentCards, seen);
+    $("open-empty").hidden = openList.length > 0;
+    $("resolved-empty").hidden = resolved.data.length > 0;
+    renderComponents();
+    if (!quiet) {
+      setStatus(status, `${plural(openList.length, "open incident", "open incidents")}, ` +
+        `${plural(components.length, "component", "components")}, read ` +
+        `${timeFormat.format(new Date())}.`);
+    }
+  }
+
+  function createIncidentCard(inc) {
+    const { root, q, heading } = cardParts("incident-template", inc, "inc");
+    const card = {
+      id: inc.id,
+      inc,
+      root,
+      title: heading,
+      state: q(".state"),
+      severity: q(".severity"),
+      started: q(".started"),
+      resolvedFact: q(".resolved-fact"),
+      resolved: q(".resolved"),
+      source: q(".source"),
+      idText: q(".id"),
+      chips: q(".component-chips"),
+      advance: q(".advance"),
+      resolve: q(".resolve"),
+      edit: q(".edit"),
+      status: q(".card-status"),
+      error: q(".card-error"),
+    };
+    card.advance.addEventListener("click", () => advanceIncident(card));
+    card.resolve.addEventListener("click", (e) => openResolve(card, e.currentTarget));
+    card.edit.addEventListener("click", (e) => openIncidentDialog(card, e.currentTarget));
+    return card;
+  }
+
+  function nextStatus(status) {
+    const i = INCIDENT_FLOW.indexOf(status);
+    return i >= 0 && i < OPEN_STATUSES.length - 1 ? INCIDENT_FLOW[i + 1] : null;
+  }
+
+  const INCIDENT_KIND = {
+    investigating: "bad", identified: "warn", monitoring: "warn", resolved: "ok",
+  };
+
+  function updateIncidentCard(card, inc) {
+    // A note about the last step ("Now identified.") goes once the incident moves on.
+    if (card.inc.status !== inc.status) setStatus(card.status, "");
+    card.inc = inc;
+    card.root.dataset.status = inc.status;
+    card.title.textContent = inc.title;
+    card.state.textContent = inc.status;
+    card.state.className = `state ${INCIDENT_KIND[inc.status] || "warn"}`;
+    card.severity.replaceChildren(el("span", { class: `badge sev-${inc.severity}`, text: inc.severity }));
+    card.started.replaceChildren(timeElement(inc.started_at));
+    card.resolvedFact.hidden = !inc.resolved_at;
+    card.resolved.replaceChildren(inc.resolved_at ? timeElement(inc.resolved_at) : "");
+    if (inc.source === "monitor" && inc.monitor_id) {
+      const monitor = monitorCards.get(inc.monitor_id);
+      card.source.replaceChildren("Monitor ",
+        monitor ? monitor.m.name : el("code", { text: inc.monitor_id }));
+    } else {
+      card.source.textContent = inc.source === "manual" ? "Opened by a person" : inc.source;
+    }
+    card.idText.textContent = inc.id;
+    card.chips.replaceChildren(...(inc.components.length
+      ? inc.components.map((c) => el("li", {}, `${c.name} `, statusBadge(c.status)))
+      : [el("li", { class: "muted", text: "None named" })]));
+    const next = nextStatus(inc.status);
+    card.advance.hidden = !next;
+    card.advance.textContent = next ? `Mark ${next}` : "";
+    const open = inc.status !== "resolved";
+    card.resolve.hidden = !open;
+    card.edit.hidden = !open;
+  }
+
+  async function advanceIncident(card) {
+    const next = nextStatus(card.inc.status);
+    if (!next) return;
+    hideError(card.error);
+    let moved = false;
+    await busy(card.advance, () => serial("incidents", async () => {
+      const inc = await call("PATCH", `/api/v1/incidents/${encodeURIComponent(card.id)}`,
+        { status: next });
+      if (incidentCards.get(card.id) === card) updateIncidentCard(card, inc);
+      setStatus(card.status, `Now ${inc.status}.`);
+      moved = true;
+    }), null, card.error);
+    // The next step's button takes the focus (once enabled again), so that a keyboard walks
+    // the whole lifecycle from one place.
+    if (moved) (card.advance.hidden ? card.resolve : card.advance).focus();
+  }
+
+  function openResolve(card, from) {
+    openConfirm({
+      title: "Resolve incident?",
+      text: `Resolve ${card.inc.title}? This sends incident.resolved and sets its components ` +
+        "back. A resolved incident cannot be reopened or edited.",
+      ok: "Resolve",
+      danger: false,
+      from,
+      run: (submitter) => busy(submitter, () => serial("incidents", async () => {
+        const inc = await call("PATCH", `/api/v1/incidents/${encodeURIComponent(card.id)}`,
+          { status: "resolved" });
+        opener.set($("confirm-dialog"), $("add-incident"));
+        $("confirm-dialog").close();
+        await refreshIncidents({ quiet: true });
+        setStatus($("incidents-status"), `Incident ${inc.title} resolved.`);
+      }), null, $("confirm-error")),
+    });
+  }
+
+  let editingIncident = null;
+
+  function renderComponentChoices(inc) {
+    const named = new Map((inc ? inc.components : []).map((c) => [c.id, c.status]));
+    const rows = components.map((c, i) => {
+      const id = `inc-comp-${i}`;
+      const box = el("input", {
+        type: "checkbox", id, name: "affected", value: c.id, checked: named.has(c.id),
+      });
+      const select = el("select", { id: `${id}-status`, name: "affected-status" },
+        ...Object.entries(COMPONENT_STATUS_TEXT).map(([value, text]) => el("option", { value, text })));
+      select.value = named.get(c.id) || AFFECTED_DEFAULT;
+      select.disabled = !box.checked;
+      box.addEventListener("change", () => {
+        select.disabled = !box.checked;
+      });
+      return el("div", { class: "component-choice" },
+        box,
+        el("label", { htmlFor: id, text: c.name }),
+        el("label", { htmlFor: select.id, class: "visually-hidden", text: `Status of ${c.name}` }),
+        select);
+    });
+    $("inc-components").replaceChildren(...rows);
+    $("inc-components-none").hidden = components.length > 0;
+  }
+
+  function chosenComponents() {
+    return [...$("inc-components").querySelectorAll(".component-choice")]
+      .filter((row) => row.querySelector("input").checked)
+      .map((row) => ({ id: row.querySelector("input").value, status: row.querySelector("select").value }));
+  }
+
+  function openIncidentDialog(card, from) {
+    const form = $("incident-form");
+    editingIncident = card;
+    form.reset();
+    clearErrors(form);
+    $("incident-dialog-title").textContent = card ? "Edit incident" : "Open incident";
+    $("inc-save").textContent = card ? "Save changes" : "Open incident";
+    $("inc-status-field").hidden = Boolean(card);
+    if (card) {
+      $("inc-title").value = card.inc.title;
+      $("inc-severity").value = card.inc.severity;
+    }
+    renderComponentChoices(card ? card.inc : null);
+    openDialog($("incident-dialog"), from);
+    $("inc-title").focus();
+  }
+
+  const sameComponents = (a, b) => JSON.stringify(a.map((c) => [c.id, c.status]).sort()) ===
+    JSON.stringify(b.map((c) => [c.id, c.status]).sort());
+
+  async function saveIncident(submitter) {
+    const form = $("incident-form");
+    clearErrors(form);
+    const card = editingIncident;
+    const body = { title: $("inc-title").value.trim(), severity: $("inc-severity").value };
+    const chosen = chosenComponents();
+    if (!card) {
+      body.status = $("inc-status").value;
+      body.components = chosen;
+    } else if (!sameComponents(chosen,
+      card.inc.components.filter((c) => components.some((x) => x.id === c.id)))) {
+      // Sent only when changed, so that editing a title keeps a component that was deleted
+      // since the incident named it (the form cannot offer it, and the API refuses it).
+      body.components = chosen;
+    }
+    await busy(submitter, () => serial("incidents", async () => {
+      const inc = card
+        ? await call("PATCH", `/api/v1/incidents/${encodeURIComponent(card.id)}`, body)
+        : await call("POST", "/api/v1/incidents", body);
+      $("incident-dialog").close();
+      await refreshIncidents({ quiet: true });
+      setStatus($("incidents-status"), card
+        ? `Incident ${inc.title} saved.` : `Incident ${inc.title} opened.`);
+    }), form, $("inc-form-error"));
+  }
+
+  function renderComponents() {
+    const seen = new Set();
+    place($("components"), components, componentRows, createComponentRow, updateComponentRow,
+      seen);
+    prune(componentRows, seen);
+    $("components-table").hidden = components.length === 0;
+    $("components-empty").hidden = components.length > 0;
+  }
+
+  function createComponentRow(c) {
+    const edit = el("button", { type: "button", class: "edit", text: "Edit" });
+    const del = el("button", { type: "button", class: "danger", text: "Delete" });
+    const row = {
+      id: c.id,
+      c,
+      name: cell("Name"),
+      idText: el("code"),
+      status: cell("Status"),
+      edit,
+      del,
+    };
+    row.root = el("tr", {},
+      row.name, cell("Id", row.idText), row.status,
+      cell("Actions", el("div", { class: "actions" }, edit, del)));
+    edit.addEventListener("click", () => openComponentDialog(row, edit));
+    del.addEventListener("click", () => openComponentDelete(row, del));
+    return row;
+  }
+
+  function updateComponentRow(row, c) {
+    row.c = c;
+    row.root.dataset.status = c.status;
+    row.name.textContent = c.name;
+    row.idText.textContent = c.id;
+    row.status.replaceChildren(statusBadge(c.status));
+    row.edit.setAttribute("aria-label", `Edit ${c.name}`);
+    row.del.setAttribute("aria-label", `Delete ${c.name}`);
+  }
+
+  let editingComponent = null;
+
+  function openComponentDialog(row, from) {
+    const form = $("component-form");
+    editingComponent = row;
+    form.reset();
+    clearErrors(form);
+    $("component-dialog-title").textContent = row ? "Edit component" : "Add component";
+    $("comp-save").textContent = row ? "Save changes" : "Add component";
+    $("comp-id-field").hidden = Boolean(row);
+    $("comp-status").replaceChildren(...Object.entries(COMPONENT_STATUS_TEXT)
+      .map(([value, text]) => el("option", { value, text })));
+    $("comp-name").value = row ? row.c.name : "";
+    $("comp-status").value = row ? row.c.status : "operational";
+    openDialog($("component-dialog"), from);
+    $("comp-name").focus();
+  }
+
+  async function saveComponent(submitter) {
+    const form = $("component-form");
+    clearErrors(form);
+    const row = editingComponent;
+    const body = { name: $("comp-name").value.trim(), status: $("comp-status").value };
+    const id = $("comp-id").value.trim();
+    if (!row && id) body.id = id;
+    await busy(submitter, () => serial("incidents", async () => {
+      const c = row
+        ? await call("PATCH", `/api/v1/components/${encodeURIComponent(row.id)}`, body)
+        : await call("POST", "/api/v1/components", body);
+      $("component-dialog").close();
+      await refreshIncidents({ quiet: true });
+      setStatus($("components-status"), row
+        ? `Component ${c.name} saved.` : `Component ${c.name} added.`);
+    }), form, $("comp-form-error"));
+  }
+
+  function openComponentDelete(row, from) {
+    openConfirm({
+      title: "Delete component?",
+      text: `Delete ${row.c.name} (${row.id})? Incidents that named it keep their own copy. ` +
+        "A component that a monitor names cannot be deleted.",
+      ok: "Delete",
+      from,
+      run: (submitter) => busy(submitter, () => serial("incidents", async () => {
+        await call("DELETE", `/api/v1/components/${encodeURIComponent(row.id)}`);
+        opener.set($("confirm-dialog"), $("add-component"));
+        $("confirm-dialog").close();
+        await refreshIncidents({ quiet: true });
+        setStatus($("components-status"), `Component ${row.c.name} deleted.`);
+      }), null, $("confirm-error")),
+    });
+  }
+
+  // Forgets everything the source views showed, at sign-out.
+  function forgetSources() {
+    monitorCards.clear();
+    incidentCards.clear();
+    componentRows.clear();
+    components = [];
+    for (const id of ["monitors", "open-incidents", "resolved-incidents", "components"]) {
+      $(id).replaceChildren();
+    }
+    for (const id of ["monitor-form", "incident-form", "component-form"]) $(id).reset();
+    for (const id of ["monitors-status", "incidents-status", "components-status"]) {
+      setStatus($(id), "");
+    }
+  }
+
+  // The shown source view is read again every few seconds while the tab is visible; a quiet
+  // read leaves the status line alone, and a tick is skipped while the last one runs.
+  let ticking = false;
+
+  async function tick() {
+    if (token === null || ticking || document.hidden) return;
+    const refresh = { monitors: refreshMonitors, incidents: refreshIncidents }[view];
+    if (!refresh) return;
+    ticking = true;
+    const errors = $(`${view}-error`);
+    try {
+      await serial(view, () => refresh({ quiet: true }));
+    } catch (e) {
+      report(e, null, errors);
+    } finally {
+      ticking = false;
+    }
+  }
+
+  function wireSources() {
+    // No fragment is the first view; a fragment that names no view (the skip link's #main)
+    // leaves the view as it is.
+    window.addEventListener("hashchange", () => {
+      const name = location.hash.length > 1 ? viewFromHash() : "webhooks";
+      if (name && name !== view) showView(name);
+    });
+    showView(viewFromHash() || "webhooks");
+    setInterval(tick, AUTO_REFRESH_MS);
+    const submit = (formId, save) => $(formId).addEventListener("submit", (e) => {
+      e.preventDefault();
+      save(e.submitter);
+    });
+    $("refresh-monitors").addEventListener("click", (e) => busy(e.currentTarget,
+      () => serial("monitors", () => refreshMonitors()), null, $("monitors-error")));
+    $("add-monitor").addEventListener("click", (e) => openMonitorDialog(null, e.currentTarget));
+    submit("monitor-form", saveMonitor);
+    $("refresh-incidents").addEventListener("click", (e) => busy(e.currentTarget,
+      () => serial("incidents", () => refreshIncidents()), null, $("incidents-error")));
+    $("add-incident").addEventListener("click", (e) => openIncidentDialog(null, e.currentTarget));
+    submit("incident-form", saveIncident);
+    $("add-component").addEventListener("click", (e) => openComponentDialog(null, e.currentTarget));
+    submit("component-form", saveComponent);
+  }
+
+  // ------------------------------------------------------------------------------------
   // Wiring
 
   function init() {
-    $("endpoints-title").tabIndex = -1;
+    for (const v of Object.values(VIEWS)) $(v.heading).tabIndex = -1;
     $("signin-form").addEventListener("submit", (e) => {
       e.preventDefault();
       const button = e.submitter;
@@ -986,19 +1939,20 @@
     });
     $("confirm-form").addEventListener("submit", (e) => {
       e.preventDefault();
-      deleteEndpoint(e.submitter);
+      if (confirming) confirming(e.submitter);
     });
     for (const dialog of document.querySelectorAll("dialog")) {
       dialog.querySelector(".cancel").addEventListener("click", () => dialog.close());
       dialog.addEventListener("close", () => {
         const back = opener.get(dialog);
         opener.delete(dialog);
-        if (back && back.isConnected && !$("app").hidden) back.focus();
+        if (back && back.isConnected && !back.closest("[hidden]")) back.focus();
       });
     }
     for (const button of document.querySelectorAll(".copy-snippet")) {
       button.addEventListener("click", () => copySnippet(button));
     }
+    wireSources();
     const saved = storedToken();
     if (saved) signIn(saved, { silent: true });
     else $("token").focus();

@@ -32,6 +32,77 @@ Environment: STATUSSENTRY_LISTEN, STATUSSENTRY_ADMIN_TOKEN and STATUSSENTRY_DB o
 configuration file; STATUSSENTRY_SECRET is the secret of sign and verify; RUST_LOG sets the
 log level (default info).";
 
+/// A flag: its name, whether it takes a value, and the commands that take it. The one list
+/// every flag is defined in; the parser reads nothing else.
+struct Flag {
+    name: &'static str,
+    takes_value: bool,
+    commands: &'static [&'static str],
+}
+
+const FLAGS: [Flag; 9] = [
+    Flag {
+        name: "--config",
+        takes_value: true,
+        commands: &["serve", "check-config", "backup", "admin-token"],
+    },
+    Flag {
+        name: "--reset",
+        takes_value: false,
+        commands: &["admin-token"],
+    },
+    Flag {
+        name: "--secret",
+        takes_value: true,
+        commands: &["sign", "verify"],
+    },
+    Flag {
+        name: "--secret-file",
+        takes_value: true,
+        commands: &["sign", "verify"],
+    },
+    Flag {
+        name: "--timestamp",
+        takes_value: true,
+        commands: &["sign"],
+    },
+    Flag {
+        name: "--header",
+        takes_value: true,
+        commands: &["verify"],
+    },
+    Flag {
+        name: "--tolerance",
+        takes_value: true,
+        commands: &["verify"],
+    },
+    Flag {
+        name: "--body-file",
+        takes_value: true,
+        commands: &["verify"],
+    },
+    // The hidden `generate-fixture`'s (not in `COMMANDS`, so never in the help).
+    Flag {
+        name: "--scale",
+        takes_value: true,
+        commands: &["generate-fixture"],
+    },
+];
+
+/// The commands, as typed.
+const COMMANDS: [&str; 6] = [
+    "serve",
+    "check-config",
+    "backup",
+    "admin-token",
+    "sign",
+    "verify",
+];
+
+fn flag(name: &str) -> Option<&'static Flag> {
+    FLAGS.iter().find(|f| f.name == name)
+}
+
 /// The environment variable `sign` and `verify` read the secret from when no flag gives it.
 pub const SECRET_ENV: &str = "STATUSSENTRY_SECRET";
 
@@ -110,16 +181,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 fn parse_with(args: &[String], secret_env: Option<String>) -> Result<Command, String> {
     let mut positional: Vec<&str> = Vec::new();
     let mut flags: Vec<(&str, Option<&str>)> = Vec::new();
-    let takes_value = [
-        "--config",
-        "--secret",
-        "--secret-file",
-        "--timestamp",
-        "--header",
-        "--tolerance",
-        "--body-file",
-        "--scale",
-    ];
+    let takes_value = |name: &str| flag(name).is_some_and(|f| f.takes_value);
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -129,9 +191,9 @@ fn parse_with(args: &[String], secret_env: Option<String>) -> Result<Command, St
         if a == "--version" || a == "-V" {
             return Ok(Command::Version);
         }
-        if let Some((name, value)) = a.split_once('=').filter(|(n, _)| takes_value.contains(n)) {
+        if let Some((name, value)) = a.split_once('=').filter(|(n, _)| takes_value(n)) {
             flags.push((name, Some(value)));
-        } else if takes_value.contains(&a) {
+        } else if takes_value(a) {
             let value = args
                 .get(i + 1)
                 .ok_or_else(|| format!("{a} needs a value"))?;
@@ -153,25 +215,15 @@ fn parse_with(args: &[String], secret_env: Option<String>) -> Result<Command, St
         }
         [_, extra, ..] => return Err(format!("unexpected argument {extra:?}")),
     };
-    let allowed: &[&str] = match sub {
-        "serve" => &["--config"],
-        "check-config" => &["--config"],
-        "backup" => &["--config"],
-        "admin-token" => &["--reset", "--config"],
-        "sign" => &["--secret", "--secret-file", "--timestamp"],
-        "verify" => &[
-            "--secret",
-            "--secret-file",
-            "--header",
-            "--tolerance",
-            "--body-file",
-        ],
-        "help" => return Ok(Command::Help),
-        other => return Err(format!("unknown command {other:?}")),
-    };
+    if sub == "help" {
+        return Ok(Command::Help);
+    }
+    if !COMMANDS.contains(&sub) {
+        return Err(format!("unknown command {sub:?}"));
+    }
     let mut seen: Vec<&str> = Vec::new();
     for (name, _) in &flags {
-        if !allowed.contains(name) {
+        if !flag(name).is_some_and(|f| f.commands.contains(&sub)) {
             return Err(format!("{sub} does not take {name}"));
         }
         if seen.contains(name) {
@@ -218,7 +270,7 @@ fn parse_with(args: &[String], secret_env: Option<String>) -> Result<Command, St
                 ),
             },
         },
-        _ => Command::Verify {
+        "verify" => Command::Verify {
             secret: secret()?,
             header: required("--header")?.to_string(),
             tolerance: match value("--tolerance") {
@@ -231,6 +283,7 @@ fn parse_with(args: &[String], secret_env: Option<String>) -> Result<Command, St
             },
             body_file: value("--body-file").map(PathBuf::from),
         },
+        other => unreachable!("{other} is in COMMANDS but not parsed"),
     })
 }
 
@@ -339,6 +392,27 @@ mod tests {
         ];
         for (line, want) in rows {
             assert_eq!(p(line), want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn the_usage_names_every_command_with_its_flags() {
+        // Each command's lines of USAGE (a command's usage may wrap onto an indented line).
+        let lines: Vec<&str> = USAGE.lines().collect();
+        for command in COMMANDS {
+            let head = format!("statussentry {command}");
+            let start = lines
+                .iter()
+                .position(|l| l.contains(&head) || (command == "serve" && l.contains("[serve]")))
+                .unwrap_or_else(|| panic!("USAGE has no line for {command}"));
+            // Its line, and the next when that continues it rather than starting another.
+            let mut text = lines[start].to_string();
+            if let Some(next) = lines.get(start + 1).filter(|l| !l.contains("statussentry")) {
+                text.push_str(next);
+            }
+            for f in FLAGS.iter().filter(|f| f.commands.contains(&command)) {
+                assert!(text.contains(f.name), "USAGE of {command} lacks {}", f.name);
+            }
         }
     }
 

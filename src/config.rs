@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Every setting, validated.
 #[derive(Debug, Clone)]
@@ -41,6 +41,9 @@ pub struct Storage {
     pub retention_days: u32,
     /// New events are refused (507) once the database uses this many bytes; `None`: no limit.
     pub max_size: Option<u64>,
+    /// Whether the process checkpoints the write-ahead log itself (after each retention pass
+    /// and at shutdown); false leaves it to another process that owns it, such as Litestream.
+    pub checkpoints: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +137,7 @@ struct RawStorage {
     path: Option<String>,
     retention_days: Option<u32>,
     max_size: Option<String>,
+    checkpoints: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -319,6 +323,7 @@ impl Config {
             path,
             retention_days: raw.storage.retention_days.unwrap_or(30),
             max_size: size("storage.max_size", raw.storage.max_size)?,
+            checkpoints: raw.storage.checkpoints.unwrap_or(true),
         };
         if storage.retention_days == 0 {
             return Err(ConfigError::Invalid {
@@ -439,61 +444,126 @@ impl Config {
 
     /// The effective settings as TOML, with the admin token masked, for `check-config`.
     pub fn render(&self) -> String {
-        let token = if self.server.admin_token.is_empty() {
-            "\"\"  # generated on first start, stored as a hash".to_string()
-        } else {
-            "\"********\"".to_string()
+        let human = |d: Duration| humantime::format_duration(d).to_string();
+        let nets = |v: &[ipnet::IpNet]| v.iter().map(ToString::to_string).collect();
+        let (d, n) = (&self.delivery, &self.network);
+        let view = View {
+            server: ServerView {
+                listen: self.server.listen.to_string(),
+                admin_token: if self.server.admin_token.is_empty() {
+                    ""
+                } else {
+                    "********"
+                },
+                max_body_bytes: self.server.max_body_bytes,
+                shutdown_timeout: human(self.server.shutdown_timeout),
+                max_connections: self.server.max_connections,
+                header_timeout: human(self.server.header_timeout),
+                allowed_hosts: &self.server.allowed_hosts,
+            },
+            storage: StorageView {
+                path: self.storage.path.display().to_string(),
+                retention_days: self.storage.retention_days,
+                max_size: self
+                    .storage
+                    .max_size
+                    .map_or(String::new(), |b| format!("{b}B")),
+                checkpoints: self.storage.checkpoints,
+            },
+            delivery: DeliveryView {
+                workers: d.workers,
+                timeout: human(d.timeout),
+                connect_timeout: human(d.connect_timeout),
+                initial_backoff: human(d.initial_backoff),
+                max_backoff: human(d.max_backoff),
+                retry_for: human(d.retry_for),
+                disable_after: human(d.disable_after),
+                batch_max: d.batch_max,
+                batch_window: human(d.batch_window),
+            },
+            network: NetworkView {
+                allow_loopback: n.policy.allow_loopback,
+                allow_private: n.policy.allow_private,
+                deny: nets(&n.policy.deny),
+                allow: nets(&n.policy.allow),
+                ca_file: &n.ca_file,
+                proxy: mask_proxy(&n.proxy),
+            },
+            monitors: MonitorsView {
+                region: &self.monitors.region,
+                checkers: self.monitors.checkers,
+            },
         };
-        let list = |v: &[ipnet::IpNet]| {
-            let items: Vec<String> = v.iter().map(|s| format!("\"{s}\"")).collect();
-            format!("[{}]", items.join(", "))
-        };
-        let d = &self.delivery;
-        format!(
-            "[server]\nlisten = \"{}\"\nadmin_token = {}\nmax_body_bytes = {}\nshutdown_timeout = \"{}\"\n\
-             max_connections = {}\nheader_timeout = \"{}\"\nallowed_hosts = {}\n\n\
-             [storage]\npath = {:?}\nretention_days = {}\nmax_size = \"{}\"\n\n\
-             [delivery]\nworkers = {}\ntimeout = \"{}\"\nconnect_timeout = \"{}\"\ninitial_backoff = \"{}\"\n\
-             max_backoff = \"{}\"\nretry_for = \"{}\"\ndisable_after = \"{}\"\nbatch_max = {}\nbatch_window = \"{}\"\n\n\
-             [network]\nallow_loopback = {}\nallow_private = {}\ndeny = {}\nallow = {}\nca_file = {:?}\nproxy = {:?}\n\n\
-             [monitors]\nregion = {:?}\ncheckers = {}\n",
-            self.server.listen,
-            token,
-            self.server.max_body_bytes,
-            humantime::format_duration(self.server.shutdown_timeout),
-            self.server.max_connections,
-            humantime::format_duration(self.server.header_timeout),
-            strings(&self.server.allowed_hosts),
-            self.storage.path.display().to_string(),
-            self.storage.retention_days,
-            self.storage
-                .max_size
-                .map_or(String::new(), |b| format!("{b}B")),
-            d.workers,
-            humantime::format_duration(d.timeout),
-            humantime::format_duration(d.connect_timeout),
-            humantime::format_duration(d.initial_backoff),
-            humantime::format_duration(d.max_backoff),
-            humantime::format_duration(d.retry_for),
-            humantime::format_duration(d.disable_after),
-            d.batch_max,
-            humantime::format_duration(d.batch_window),
-            self.network.policy.allow_loopback,
-            self.network.policy.allow_private,
-            list(&self.network.policy.deny),
-            list(&self.network.policy.allow),
-            self.network.ca_file,
-            mask_proxy(&self.network.proxy),
-            self.monitors.region,
-            self.monitors.checkers,
+        // A view of plain strings and numbers always serializes; should it not, the
+        // error says so in the output rather than ending the command.
+        let text = toml::to_string(&view).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+        // An empty token is not a mistake: say where the token comes from.
+        text.replacen(
+            "admin_token = \"\"\n",
+            "admin_token = \"\"  # generated on first start, stored as a hash\n",
+            1,
         )
     }
 }
 
-/// A TOML array of strings.
-fn strings(items: &[String]) -> String {
-    let items: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
-    format!("[{}]", items.join(", "))
+/// What `check-config` prints: the effective settings in the file's own shape and units, so
+/// that the output is itself a valid configuration with the same settings (secrets masked).
+#[derive(Serialize)]
+struct View<'a> {
+    server: ServerView<'a>,
+    storage: StorageView,
+    delivery: DeliveryView,
+    network: NetworkView<'a>,
+    monitors: MonitorsView<'a>,
+}
+
+#[derive(Serialize)]
+struct ServerView<'a> {
+    listen: String,
+    admin_token: &'static str,
+    max_body_bytes: u64,
+    shutdown_timeout: String,
+    max_connections: usize,
+    header_timeout: String,
+    allowed_hosts: &'a [String],
+}
+
+#[derive(Serialize)]
+struct StorageView {
+    path: String,
+    retention_days: u32,
+    /// Empty: no limit.
+    max_size: String,
+    checkpoints: bool,
+}
+
+#[derive(Serialize)]
+struct DeliveryView {
+    workers: usize,
+    timeout: String,
+    connect_timeout: String,
+    initial_backoff: String,
+    max_backoff: String,
+    retry_for: String,
+    disable_after: String,
+    batch_max: u32,
+    batch_window: String,
+}
+
+#[derive(Serialize)]
+struct NetworkView<'a> {
+    allow_loopback: bool,
+    allow_private: bool,
+    deny: Vec<String>,
+    allow: Vec<String>,
+    ca_file: &'a str,
+    proxy: String,
+}
+
+#[derive(Serialize)]
+struct MonitorsView<'a> {
+    region: &'a str,
+    checkers: usize,
 }
 
 /// Hides a password in a proxy URL such as `http://user:pass@host:3128`.
@@ -567,6 +637,13 @@ mod tests {
         assert!(c.server.allowed_hosts.is_empty());
         assert_eq!(c.storage.path, PathBuf::from("statussentry.db"));
         assert_eq!(c.storage.retention_days, 30);
+        assert!(c.storage.checkpoints);
+        assert!(
+            !load("[storage]\ncheckpoints = false")
+                .unwrap()
+                .storage
+                .checkpoints
+        );
         assert_eq!(c.delivery.workers, 16);
         assert_eq!(c.delivery.timeout, Duration::from_secs(10));
         assert_eq!(c.delivery.connect_timeout, Duration::from_secs(5));

@@ -4,8 +4,41 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::{COMPONENT_STATUSES, INCIDENT_STATUSES};
+use crate::event::COMPONENT_STATUSES;
 use crate::store::{ComponentRef, IncidentRow};
+
+/// Where an incident is in its lifecycle, in the order it moves (SPEC 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IncidentStatus {
+    Investigating,
+    Identified,
+    Monitoring,
+    /// Final: nothing about the incident changes any more.
+    Resolved,
+}
+
+impl IncidentStatus {
+    pub const ALL: [IncidentStatus; 4] = [
+        IncidentStatus::Investigating,
+        IncidentStatus::Identified,
+        IncidentStatus::Monitoring,
+        IncidentStatus::Resolved,
+    ];
+
+    /// The name stored and shown in the API and in events.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Investigating => "investigating",
+            IncidentStatus::Identified => "identified",
+            IncidentStatus::Monitoring => "monitoring",
+            IncidentStatus::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<IncidentStatus> {
+        IncidentStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
 
 /// Why a status change is refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -16,23 +49,23 @@ pub enum TransitionError {
     Backward,
 }
 
-fn rank(status: &str) -> usize {
-    INCIDENT_STATUSES
-        .iter()
-        .position(|s| *s == status)
-        .unwrap_or(0)
-}
-
 /// Whether an incident in `from` may move to `to`. Staying put is allowed; a resolved
 /// incident is final.
-pub fn check_transition(from: &str, to: &str) -> Result<(), TransitionError> {
-    if from == "resolved" {
+pub fn transition(from: IncidentStatus, to: IncidentStatus) -> Result<(), TransitionError> {
+    if from == IncidentStatus::Resolved {
         Err(TransitionError::Final)
-    } else if rank(to) < rank(from) {
+    } else if to < from {
         Err(TransitionError::Backward)
     } else {
         Ok(())
     }
+}
+
+/// `transition` for statuses as the store keeps them, as text (an unknown one, which the API
+/// never stores, counts as the first).
+pub fn check_transition(from: &str, to: &str) -> Result<(), TransitionError> {
+    let read = |s: &str| IncidentStatus::parse(s).unwrap_or(IncidentStatus::Investigating);
+    transition(read(from), read(to))
 }
 
 /// How bad a component status is, for choosing the worst of several.
@@ -126,6 +159,18 @@ mod tests {
         for (from, to, want) in rows {
             assert_eq!(check_transition(from, to), want, "{from} → {to}");
         }
+    }
+
+    #[test]
+    fn statuses_are_the_events_vocabulary_in_lifecycle_order() {
+        assert_eq!(
+            IncidentStatus::ALL.map(IncidentStatus::as_str),
+            crate::event::INCIDENT_STATUSES
+        );
+        for s in IncidentStatus::ALL {
+            assert_eq!(IncidentStatus::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(IncidentStatus::parse("closed"), None);
     }
 
     #[test]

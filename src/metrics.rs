@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::EventType;
+use crate::net::ErrorKind;
 
 /// Delivery outcomes, a fixed set (SPEC 5).
 pub const OUTCOMES: [&str; 10] = [
@@ -108,17 +109,17 @@ impl Metrics {
     }
 
     /// Counts one delivery request under its outcome, from its status or error name.
-    pub fn delivery(&self, status: Option<u16>, error: Option<&str>) {
+    pub fn delivery(&self, status: Option<u16>, error: Option<ErrorKind>) {
         let outcome = match (status, error) {
             (Some(200..=299), _) => "success",
             (Some(300..=399), _) => "http_3xx",
             (Some(400..=499), _) => "http_4xx",
             (Some(500..=599), _) => "http_5xx",
-            (None, Some("timeout")) => "timeout",
-            (None, Some("connection_refused" | "connection_reset")) => "connect",
-            (None, Some("dns")) => "dns",
-            (None, Some("tls")) => "tls",
-            (None, Some("blocked_address")) => "blocked",
+            (None, Some(ErrorKind::Timeout)) => "timeout",
+            (None, Some(ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset)) => "connect",
+            (None, Some(ErrorKind::Dns)) => "dns",
+            (None, Some(ErrorKind::Tls)) => "tls",
+            (None, Some(ErrorKind::BlockedAddress)) => "blocked",
             _ => "other",
         };
         let i = OUTCOMES
@@ -225,16 +226,16 @@ mod tests {
     #[test]
     fn outcomes_map_to_the_fixed_set() {
         let m = Metrics::default();
-        let rows: [(Option<u16>, Option<&str>, &str); 9] = [
+        let rows: [(Option<u16>, Option<ErrorKind>, &str); 9] = [
             (Some(200), None, "success"),
-            (Some(302), Some("redirect"), "http_3xx"),
+            (Some(302), Some(ErrorKind::Redirect), "http_3xx"),
             (Some(404), None, "http_4xx"),
             (Some(503), None, "http_5xx"),
-            (None, Some("timeout"), "timeout"),
-            (None, Some("connection_refused"), "connect"),
-            (None, Some("dns"), "dns"),
-            (None, Some("blocked_address"), "blocked"),
-            (None, Some("invalid_response"), "other"),
+            (None, Some(ErrorKind::Timeout), "timeout"),
+            (None, Some(ErrorKind::ConnectionRefused), "connect"),
+            (None, Some(ErrorKind::Dns), "dns"),
+            (None, Some(ErrorKind::BlockedAddress), "blocked"),
+            (None, Some(ErrorKind::InvalidResponse), "other"),
         ];
         for (status, error, _) in rows {
             m.delivery(status, error);

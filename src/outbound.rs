@@ -15,12 +15,44 @@ pub struct Policy {
     pub allow: Vec<IpNet>,
 }
 
-/// Why an address is refused, for error messages.
-pub type Refusal = &'static str;
+/// Why the policy refuses an address: the kind of address it is, or the `deny` list. Named
+/// apart from the store's `Refusal` and tiny_http's, which refuse other things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockReason {
+    LinkLocal,
+    Unspecified,
+    Multicast,
+    Broadcast,
+    Loopback,
+    Private,
+    /// In a `deny` range.
+    Denied,
+}
+
+impl BlockReason {
+    /// The word error messages use: "a {reason} address".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockReason::LinkLocal => "link-local",
+            BlockReason::Unspecified => "unspecified",
+            BlockReason::Multicast => "multicast",
+            BlockReason::Broadcast => "broadcast",
+            BlockReason::Loopback => "loopback",
+            BlockReason::Private => "private",
+            BlockReason::Denied => "denied",
+        }
+    }
+}
+
+impl std::fmt::Display for BlockReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl Policy {
     /// `Ok` when `ip` may be connected to, else the kind of address it is.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
+    pub fn check(&self, ip: IpAddr) -> Result<(), BlockReason> {
         let v4 = embedded_v4(ip);
         let judged = v4.map_or(ip, IpAddr::V4);
         // An operator who lists a range means it: allow wins over every refusal.
@@ -35,17 +67,17 @@ impl Policy {
             return Err(why);
         }
         if !self.allow_loopback && judged.is_loopback() {
-            return Err("loopback");
+            return Err(BlockReason::Loopback);
         }
         if !self.allow_private && is_private(judged) {
-            return Err("private");
+            return Err(BlockReason::Private);
         }
         if self
             .deny
             .iter()
             .any(|n| n.contains(&ip) || n.contains(&judged))
         {
-            return Err("denied");
+            return Err(BlockReason::Denied);
         }
         Ok(())
     }
@@ -72,15 +104,15 @@ fn nat64(v6: Ipv6Addr) -> Option<Ipv4Addr> {
 
 /// Addresses refused unless explicitly allowed: link-local (cloud metadata lives there),
 /// unspecified, multicast, broadcast.
-pub fn always_refused(ip: IpAddr) -> Option<Refusal> {
+pub fn always_refused(ip: IpAddr) -> Option<BlockReason> {
     match ip {
-        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local"),
-        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("unspecified"),
-        IpAddr::V4(v4) if v4.is_multicast() => Some("multicast"),
-        IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast"),
-        IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified"),
-        IpAddr::V6(v6) if v6.is_multicast() => Some("multicast"),
-        IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some(BlockReason::LinkLocal),
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some(BlockReason::Unspecified),
+        IpAddr::V4(v4) if v4.is_multicast() => Some(BlockReason::Multicast),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some(BlockReason::Broadcast),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some(BlockReason::Unspecified),
+        IpAddr::V6(v6) if v6.is_multicast() => Some(BlockReason::Multicast),
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some(BlockReason::LinkLocal),
         _ => None,
     }
 }
@@ -194,7 +226,11 @@ mod tests {
             ("64:ff9b::a9fe:a9fe", Err("link-local")),
         ];
         for (addr, want) in rows {
-            assert_eq!(p.check(ip(addr)), want, "{addr}");
+            assert_eq!(
+                p.check(ip(addr)).map_err(BlockReason::as_str),
+                want,
+                "{addr}"
+            );
         }
     }
 
@@ -223,7 +259,11 @@ mod tests {
             ("169.254.169.253", Err("link-local")),
         ];
         for (addr, want) in rows {
-            assert_eq!(p.check(ip(addr)), want, "{addr}");
+            assert_eq!(
+                p.check(ip(addr)).map_err(BlockReason::as_str),
+                want,
+                "{addr}"
+            );
         }
     }
 

@@ -2,7 +2,8 @@
 //! older than `retention_days`, incidents resolved longer ago than that (never open ones),
 //! and old idempotency keys, folds monitors' check history older than a day into hour rows
 //! (and drops what is older than each keeps), all in small batches with pauses so that it
-//! never holds the writer for long, then checkpoints the WAL so it stays small.
+//! never holds the writer for long, then checkpoints the WAL so it stays small (unless
+//! `storage.checkpoints = false` leaves that to another process, such as Litestream).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,6 +34,7 @@ const FOLD_CHECKPOINT: usize = 16;
 pub fn start(
     store: Arc<Store>,
     retention_days: u32,
+    checkpoints: bool,
     stop: Receiver<()>,
     supervisor: &Supervisor,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -53,7 +55,7 @@ pub fn start(
                 }
             }
             beat.work();
-            if let Err(e) = pass(&store, retention_days, &stop, beat) {
+            if let Err(e) = pass(&store, retention_days, checkpoints, &stop, beat) {
                 log::error!("retention pass failed: {e}");
             }
         }
@@ -63,6 +65,7 @@ pub fn start(
 fn pass(
     store: &Store,
     retention_days: u32,
+    checkpoints: bool,
     stop: &Receiver<()>,
     beat: &Beat,
 ) -> crate::store::Result<()> {
@@ -132,7 +135,8 @@ fn pass(
         // copy it inside a commit.
         if n > 0 {
             writing += 1;
-            if writing % FOLD_CHECKPOINT == 0 {
+            // Beside Litestream (`checkpoints` off) the log is its to copy, never ours.
+            if checkpoints && writing % FOLD_CHECKPOINT == 0 {
                 store.checkpoint_beside()?;
             }
             std::thread::sleep(PAUSE);
@@ -146,5 +150,12 @@ fn pass(
         );
     }
     beat.beat();
-    store.checkpoint()
+    // The checkpoint waits for every reader, holding the writer meanwhile. Beside Litestream,
+    // whose read transaction never ends, it would stall every write for the busy timeout and
+    // then give up; Litestream checkpoints the log itself.
+    if checkpoints {
+        store.checkpoint()
+    } else {
+        Ok(())
+    }
 }

@@ -59,6 +59,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let retention_thread = crate::retention::start(
         store.clone(),
         config.storage.retention_days,
+        config.storage.checkpoints,
         retention_stop,
         &supervisor,
     )
@@ -115,7 +116,9 @@ pub fn run(config: Config) -> Result<(), String> {
     dispatcher.shutdown();
     let _ = dispatcher_thread.join();
     store.stop_integrity_check();
-    if let Err(e) = store.checkpoint() {
+    if config.storage.checkpoints
+        && let Err(e) = store.checkpoint()
+    {
         log::warn!("final checkpoint failed: {e}");
     }
     // A thread that died while stopping is a bug worth a non-zero exit, not a quiet one.

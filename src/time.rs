@@ -96,28 +96,75 @@ pub fn rfc3339_ms(ms: i64) -> String {
     humantime::format_rfc3339_millis(system_time(ms)).to_string()
 }
 
-/// Parses RFC 3339 (`Z` or a numeric offset such as `+02:00`) into milliseconds since the epoch.
+/// Parses an RFC 3339 date-time (`2023-10-27T14:30:00Z`; a fraction, lower-case `t` and `z`,
+/// or a numeric offset such as `+02:00` allowed) into milliseconds since the epoch. Every year
+/// RFC 3339 can write is read, 0000 to 9999: a time before 1970 is a negative number, not a
+/// refusal. Digits of a fraction past the millisecond are dropped.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let text = text.trim();
-    // humantime accepts only UTC; a numeric offset is applied here.
-    let (base, offset_secs) = match text.len().checked_sub(6).map(|i| (i, text.as_bytes()[i])) {
-        Some((i, sign @ (b'+' | b'-'))) if text.as_bytes().get(i + 3) == Some(&b':') => {
-            let hours: i64 = text[i + 1..i + 3].parse().ok()?;
-            let minutes: i64 = text[i + 4..].parse().ok()?;
-            if hours > 23 || minutes > 59 {
+    let b = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = b.get(range)?;
+        digits
+            .iter()
+            .all(u8::is_ascii_digit)
+            .then(|| digits.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    if b.len() < 20 || separators.iter().any(|&(i, c)| b[i] != c) || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let mut i = 19;
+    let mut ms = 0;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for (d, scale) in b[start..i].iter().zip([100, 10, 1]) {
+            ms += i64::from(d - b'0') * scale;
+        }
+    }
+    let offset_secs = match &b[i..] {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (number(i + 1..i + 3)?, number(i + 4..i + 6)?);
+            if h > 23 || m > 59 {
                 return None;
             }
-            let secs = hours * 3600 + minutes * 60;
-            (
-                format!("{}Z", &text[..i]),
-                if sign == b'+' { secs } else { -secs },
-            )
+            if *sign == b'+' {
+                h * 3600 + m * 60
+            } else {
+                -(h * 3600 + m * 60)
+            }
         }
-        _ => (text.to_string(), 0),
+        _ => return None,
     };
-    let t = humantime::parse_rfc3339(&base).ok()?;
-    let ms = t.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64;
-    Some(ms - offset_secs * 1000)
+    let leap_year = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap_year => 29,
+        2 => 28,
+        _ => return None,
+    };
+    // A leap second (:60) is allowed, as RFC 3339 allows it, and counts into the next minute.
+    if !(1..=days_in_month).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some((days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs) * 1000 + ms)
 }
 
 /// The test clock of debug builds (see the module's doc). The file holds
@@ -240,8 +287,26 @@ mod tests {
             ("2023-10-27T16:30:00+02:00", Some(1_698_417_000_000)),
             ("2023-10-27T13:30:00-01:00", Some(1_698_417_000_000)),
             ("2023-10-27T14:30:00.250Z", Some(1_698_417_000_250)),
+            ("2023-10-27t14:30:00.2509z", Some(1_698_417_000_250)),
+            ("1969-12-31T23:59:59Z", Some(-1000)),
+            ("0001-01-01T00:00:00Z", Some(-62_135_596_800_000)),
+            ("0020-01-01T00:15:46.73+19:15", Some(-61_536_135_553_270)),
+            ("2024-02-29T12:00:00Z", Some(1_709_208_000_000)),
+            ("9999-12-31T23:59:59.999Z", Some(253_402_300_799_999)),
+            ("2016-12-31T23:59:60Z", Some(1_483_228_800_000)),
+            ("2023-02-29T12:00:00Z", None),
+            ("2023-13-01T00:00:00Z", None),
+            ("2023-10-27T24:00:00Z", None),
+            ("2023-10-27T14:30:00+24:00", None),
+            ("2023-10-27T14:30:00.Z", None),
+            ("2023-10-27T14:30:00", None),
+            ("2023-10-27T14:30:00Zx", None),
+            (" 2023-10-27T14:30:00Z", None),
+            ("2023-10-27 14:30:00Z", None),
+            ("+2023-10-27T14:30:00Z", None),
             ("2023-10-27", None),
             ("yesterday", None),
+            ("2023-10-27T14:30:00+0é:00", None),
         ];
         for (text, want) in rows {
             assert_eq!(parse_rfc3339(text), want, "{text}");

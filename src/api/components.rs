@@ -13,6 +13,10 @@ use crate::time::{now_ms, rfc3339};
 const MAX_ID: usize = 64;
 const MAX_NAME: usize = 200;
 
+/// The fields of a create and of a patch (an id is given once or generated, never changed).
+pub(super) const CREATE_KEYS: &[&str] = &["id", "name", "status"];
+pub(super) const PATCH_KEYS: &[&str] = &["name", "status"];
+
 pub fn render(c: &ComponentRow) -> Value {
     json!({
         "id": c.id,
@@ -59,7 +63,7 @@ fn name(obj: &fields::Object, required: bool) -> Result<Option<String>> {
 
 pub fn create(api: &Api, req: &Req) -> Result<Reply> {
     let obj = fields::object(req.body.as_ref())?;
-    fields::only_keys(obj, &["id", "name", "status"])?;
+    fields::only_keys(obj, CREATE_KEYS)?;
     let id = match fields::string(obj, "id")? {
         Some(id) if !valid_id(id) => {
             return Err(ApiError::field(
@@ -107,7 +111,7 @@ pub fn patch(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     if obj.contains_key("id") {
         return Err(ApiError::field("id", "a component's id cannot be changed"));
     }
-    fields::only_keys(obj, &["name", "status"])?;
+    fields::only_keys(obj, PATCH_KEYS)?;
     let name = name(obj, false)?;
     let status = match fields::string(obj, "status")? {
         Some(s) => Some(status(s, "status")?),

@@ -109,7 +109,7 @@ fn description(obj: &Object) -> Result<Option<String>> {
 }
 
 /// The fields `PATCH` may change; creation takes these and `secret`.
-const EDITABLE: &[&str] = &[
+pub(super) const EDITABLE: &[&str] = &[
     "url",
     "description",
     "event_types",
@@ -117,6 +117,11 @@ const EDITABLE: &[&str] = &[
     "batch_max",
     "batch_window_ms",
 ];
+
+/// The fields of `rotate-secret`, `test` and `replay`.
+pub(super) const ROTATE_KEYS: &[&str] = &["grace_secs", "secret"];
+pub(super) const TEST_KEYS: &[&str] = &["type"];
+pub(super) const REPLAY_KEYS: &[&str] = &["since"];
 
 /// A user-supplied secret, checked for its form, or a new one.
 fn secret(obj: &Object) -> Result<String> {
@@ -246,7 +251,7 @@ pub fn reveal_secret(api: &Api, id: &str) -> Result<Reply> {
 
 pub fn rotate_secret(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     let obj = req.body_object()?;
-    fields::only_keys(obj, &["grace_secs", "secret"])?;
+    fields::only_keys(obj, ROTATE_KEYS)?;
     let grace =
         fields::integer(obj, "grace_secs", 0, MAX_GRACE_SECS)?.unwrap_or(DEFAULT_GRACE_SECS);
     let secret = secret(obj)?;
@@ -267,7 +272,7 @@ pub fn rotate_secret(api: &Api, id: &str, req: &Req) -> Result<Reply> {
 
 pub fn test(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     let obj = req.body_object()?;
-    fields::only_keys(obj, &["type"])?;
+    fields::only_keys(obj, TEST_KEYS)?;
     let event_type = match fields::string(obj, "type")? {
         None => EventType::IncidentCreated,
         Some(t) => EventType::parse(t)
@@ -296,7 +301,7 @@ pub fn test(api: &Api, id: &str, req: &Req) -> Result<Reply> {
 
 pub fn replay(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     let obj = fields::object(req.body.as_ref())?;
-    fields::only_keys(obj, &["since"])?;
+    fields::only_keys(obj, REPLAY_KEYS)?;
     let since_text = fields::required_string(obj, "since")?;
     let since = crate::time::parse_rfc3339(since_text).ok_or_else(|| {
         ApiError::field(

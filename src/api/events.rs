@@ -13,12 +13,18 @@ use crate::time::{now_ms, rfc3339};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// The fields of a published event.
+pub(super) const PUBLISH_KEYS: &[&str] = &["type", "data"];
+
 fn message_id(seq: i64) -> String {
     format!("msg_{seq}")
 }
 
+/// The sequence number of a message id as `message_id` writes it: `msg_` and the number's
+/// digits, no sign, no leading zero, so that each message has exactly one id (`msg_+7` and
+/// `msg_007` are no message).
 fn message_seq(id: &str) -> Option<i64> {
-    id.strip_prefix("msg_")?.parse().ok().filter(|n| *n > 0)
+    super::whole_number(id.strip_prefix("msg_")?).filter(|n| *n > 0)
 }
 
 pub fn render_message(m: &MessageRow) -> Value {
@@ -53,7 +59,7 @@ pub fn types() -> Reply {
 
 pub fn publish(api: &Api, req: &Req) -> Result<Reply> {
     let obj = fields::object(req.body.as_ref())?;
-    fields::only_keys(obj, &["type", "data"])?;
+    fields::only_keys(obj, PUBLISH_KEYS)?;
     let type_text = fields::required_string(obj, "type")?;
     let event_type = EventType::parse(type_text).ok_or_else(|| {
         let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
@@ -72,11 +78,19 @@ pub fn publish(api: &Api, req: &Req) -> Result<Reply> {
     let idempotency = match req.header("idempotency-key") {
         None => None,
         Some(key) => {
+            // Whitespace around a header's value is not part of it; inside, a key is
+            // printable ASCII, so that a control character (a NUL, an escape) is never stored
+            // and echoed as part of one.
             let key = key.trim();
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+            if key.is_empty()
+                || key.len() > MAX_IDEMPOTENCY_KEY
+                || !key.bytes().all(|b| (b' '..=b'~').contains(&b))
+            {
                 return Err(ApiError::field(
                     "Idempotency-Key",
-                    format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+                    format!(
+                        "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+                    ),
                 ));
             }
             Some(Idempotency {

@@ -14,6 +14,10 @@ const MAX_TITLE: usize = 500;
 /// The most components one incident may name.
 const MAX_COMPONENTS: usize = 100;
 
+/// The fields of a create and of a patch, and of each of their `components`.
+pub(super) const KEYS: &[&str] = &["title", "severity", "status", "components"];
+pub(super) const COMPONENT_KEYS: &[&str] = &["id", "name", "status"];
+
 pub fn render(inc: &IncidentRow) -> Value {
     json!({
         "id": inc.id,
@@ -92,10 +96,7 @@ fn components(obj: &Object) -> Result<Option<Vec<ComponentInput>>> {
         let c = item
             .as_object()
             .ok_or_else(|| ApiError::field(&path, format!("{path} must be an object")))?;
-        if let Some(k) = c
-            .keys()
-            .find(|k| !["id", "name", "status"].contains(&k.as_str()))
-        {
+        if let Some(k) = c.keys().find(|k| !COMPONENT_KEYS.contains(&k.as_str())) {
             return Err(ApiError::field(
                 format!("{path}.{k}"),
                 format!("unknown field {k:?}; expected id, name, status"),
@@ -158,7 +159,7 @@ fn refused(r: Refusal) -> ApiError {
 
 pub fn create(api: &Api, req: &Req) -> Result<Reply> {
     let obj = fields::object(req.body.as_ref())?;
-    fields::only_keys(obj, &["title", "severity", "status", "components"])?;
+    fields::only_keys(obj, KEYS)?;
     let title = title(obj, true)?.unwrap_or_default();
     let severity = one_of(obj, "severity", &SEVERITIES)?
         .ok_or_else(|| ApiError::field("severity", "severity is required"))?;
@@ -213,7 +214,7 @@ pub fn get(api: &Api, id: &str) -> Result<Reply> {
 
 pub fn patch(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     let obj = fields::object(req.body.as_ref())?;
-    fields::only_keys(obj, &["title", "severity", "status", "components"])?;
+    fields::only_keys(obj, KEYS)?;
     let patch = IncidentPatch {
         title: title(obj, false)?,
         severity: one_of(obj, "severity", &SEVERITIES)?,

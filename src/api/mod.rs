@@ -10,6 +10,7 @@ mod events;
 mod fields;
 mod incidents;
 mod monitors;
+mod openapi;
 mod signin;
 
 use std::io::Read;
@@ -84,6 +85,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u64>,
+    /// The methods a route takes, for the `Allow` header of a 405.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -94,6 +97,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl ApiError {
             message: message.into(),
             field: Some(field.into()),
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -174,6 +179,9 @@ impl Reply {
         let mut reply = Reply::json(e.status, &json!({ "error": error }));
         if let Some(secs) = e.retry_after {
             reply.headers.push(("Retry-After", secs.to_string()));
+        }
+        if let Some(methods) = e.allow {
+            reply.headers.push(("Allow", methods.to_string()));
         }
         reply
     }
@@ -395,6 +403,11 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
     if assets::owns(&path) {
         return Ok(assets::serve(&path, &method, &headers));
     }
+    // The API's description is public (SPEC 5): it holds no secret, and a client generator or
+    // a fuzzer must be able to read it before it has a token.
+    if path == openapi::PATH {
+        return openapi::serve(&method);
+    }
     let Some(rest) =
         path.strip_prefix("/api/v1/")
             .or(if path == "/api/v1" { Some("") } else { None })
@@ -410,10 +423,11 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
     if api.stopping.load(Ordering::SeqCst) {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
+    // An empty segment (`//`, a trailing `/`) is kept, and fits no route: dropping it would
+    // read `endpoints//secret` as the endpoint whose id is "secret".
     let segments: Vec<String> = rest
         .split('/')
-        .filter(|s| !s.is_empty())
-        .map(percent_decode)
+        .map(|s| percent_decode(s, Plus::Literal))
         .collect();
     let body = read_body(api, request, &method, &headers)?;
     let req = Req {
@@ -463,7 +477,7 @@ fn host_allowed(server: &crate::config::Server, headers: &[(String, String)]) ->
 
 fn health(api: &Api, method: &str) -> Result<Reply> {
     if method != "GET" && method != "HEAD" {
-        return Err(method_not_allowed("GET"));
+        return Err(method_not_allowed("GET, HEAD"));
     }
     // Asked directly as well as through the supervisor's probe, so that /healthz fails at
     // once rather than at the supervisor's next check.
@@ -501,7 +515,7 @@ fn health(api: &Api, method: &str) -> Result<Reply> {
 
 fn metrics(api: &Api, method: &str) -> Result<Reply> {
     if method != "GET" && method != "HEAD" {
-        return Err(method_not_allowed("GET"));
+        return Err(method_not_allowed("GET, HEAD"));
     }
     let gauges = api.store.gauges(crate::time::now_ms())?;
     Ok(Reply {
@@ -613,7 +627,9 @@ fn read_body(
     if bytes.len() as u64 > limit {
         return Err(too_large());
     }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    // No body at all is "no body" (an action route takes it as `{}`); a body of only
+    // whitespace is a body, and not JSON.
+    if bytes.is_empty() {
         return Ok(None);
     }
     let content_type = headers
@@ -638,77 +654,114 @@ fn read_body(
     })
 }
 
-fn method_not_allowed(allow: &str) -> ApiError {
-    ApiError::new(
+/// A 405 whose `Allow` header lists `allow` (RFC 9110 requires it).
+fn method_not_allowed(allow: &'static str) -> ApiError {
+    let mut e = ApiError::new(
         405,
         "method_not_allowed",
         format!("this route takes {allow}"),
-    )
+    );
+    e.allow = Some(allow);
+    e
+}
+
+/// Every route under `/api/v1/`, as a path template and the methods it takes. The router
+/// answers exactly these: a path that fits no template is 404, a method not listed is 405.
+/// The OpenAPI document's test compares its paths and methods with this table, and an
+/// integration test sends every entry to the real binary, so that a handler arm missing
+/// below cannot go unnoticed.
+pub(super) const ROUTES: &[(&str, &str)] = &[
+    ("endpoints", "GET, POST"),
+    ("endpoints/{id}", "GET, PATCH, DELETE"),
+    ("endpoints/{id}/secret", "GET"),
+    ("endpoints/{id}/rotate-secret", "POST"),
+    ("endpoints/{id}/test", "POST"),
+    ("endpoints/{id}/replay", "POST"),
+    ("event-types", "GET"),
+    ("events", "GET, POST"),
+    ("events/{id}", "GET"),
+    ("messages", "GET"),
+    ("messages/{id}", "GET"),
+    ("messages/{id}/retry", "POST"),
+    ("components", "GET, POST"),
+    ("components/{id}", "GET, PATCH, DELETE"),
+    ("incidents", "GET, POST"),
+    ("incidents/{id}", "GET, PATCH"),
+    ("monitors", "GET, POST"),
+    ("monitors/{id}", "GET, PATCH, DELETE"),
+    ("monitors/{id}/checks", "GET"),
+    ("monitors/{id}/sla", "GET"),
+];
+
+/// The entry of `ROUTES` whose template fits `segs`: a literal part matches itself, a
+/// `{name}` part any one segment.
+fn find_route(segs: &[&str]) -> Option<(&'static str, &'static str)> {
+    ROUTES.iter().copied().find(|(template, _)| {
+        let parts: Vec<&str> = template.split('/').collect();
+        parts.len() == segs.len()
+            && parts
+                .iter()
+                .zip(segs)
+                .all(|(part, seg)| part == seg || (part.starts_with('{') && !seg.is_empty()))
+    })
 }
 
 fn route(api: &Api, req: &Req) -> Result<Reply> {
     let segs: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let m = req.method.as_str();
-    let allow = |methods: &str| -> Result<Reply> {
-        let mut e = method_not_allowed(methods);
-        e.message = format!("{} takes {methods}", req.segments.join("/"));
-        Err(e)
-    };
-    match (segs.as_slice(), m) {
-        (["endpoints"], "GET") => endpoints::list(api, req),
-        (["endpoints"], "POST") => endpoints::create(api, req),
-        (["endpoints"], _) => allow("GET, POST"),
-        (["endpoints", id], "GET") => endpoints::get(api, id),
-        (["endpoints", id], "PATCH") => endpoints::patch(api, id, req),
-        (["endpoints", id], "DELETE") => endpoints::delete(api, id),
-        (["endpoints", _], _) => allow("GET, PATCH, DELETE"),
-        (["endpoints", id, "secret"], "GET") => endpoints::reveal_secret(api, id),
-        (["endpoints", _, "secret"], _) => allow("GET"),
-        (["endpoints", id, "rotate-secret"], "POST") => endpoints::rotate_secret(api, id, req),
-        (["endpoints", id, "test"], "POST") => endpoints::test(api, id, req),
-        (["endpoints", id, "replay"], "POST") => endpoints::replay(api, id, req),
-        (["endpoints", _, "rotate-secret" | "test" | "replay"], _) => allow("POST"),
-        (["event-types"], "GET") => Ok(events::types()),
-        (["event-types"], _) => allow("GET"),
-        (["events"], "GET") => events::list(api, req),
-        (["events"], "POST") => events::publish(api, req),
-        (["events"], _) => allow("GET, POST"),
-        (["events", id], "GET") => events::get(api, id),
-        (["events", _], _) => allow("GET"),
-        (["messages"], "GET") => events::list_messages(api, req),
-        (["messages"], _) => allow("GET"),
-        (["messages", id], "GET") => events::get_message(api, id),
-        (["messages", _], _) => allow("GET"),
-        (["messages", id, "retry"], "POST") => events::retry_message(api, id),
-        (["messages", _, "retry"], _) => allow("POST"),
-        (["components"], "GET") => components::list(api, req),
-        (["components"], "POST") => components::create(api, req),
-        (["components"], _) => allow("GET, POST"),
-        (["components", id], "GET") => components::get(api, id),
-        (["components", id], "PATCH") => components::patch(api, id, req),
-        (["components", id], "DELETE") => components::delete(api, id),
-        (["components", _], _) => allow("GET, PATCH, DELETE"),
-        (["incidents"], "GET") => incidents::list(api, req),
-        (["incidents"], "POST") => incidents::create(api, req),
-        (["incidents"], _) => allow("GET, POST"),
-        (["incidents", id], "GET") => incidents::get(api, id),
-        (["incidents", id], "PATCH") => incidents::patch(api, id, req),
-        (["incidents", _], _) => allow("GET, PATCH"),
-        (["monitors"], "GET") => monitors::list(api, req),
-        (["monitors"], "POST") => monitors::create(api, req),
-        (["monitors"], _) => allow("GET, POST"),
-        (["monitors", id], "GET") => monitors::get(api, id),
-        (["monitors", id], "PATCH") => monitors::patch(api, id, req),
-        (["monitors", id], "DELETE") => monitors::delete(api, id),
-        (["monitors", _], _) => allow("GET, PATCH, DELETE"),
-        (["monitors", id, "checks"], "GET") => monitors::checks(api, id, req),
-        (["monitors", id, "sla"], "GET") => monitors::sla(api, id),
-        (["monitors", _, "checks" | "sla"], _) => allow("GET"),
-        _ => Err(ApiError::new(
+    let Some((template, methods)) = find_route(&segs) else {
+        return Err(ApiError::new(
             404,
             "not_found",
             format!("no route for /api/v1/{}", req.segments.join("/")),
-        )),
+        ));
+    };
+    let not_allowed = || {
+        let mut e = method_not_allowed(methods);
+        e.message = format!("{} takes {methods}", req.segments.join("/"));
+        e
+    };
+    if !methods.split(", ").any(|allowed| allowed == m) {
+        return Err(not_allowed());
+    }
+    // Every template with a parameter has it second: `resource/{id}[/action]`.
+    let id = segs.get(1).copied().unwrap_or_default();
+    match (template, m) {
+        ("endpoints", "GET") => endpoints::list(api, req),
+        ("endpoints", "POST") => endpoints::create(api, req),
+        ("endpoints/{id}", "GET") => endpoints::get(api, id),
+        ("endpoints/{id}", "PATCH") => endpoints::patch(api, id, req),
+        ("endpoints/{id}", "DELETE") => endpoints::delete(api, id),
+        ("endpoints/{id}/secret", "GET") => endpoints::reveal_secret(api, id),
+        ("endpoints/{id}/rotate-secret", "POST") => endpoints::rotate_secret(api, id, req),
+        ("endpoints/{id}/test", "POST") => endpoints::test(api, id, req),
+        ("endpoints/{id}/replay", "POST") => endpoints::replay(api, id, req),
+        ("event-types", "GET") => Ok(events::types()),
+        ("events", "GET") => events::list(api, req),
+        ("events", "POST") => events::publish(api, req),
+        ("events/{id}", "GET") => events::get(api, id),
+        ("messages", "GET") => events::list_messages(api, req),
+        ("messages/{id}", "GET") => events::get_message(api, id),
+        ("messages/{id}/retry", "POST") => events::retry_message(api, id),
+        ("components", "GET") => components::list(api, req),
+        ("components", "POST") => components::create(api, req),
+        ("components/{id}", "GET") => components::get(api, id),
+        ("components/{id}", "PATCH") => components::patch(api, id, req),
+        ("components/{id}", "DELETE") => components::delete(api, id),
+        ("incidents", "GET") => incidents::list(api, req),
+        ("incidents", "POST") => incidents::create(api, req),
+        ("incidents/{id}", "GET") => incidents::get(api, id),
+        ("incidents/{id}", "PATCH") => incidents::patch(api, id, req),
+        ("monitors", "GET") => monitors::list(api, req),
+        ("monitors", "POST") => monitors::create(api, req),
+        ("monitors/{id}", "GET") => monitors::get(api, id),
+        ("monitors/{id}", "PATCH") => monitors::patch(api, id, req),
+        ("monitors/{id}", "DELETE") => monitors::delete(api, id),
+        ("monitors/{id}/checks", "GET") => monitors::checks(api, id, req),
+        ("monitors/{id}/sla", "GET") => monitors::sla(api, id),
+        // A pair in `ROUTES` without an arm here; the route test sends every pair, so this
+        // is never reached by a build that passed it.
+        _ => Err(not_allowed()),
     }
 }
 
@@ -722,8 +775,8 @@ impl Page {
     pub fn from(req: &Req) -> Result<Page> {
         let limit = match req.query("limit") {
             None => 50,
-            Some(s) => match s.parse::<usize>() {
-                Ok(n @ 1..=500) => n,
+            Some(s) => match whole_number(s) {
+                Some(n @ 1..=500) => n as usize,
                 _ => {
                     return Err(ApiError::field(
                         "limit",
@@ -767,7 +820,16 @@ fn encode_cursor(seq: i64) -> String {
 }
 
 fn decode_cursor(text: &str) -> Option<i64> {
-    text.strip_prefix('c')?.parse().ok().filter(|n| *n > 0)
+    whole_number(text.strip_prefix('c')?).filter(|n| *n > 0)
+}
+
+/// A whole number written as `encode_cursor` and `format!` write one: digits only, no sign, no
+/// leading zero, so that every number the API reads has one spelling (`+5` and `05` are not 5).
+pub(super) fn whole_number(text: &str) -> Option<i64> {
+    let canonical = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
 }
 
 fn parse_query(q: &str) -> Vec<(String, String)> {
@@ -775,43 +837,38 @@ fn parse_query(q: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
+            (
+                percent_decode(k, Plus::Space),
+                percent_decode(v, Plus::Space),
+            )
         })
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(
-                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                    16,
-                ) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
+/// What a `+` means where it is decoded: a space in a query string
+/// (`application/x-www-form-urlencoded`), itself in a path segment (RFC 3986), so that a path
+/// parameter such as an id holding `+` reaches the handler as sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Plus {
+    Space,
+    Literal,
+}
+
+/// A query key or value, or a path segment: `%XX` is a byte, and `+` as `plus` says; a `%` not
+/// followed by two hex digits stays as it is, and invalid UTF-8 is replaced.
+fn percent_decode(s: &str, plus: Plus) -> String {
+    // `%2B` is a literal `+`, so spaces are put back before the escapes are read.
+    let spaced;
+    let s = match plus {
+        Plus::Space => {
+            spaced = s.replace('+', " ");
+            spaced.as_str()
         }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+        Plus::Literal => s,
+    };
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -820,17 +877,43 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
+        // Input, decoded in a query string, decoded in a path segment.
         let rows = [
-            ("abc", "abc"),
-            ("2023-10-27T14%3A30%3A00Z", "2023-10-27T14:30:00Z"),
-            ("a+b", "a b"),
-            ("100%", "100%"),
-            ("%zz", "%zz"),
-            ("%4", "%4"),
+            ("abc", "abc", "abc"),
+            (
+                "2023-10-27T14%3A30%3A00Z",
+                "2023-10-27T14:30:00Z",
+                "2023-10-27T14:30:00Z",
+            ),
+            ("a+b", "a b", "a+b"),
+            ("a%2Bb", "a+b", "a+b"),
+            ("a%20b", "a b", "a b"),
+            ("100%", "100%", "100%"),
+            ("%zz", "%zz", "%zz"),
+            ("%4", "%4", "%4"),
         ];
-        for (input, want) in rows {
-            assert_eq!(percent_decode(input), want, "{input}");
+        for (input, query, path) in rows {
+            assert_eq!(
+                percent_decode(input, Plus::Space),
+                query,
+                "{input} in a query"
+            );
+            assert_eq!(
+                percent_decode(input, Plus::Literal),
+                path,
+                "{input} in a path"
+            );
         }
+    }
+
+    #[test]
+    fn an_escaped_plus_stays_a_plus() {
+        assert_eq!(percent_decode("a%2Bb+c", Plus::Space), "a+b c");
+        assert_eq!(percent_decode("a%2Bb+c", Plus::Literal), "a+b+c");
+        assert_eq!(
+            percent_decode("%E2%9C%93%FF", Plus::Space),
+            "\u{2713}\u{FFFD}"
+        );
     }
 
     #[test]
@@ -925,7 +1008,17 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_refuse_junk() {
         assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
-        for junk in ["42", "c", "cx", "c-1", "c0"] {
+        for junk in [
+            "42",
+            "c",
+            "cx",
+            "c-1",
+            "c0",
+            "c+5",
+            "c05",
+            "c 5",
+            "c99999999999999999999",
+        ] {
             assert_eq!(decode_cursor(junk), None, "{junk}");
         }
     }

@@ -12,7 +12,7 @@ use crate::sla;
 use crate::store::{CheckRow, MonitorPatch, MonitorRow, MonitorSettings, Refusal};
 use crate::time::{now_ms, rfc3339, rfc3339_ms};
 
-const KEYS: [&str; 14] = [
+pub(super) const KEYS: [&str; 14] = [
     "name",
     "url",
     "method",
@@ -114,9 +114,8 @@ fn read(api: &Api, obj: &Object) -> Result<MonitorPatch> {
         None => None,
     };
     let method = match fields::string(obj, "method")? {
-        Some(m) if m.eq_ignore_ascii_case("GET") || m.eq_ignore_ascii_case("HEAD") => {
-            Some(m.to_ascii_uppercase())
-        }
+        // Method names are case-sensitive (RFC 9110), and the document lists these two.
+        Some(m @ ("GET" | "HEAD")) => Some(m.to_string()),
         Some(_) => return Err(ApiError::field("method", "method must be GET or HEAD")),
         None => None,
     };

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
+use crossbeam_channel::{Receiver, Sender, select};
 
 use super::Command;
-use super::policy::{self, Class};
+use super::policy::{self, Answer, Backoff, Class, DisableReason, Limits};
+use super::recorder::{self, Recorded};
 use super::worker::{Job, Run, Sent};
 use crate::config::Delivery as DeliveryConfig;
 use crate::metrics::Metrics;
+use crate::net::ErrorKind;
 use crate::store::{DispatchEndpoint, QueuedMessage, RequestOutcome, Store, StoreError, Verdict};
 use crate::supervise::{Beat, IDLE_WAKE, Supervisor, WRITER_BOUND};
 use crate::time::{mono, now_ms};
@@ -95,14 +97,12 @@ const READ_RETRY: Duration = Duration::from_secs(1);
 const RUN_MAX: usize = 32;
 const RUN_MAX_MESSAGES: usize = 256;
 
-/// How long the recorder gathers outcomes before writing them, and the most it writes at once.
-const RECORD_GATHER: Duration = Duration::from_millis(2);
-const RECORD_MAX: usize = 512;
-
 pub(super) struct Dispatcher {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     config: DeliveryConfig,
+    /// The rules' durations, from `config`.
+    limits: Limits,
     shutdown_timeout: Duration,
     commands: Receiver<Command>,
     done: Receiver<Vec<Sent>>,
@@ -125,6 +125,7 @@ impl Dispatcher {
         Dispatcher {
             store,
             metrics,
+            limits: Limits::of(&config),
             config,
             shutdown_timeout,
             commands,
@@ -148,12 +149,12 @@ impl Dispatcher {
         // writer (which a publish group may hold through its fsync) before sending the next
         // request.
         let (record_tx, record_rx) = crossbeam_channel::unbounded::<Vec<RequestOutcome>>();
-        let (recorded_tx, recorded_rx) = crossbeam_channel::unbounded::<(Vec<i64>, bool)>();
+        let (recorded_tx, recorded_rx) = crossbeam_channel::unbounded::<Recorded>();
         let store = self.store.clone();
         // The recorder ends with its channel, when this thread ends; its death outside that
         // ends the process, since the outcomes it held are lost and this thread waits for them.
         let recorder = match supervisor.spawn("recorder", WRITER_BOUND, move |beat| {
-            record_outcomes(&store, &record_rx, &recorded_tx, beat)
+            recorder::run(&store, &record_rx, &recorded_tx, beat)
         }) {
             Ok(t) => t,
             Err(e) => {
@@ -198,7 +199,7 @@ impl Dispatcher {
                     }
                 },
                 recv(recorded_rx) -> recorded => match recorded {
-                    Ok((seqs, ok)) => outstanding -= self.recorded(&seqs, ok),
+                    Ok(report) => outstanding -= self.recorded(&report),
                     Err(_) => {
                         log::error!("the delivery recorder has stopped; the dispatcher stops too");
                         return;
@@ -212,8 +213,8 @@ impl Dispatcher {
                     outcomes.extend(self.finish(sent));
                 }
             }
-            while let Ok((seqs, ok)) = recorded_rx.try_recv() {
-                outstanding -= self.recorded(&seqs, ok);
+            while let Ok(report) = recorded_rx.try_recv() {
+                outstanding -= self.recorded(&report);
             }
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd, &mut stopping);
@@ -234,18 +235,18 @@ impl Dispatcher {
     }
 
     /// Notes that the outcomes of these endpoints are in the store; returns how many.
-    fn recorded(&mut self, endpoint_seqs: &[i64], ok: bool) -> usize {
-        for seq in endpoint_seqs {
+    fn recorded(&mut self, report: &Recorded) -> usize {
+        for seq in &report.endpoints {
             if let Some(slot) = self.slots.get_mut(seq) {
                 slot.unrecorded = slot.unrecorded.saturating_sub(1);
-                if !ok {
+                if !report.committed {
                     // The store still holds the messages as they were, so re-read them:
                     // they go out again, a duplicate but never a loss.
                     slot.stale = true;
                 }
             }
         }
-        endpoint_seqs.len()
+        report.endpoints.len()
     }
 
     fn command(&mut self, cmd: Command, stopping: &mut Option<Instant>) {
@@ -465,14 +466,13 @@ impl Dispatcher {
         true
     }
 
-    /// Decides what a finished request means, updates the endpoint's slot and returns what to
-    /// record. `None` when the endpoint was deleted meanwhile.
+    /// Applies what a finished request means (`policy::decide`) to the endpoint's slot and
+    /// returns what to record. `None` when the endpoint was deleted meanwhile.
     fn finish(&mut self, sent: Sent) -> Option<RequestOutcome> {
         if sent.last {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
         let slot = self.slots.get_mut(&sent.job.endpoint_seq)?;
-        let cfg = &self.config;
         let duration_ms = sent.duration.as_millis() as i64;
         // `at` and the duration are both truncated to the millisecond; windows, backoff and
         // Retry-After count from the end rounded up, so that a retry never comes early.
@@ -490,89 +490,58 @@ impl Dispatcher {
                     .retry_after
                     .as_deref()
                     .and_then(|v| policy::parse_retry_after(v, crate::time::system_now()));
-                let error = (300..400).contains(&r.status).then_some("redirect");
+                let error = (300..400)
+                    .contains(&r.status)
+                    .then_some(ErrorKind::Redirect);
                 (Some(r.status), retry_after, Some(r.body.clone()), error)
             }
             Err(kind) => (None, None, None, Some(*kind)),
         };
-        let class = policy::classify(status, retry_after);
+        let ep = &mut slot.ep;
+        let decision = policy::decide(
+            Answer {
+                status,
+                retry_after,
+            },
+            ep,
+            &sent.job.messages,
+            now,
+            &self.limits,
+            jitter,
+        );
         self.metrics.delivery(status, error);
         self.metrics
             .attempt_duration
             .observe(sent.duration.as_secs_f64());
-        if class == Class::Success {
+        if decision.class == Class::Success {
             for m in &sent.job.messages {
                 self.metrics
                     .delivery_lag
                     .observe((now - m.created_at).max(0) as f64 / 1000.0);
             }
+            if ep.failures > 0 {
+                log::info!(
+                    "endpoint {} recovered after {} failed requests",
+                    ep.id,
+                    ep.failures
+                );
+            }
         }
-        let ep = &mut slot.ep;
-        let backoff =
-            |n: i64| policy::backoff(n, cfg.initial_backoff, cfg.max_backoff, policy::jitter());
-        let expired = |m: &QueuedMessage| now - m.retry_from > cfg.retry_for.as_millis() as i64;
-        // A parked message that fails again waits on its own schedule.
-        let park = |m: &QueuedMessage| {
-            if expired(m) {
-                Verdict::Failed
-            } else {
-                let failures = m.failures + 1;
-                Verdict::Parked {
-                    failures,
-                    next_attempt_at: now + backoff(failures).as_millis() as i64,
-                }
-            }
-        };
-        let keep = |m: &QueuedMessage| {
-            if m.parked {
-                park(m)
-            } else if expired(m) {
-                Verdict::Failed
-            } else {
-                Verdict::Pending
-            }
-        };
-        let mut disable = None;
-        let verdicts: Vec<Verdict> = match class {
-            Class::Success => {
-                if ep.failures > 0 {
-                    log::info!(
-                        "endpoint {} recovered after {} failed requests",
-                        ep.id,
-                        ep.failures
-                    );
-                }
-                ep.failures = 0;
-                ep.failing_since = None;
+        if decision.disable == Some(DisableReason::Gone) {
+            log::warn!(
+                "endpoint {} answered 410 Gone and is disabled; its messages wait",
+                ep.id
+            );
+        }
+        ep.failures = decision.failures;
+        ep.failing_since = decision.failing_since;
+        match decision.backoff {
+            Backoff::Keep => {}
+            Backoff::Clear => {
                 ep.backoff_until = None;
                 slot.backoff_until = None;
-                sent.job
-                    .messages
-                    .iter()
-                    .map(|_| Verdict::Delivered)
-                    .collect()
             }
-            Class::Gone => {
-                log::warn!(
-                    "endpoint {} answered 410 Gone and is disabled; its messages wait",
-                    ep.id
-                );
-                disable = Some("gone");
-                ep.enabled = false;
-                sent.job
-                    .messages
-                    .iter()
-                    .map(|m| if m.parked { park(m) } else { Verdict::Pending })
-                    .collect()
-            }
-            Class::Rejected => sent.job.messages.iter().map(park).collect(),
-            Class::Throttled(_) | Class::Failure => {
-                ep.failures += 1;
-                let since = *ep.failing_since.get_or_insert(now);
-                let wait = match class {
-                    Class::Throttled(Some(d)) => d,
-                    _ => backoff(ep.failures),
-                };
+            Backoff::Wait(wait) => {
                 ep.backoff_until = Some(now + wait.as_millis() as i64);
                 slot.backoff_until = Some(now_mono + wait);
                 if ep.failures == 1 {
@@ -581,22 +550,23 @@ impl Dispatcher {
                         ep.id,
                         error.map_or_else(
                             || format!("HTTP {}", status.unwrap_or(0)),
-                            str::to_string
+                            |e| e.as_str().to_string()
                         )
                     );
                 }
-                if now - since >= cfg.disable_after.as_millis() as i64 {
-                    log::warn!(
-                        "endpoint {} has failed since {} and is disabled",
-                        ep.id,
-                        crate::time::rfc3339(since)
-                    );
-                    disable = Some("failing");
-                    ep.enabled = false;
-                }
-                sent.job.messages.iter().map(keep).collect()
             }
-        };
+        }
+        if decision.disable == Some(DisableReason::Failing) {
+            log::warn!(
+                "endpoint {} has failed since {} and is disabled",
+                ep.id,
+                crate::time::rfc3339(ep.failing_since.unwrap_or(now))
+            );
+        }
+        if decision.disable.is_some() {
+            ep.enabled = false;
+        }
+        let verdicts = decision.verdicts;
         let mut messages = Vec::with_capacity(verdicts.len());
         let mut requeue = Vec::new();
         for (m, v) in sent.job.messages.iter().zip(verdicts) {
@@ -646,13 +616,13 @@ impl Dispatcher {
             at: sent.at,
             duration_ms,
             status_code: status.map(i64::from),
-            error,
+            error: error.map(ErrorKind::as_str),
             response_body: body,
             messages,
             endpoint_failures: ep.failures,
             endpoint_failing_since: ep.failing_since,
             endpoint_backoff_until: ep.backoff_until,
-            disable,
+            disable: decision.disable.map(DisableReason::as_str),
         })
     }
 }
@@ -722,40 +692,23 @@ fn build_job(ep: &DispatchEndpoint, messages: WithPayloads, now: i64) -> Job {
     }
 }
 
-/// The recorder thread: writes every batch of outcomes waiting in one transaction and tells
-/// the dispatcher which endpoints' outcomes are now in the store.
-fn record_outcomes(
-    store: &Store,
-    batches: &Receiver<Vec<RequestOutcome>>,
-    recorded: &Sender<(Vec<i64>, bool)>,
-    beat: &Beat,
-) {
-    loop {
-        beat.beat();
-        let mut outcomes = match batches.recv_timeout(IDLE_WAKE) {
-            Ok(outcomes) => outcomes,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        beat.work();
-        // Outcomes arrive one worker's report at a time; gathering them for a moment makes one
-        // transaction of many, which writes the same hot pages once instead of each time. The
-        // thread sleeps through the gathering rather than waiting on the channel, so that the
-        // dispatcher's hand-overs meanwhile wake nobody.
-        std::thread::sleep(RECORD_GATHER);
-        while outcomes.len() < RECORD_MAX {
-            match batches.try_recv() {
-                Ok(more) => outcomes.extend(more),
-                Err(_) => break,
-            }
-        }
-        let result = store.record(&outcomes);
-        if let Err(e) = &result {
-            log::error!("cannot record {} delivery outcomes: {e}", outcomes.len());
-        }
-        let seqs = outcomes.iter().map(|o| o.endpoint_seq).collect();
-        if recorded.send((seqs, result.is_ok())).is_err() {
-            break;
+/// A uniform random factor in [1.0, 1.2] from the operating system's generator: the random
+/// factor of each backoff (SPEC 4.4), drawn here so that the rules in `policy` stay pure.
+fn jitter() -> f64 {
+    let mut b = [0u8; 4];
+    crate::id::fill_random(&mut b);
+    1.0 + 0.2 * (u32::from_le_bytes(b) as f64 / u32::MAX as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..1000 {
+            let j = jitter();
+            assert!((1.0..=1.2).contains(&j), "{j}");
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod dispatcher;
 pub mod policy;
+mod recorder;
 mod worker;
 
 use std::sync::Arc;

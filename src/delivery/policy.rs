@@ -1,8 +1,13 @@
-//! The delivery rules of SPEC 4.4 as pure functions: how a response is classed, how long to
+//! The delivery rules of SPEC 4.4 as pure functions: how a response is classed, what one
+//! request's answer means for its endpoint and each of its messages (`decide`), how long to
 //! back off, how `Retry-After` is read. No clock, no randomness, no I/O: the dispatcher
-//! passes them in, so every rule has a table test.
+//! passes the time and the random factors in and applies the decision, so every rule has a
+//! table test.
 
 use std::time::{Duration, SystemTime};
+
+use crate::config::Delivery;
+use crate::store::{DispatchEndpoint, QueuedMessage, Verdict};
 
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600);
@@ -35,6 +40,166 @@ pub fn classify(status: Option<u16>, retry_after: Option<Duration>) -> Class {
     }
 }
 
+/// The answer to one request, as the rules read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The response's status; `None` when none came (a transport error).
+    pub status: Option<u16>,
+    /// Its `Retry-After`, already read by `parse_retry_after`.
+    pub retry_after: Option<Duration>,
+}
+
+/// The durations of `[delivery]` that the rules count with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// A message whose attempt fails longer than this after its `retry_from` is `failed`.
+    pub retry_for: Duration,
+    /// An endpoint failing unbroken for this long is disabled.
+    pub disable_after: Duration,
+}
+
+impl Limits {
+    pub fn of(config: &Delivery) -> Limits {
+        Limits {
+            initial_backoff: config.initial_backoff,
+            max_backoff: config.max_backoff,
+            retry_for: config.retry_for,
+            disable_after: config.disable_after,
+        }
+    }
+}
+
+/// Why the rules disabled an endpoint: its `disabled_reason` (SPEC 4.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisableReason {
+    /// It answered 410 Gone.
+    Gone,
+    /// Its failures ran unbroken for `disable_after`.
+    Failing,
+}
+
+impl DisableReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisableReason::Gone => "gone",
+            DisableReason::Failing => "failing",
+        }
+    }
+}
+
+/// What becomes of an endpoint's backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backoff {
+    /// It stays as it was.
+    Keep,
+    /// It ends now.
+    Clear,
+    /// The endpoint waits this long from the request's end before its next request.
+    Wait(Duration),
+}
+
+/// Everything one request's answer changes: the endpoint's failure state and each message's
+/// new state. The dispatcher applies it to its memory and hands it to the recorder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub class: Class,
+    /// The endpoint's consecutive failed requests, after this one.
+    pub failures: i64,
+    /// Since when (wall ms) its failures have run unbroken; `None` once one succeeds.
+    pub failing_since: Option<i64>,
+    pub backoff: Backoff,
+    /// Set when this request disables the endpoint.
+    pub disable: Option<DisableReason>,
+    /// One per message of the request, in the request's order.
+    pub verdicts: Vec<Verdict>,
+}
+
+/// What one request's answer means (SPEC 4.4) for `endpoint` (its state before the request)
+/// and the request's `messages`, at `now` (wall ms, the request's end). `jitter` draws the
+/// random factor in [1.0, 1.2] of each backoff computed, once per backoff, in the order: the
+/// endpoint's, then each parked message's in the request's order; a `Retry-After` takes none.
+pub fn decide(
+    answer: Answer,
+    endpoint: &DispatchEndpoint,
+    messages: &[QueuedMessage],
+    now: i64,
+    limits: &Limits,
+    mut jitter: impl FnMut() -> f64,
+) -> Decision {
+    let class = classify(answer.status, answer.retry_after);
+    let mut backoff = |n: i64| backoff(n, limits.initial_backoff, limits.max_backoff, jitter());
+    let expired = |m: &QueuedMessage| now - m.retry_from > limits.retry_for.as_millis() as i64;
+    // A parked message that fails again waits on its own schedule.
+    let park = |m: &QueuedMessage, backoff: &mut dyn FnMut(i64) -> Duration| {
+        if expired(m) {
+            Verdict::Failed
+        } else {
+            let failures = m.failures + 1;
+            Verdict::Parked {
+                failures,
+                next_attempt_at: now + backoff(failures).as_millis() as i64,
+            }
+        }
+    };
+    let mut decision = Decision {
+        class,
+        failures: endpoint.failures,
+        failing_since: endpoint.failing_since,
+        backoff: Backoff::Keep,
+        disable: None,
+        verdicts: Vec::with_capacity(messages.len()),
+    };
+    match class {
+        Class::Success => {
+            decision.failures = 0;
+            decision.failing_since = None;
+            decision.backoff = Backoff::Clear;
+            decision.verdicts = messages.iter().map(|_| Verdict::Delivered).collect();
+        }
+        Class::Gone => {
+            decision.disable = Some(DisableReason::Gone);
+            for m in messages {
+                let v = if m.parked {
+                    park(m, &mut backoff)
+                } else {
+                    Verdict::Pending
+                };
+                decision.verdicts.push(v);
+            }
+        }
+        Class::Rejected => {
+            for m in messages {
+                decision.verdicts.push(park(m, &mut backoff));
+            }
+        }
+        Class::Throttled(_) | Class::Failure => {
+            decision.failures += 1;
+            let since = *decision.failing_since.get_or_insert(now);
+            let wait = match class {
+                Class::Throttled(Some(d)) => d,
+                _ => backoff(decision.failures),
+            };
+            decision.backoff = Backoff::Wait(wait);
+            if now - since >= limits.disable_after.as_millis() as i64 {
+                decision.disable = Some(DisableReason::Failing);
+            }
+            for m in messages {
+                let v = if m.parked {
+                    park(m, &mut backoff)
+                } else if expired(m) {
+                    Verdict::Failed
+                } else {
+                    Verdict::Pending
+                };
+                decision.verdicts.push(v);
+            }
+        }
+    }
+    decision
+}
+
 /// `min(initial * 2^(n-1), max) * factor` for the n-th consecutive failure (n ≥ 1), where
 /// `factor` is drawn uniformly from [1.0, 1.2] by the caller.
 pub fn backoff(n: i64, initial: Duration, max: Duration, factor: f64) -> Duration {
@@ -42,13 +207,6 @@ pub fn backoff(n: i64, initial: Duration, max: Duration, factor: f64) -> Duratio
     let base = Duration::try_from_secs_f64(initial.as_secs_f64() * 2f64.powi(exponent))
         .map_or(max, |d| d.min(max));
     base.mul_f64(factor.clamp(1.0, 1.2))
-}
-
-/// A uniform random factor in [1.0, 1.2] from the operating system's generator.
-pub fn jitter() -> f64 {
-    let mut b = [0u8; 4];
-    crate::id::fill_random(&mut b);
-    1.0 + 0.2 * (u32::from_le_bytes(b) as f64 / u32::MAX as f64)
 }
 
 /// Reads `Retry-After` as delay-seconds or an HTTP date, capped at 12 h. A date in the past
@@ -121,12 +279,419 @@ mod tests {
         }
     }
 
+    /// The table test of `decide`: one row per row of SPEC 4.4's table, and per rule of the
+    /// text below it (backoff and its random factor, `retry_for`, `disable_after`, parked
+    /// messages on their own schedule).
     #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..1000 {
-            let j = jitter();
-            assert!((1.0..=1.2).contains(&j), "{j}");
+    fn decisions_follow_the_outcome_table() {
+        const NOW: i64 = 1_000_000_000_000;
+        const HOUR: i64 = 3_600_000;
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let limits = Limits {
+            initial_backoff: s(5),
+            max_backoff: s(3600),
+            retry_for: s(72 * 3600),
+            disable_after: s(120 * 3600),
+        };
+        let answer = |status: Option<u16>, retry_after: Option<Duration>| Answer {
+            status,
+            retry_after,
+        };
+        let endpoint = |failures: i64, failing_since: Option<i64>| DispatchEndpoint {
+            seq: 1,
+            id: "ep_test".into(),
+            url: "http://127.0.0.1:9/".into(),
+            enabled: true,
+            batch_max: 100,
+            batch_window_ms: 0,
+            failures,
+            failing_since,
+            backoff_until: None,
+            secrets: Vec::new(),
+        };
+        // A message accepted `age` ms ago; `parked` with `failures` when Some.
+        let message = |age: i64, parked: Option<i64>| QueuedMessage {
+            seq: 7,
+            event_seq: 7,
+            event_id: "evt_test".into(),
+            event_type: "incident.created".into(),
+            attempts: 1,
+            failures: parked.unwrap_or(0),
+            parked: parked.is_some(),
+            retry_from: NOW - age,
+            created_at: NOW - age,
+        };
+        let fresh = || message(1000, None);
+        // Accepted more than `retry_for` ago.
+        let old = || message(72 * HOUR + 1, None);
+        let parked_after = |failures: i64, wait: Duration| Verdict::Parked {
+            failures,
+            next_attempt_at: NOW + wait.as_millis() as i64,
+        };
+        let decision = |class: Class,
+                        failures: i64,
+                        failing_since: Option<i64>,
+                        backoff: Backoff,
+                        disable: Option<DisableReason>,
+                        verdicts: Vec<Verdict>| Decision {
+            class,
+            failures,
+            failing_since,
+            backoff,
+            disable,
+            verdicts,
+        };
+        let ra = Some(s(120));
+        let since = Some(NOW - HOUR);
+        // Every backoff below takes the factor 1.125 (exact in binary), so that a row shows where it applies.
+        const FACTOR: f64 = 1.125;
+        let rows = [
+            (
+                "2xx: every event delivered, the endpoint's failures end",
+                answer(Some(204), None),
+                endpoint(3, since),
+                vec![fresh(), message(1000, Some(2))],
+                decision(
+                    Class::Success,
+                    0,
+                    None,
+                    Backoff::Clear,
+                    None,
+                    vec![Verdict::Delivered, Verdict::Delivered],
+                ),
+            ),
+            (
+                "410: disabled as gone, its messages stay pending",
+                answer(Some(410), None),
+                endpoint(0, None),
+                vec![fresh(), old()],
+                decision(
+                    Class::Gone,
+                    0,
+                    None,
+                    Backoff::Keep,
+                    Some(DisableReason::Gone),
+                    vec![Verdict::Pending, Verdict::Pending],
+                ),
+            ),
+            (
+                "410 to a parked message: it stays parked, on its own backoff",
+                answer(Some(410), None),
+                endpoint(2, since),
+                vec![message(1000, Some(1))],
+                decision(
+                    Class::Gone,
+                    2,
+                    since,
+                    Backoff::Keep,
+                    Some(DisableReason::Gone),
+                    vec![parked_after(2, ms(11_250))],
+                ),
+            ),
+            (
+                "429 without Retry-After: the endpoint backs off",
+                answer(Some(429), None),
+                endpoint(0, None),
+                vec![fresh()],
+                decision(
+                    Class::Throttled(None),
+                    1,
+                    Some(NOW),
+                    Backoff::Wait(ms(5625)),
+                    None,
+                    vec![Verdict::Pending],
+                ),
+            ),
+            (
+                "429 with Retry-After: at least that long, no random factor",
+                answer(Some(429), ra),
+                endpoint(0, None),
+                vec![fresh()],
+                decision(
+                    Class::Throttled(ra),
+                    1,
+                    Some(NOW),
+                    Backoff::Wait(s(120)),
+                    None,
+                    vec![Verdict::Pending],
+                ),
+            ),
+            (
+                "503 with Retry-After: as 429",
+                answer(Some(503), ra),
+                endpoint(1, since),
+                vec![fresh(), fresh()],
+                decision(
+                    Class::Throttled(ra),
+                    2,
+                    since,
+                    Backoff::Wait(s(120)),
+                    None,
+                    vec![Verdict::Pending, Verdict::Pending],
+                ),
+            ),
+            (
+                "other 4xx: the events are parked, each on its own backoff",
+                answer(Some(422), None),
+                endpoint(0, None),
+                vec![fresh(), message(1000, Some(3))],
+                decision(
+                    Class::Rejected,
+                    0,
+                    None,
+                    Backoff::Keep,
+                    None,
+                    vec![parked_after(1, ms(5625)), parked_after(4, ms(45_000))],
+                ),
+            ),
+            (
+                "other 4xx past retry_for: failed instead of parked",
+                answer(Some(400), None),
+                endpoint(0, None),
+                vec![old(), message(72 * HOUR + 1, Some(5))],
+                decision(
+                    Class::Rejected,
+                    0,
+                    None,
+                    Backoff::Keep,
+                    None,
+                    vec![Verdict::Failed, Verdict::Failed],
+                ),
+            ),
+            (
+                "5xx: the endpoint backs off, the same oldest events go first",
+                answer(Some(500), None),
+                endpoint(0, None),
+                vec![fresh(), fresh()],
+                decision(
+                    Class::Failure,
+                    1,
+                    Some(NOW),
+                    Backoff::Wait(ms(5625)),
+                    None,
+                    vec![Verdict::Pending, Verdict::Pending],
+                ),
+            ),
+            (
+                "5xx ignores Retry-After except 503's",
+                answer(Some(502), ra),
+                endpoint(2, since),
+                vec![fresh()],
+                decision(
+                    Class::Failure,
+                    3,
+                    since,
+                    Backoff::Wait(ms(22_500)),
+                    None,
+                    vec![Verdict::Pending],
+                ),
+            ),
+            (
+                "1xx: as a failure",
+                answer(Some(101), None),
+                endpoint(0, None),
+                vec![fresh()],
+                decision(
+                    Class::Failure,
+                    1,
+                    Some(NOW),
+                    Backoff::Wait(ms(5625)),
+                    None,
+                    vec![Verdict::Pending],
+                ),
+            ),
+            (
+                "3xx, never followed: as a failure",
+                answer(Some(302), None),
+                endpoint(0, None),
+                vec![fresh()],
+                decision(
+                    Class::Failure,
+                    1,
+                    Some(NOW),
+                    Backoff::Wait(ms(5625)),
+                    None,
+                    vec![Verdict::Pending],
+                ),
+            ),
+            (
+                "408: as a failure, not parked",
+                answer(Some(408), None),
+                endpoint(0, None),
+                vec![fresh()],
+                decision(
+                    Class::Failure,
+                    1,
+                    Some(NOW),
+                    Backoff::Wait(ms(5625)),
+                    None,
+                    vec![Verdict::Pending],
+                ),
+            ),
+            (
+                "timeout, refused, DNS, TLS, blocked address: as a failure",
+                answer(None, None),
+                endpoint(0, None),
+                vec![fresh()],
+                decision(
+                    Class::Failure,
+                    1,
+                    Some(NOW),
+                    Backoff::Wait(ms(5625)),
+                    None,
+                    vec![Verdict::Pending],
+                ),
+            ),
+            (
+                "backoff doubles per consecutive failure, up to max_backoff",
+                answer(None, None),
+                endpoint(40, since),
+                vec![fresh()],
+                decision(
+                    Class::Failure,
+                    41,
+                    since,
+                    Backoff::Wait(ms(4_050_000)),
+                    None,
+                    vec![Verdict::Pending],
+                ),
+            ),
+            (
+                "a failed attempt past retry_for: failed",
+                answer(None, None),
+                endpoint(0, None),
+                vec![old(), fresh()],
+                decision(
+                    Class::Failure,
+                    1,
+                    Some(NOW),
+                    Backoff::Wait(ms(5625)),
+                    None,
+                    vec![Verdict::Failed, Verdict::Pending],
+                ),
+            ),
+            (
+                "a parked message that fails again: parked on its own schedule",
+                answer(None, None),
+                endpoint(0, None),
+                vec![message(1000, Some(1))],
+                decision(
+                    Class::Failure,
+                    1,
+                    Some(NOW),
+                    Backoff::Wait(ms(5625)),
+                    None,
+                    vec![parked_after(2, ms(11_250))],
+                ),
+            ),
+            (
+                "failing just short of disable_after: still enabled",
+                answer(None, None),
+                endpoint(9, Some(NOW - 120 * HOUR + 1)),
+                vec![fresh()],
+                decision(
+                    Class::Failure,
+                    10,
+                    Some(NOW - 120 * HOUR + 1),
+                    Backoff::Wait(ms(2_880_000)),
+                    None,
+                    vec![Verdict::Pending],
+                ),
+            ),
+            (
+                "failing unbroken for disable_after: disabled as failing",
+                answer(Some(429), ra),
+                endpoint(9, Some(NOW - 120 * HOUR)),
+                vec![fresh()],
+                decision(
+                    Class::Throttled(ra),
+                    10,
+                    Some(NOW - 120 * HOUR),
+                    Backoff::Wait(s(120)),
+                    Some(DisableReason::Failing),
+                    vec![Verdict::Pending],
+                ),
+            ),
+        ];
+        for (rule, answer, endpoint, messages, want) in rows {
+            let got = decide(answer, &endpoint, &messages, NOW, &limits, || FACTOR);
+            assert_eq!(got, want, "{rule}");
         }
+    }
+
+    #[test]
+    fn each_backoff_draws_its_own_factor() {
+        // The endpoint's backoff draws first, then each parked message in order; Retry-After
+        // draws none.
+        let limits = Limits {
+            initial_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(3600),
+            retry_for: Duration::from_secs(3600),
+            disable_after: Duration::from_secs(3600),
+        };
+        let endpoint = DispatchEndpoint {
+            seq: 1,
+            id: "ep_test".into(),
+            url: "http://127.0.0.1:9/".into(),
+            enabled: true,
+            batch_max: 1,
+            batch_window_ms: 0,
+            failures: 0,
+            failing_since: None,
+            backoff_until: None,
+            secrets: Vec::new(),
+        };
+        let parked = QueuedMessage {
+            seq: 1,
+            event_seq: 1,
+            event_id: "evt_test".into(),
+            event_type: "incident.created".into(),
+            attempts: 1,
+            failures: 1,
+            parked: true,
+            retry_from: 0,
+            created_at: 0,
+        };
+        let messages = [parked.clone(), parked];
+        let draws = |factors: Vec<f64>| {
+            let mut factors = factors.into_iter();
+            move || factors.next().expect("one factor per backoff")
+        };
+        let failure = Answer {
+            status: Some(500),
+            retry_after: None,
+        };
+        let d = decide(
+            failure,
+            &endpoint,
+            &messages,
+            0,
+            &limits,
+            draws(vec![1.0, 1.125, 1.0625]),
+        );
+        assert_eq!(d.backoff, Backoff::Wait(Duration::from_secs(5)));
+        let dues: Vec<Verdict> = [11_250, 10_625]
+            .map(|next_attempt_at| Verdict::Parked {
+                failures: 2,
+                next_attempt_at,
+            })
+            .to_vec();
+        assert_eq!(d.verdicts, dues);
+        let throttled = Answer {
+            status: Some(429),
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        let d = decide(
+            throttled,
+            &endpoint,
+            &messages,
+            0,
+            &limits,
+            draws(vec![1.125, 1.0625]),
+        );
+        assert_eq!(d.backoff, Backoff::Wait(Duration::from_secs(1)));
+        assert_eq!(d.verdicts, dues);
     }
 
     #[test]

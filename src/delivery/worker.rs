@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::net::ErrorKind;
 use crate::store::QueuedMessage;
 use crate::supervise::{Beat, IDLE_WAKE};
 
@@ -47,7 +48,7 @@ pub struct Sent {
     pub duration: Duration,
     /// Wall-clock end, ms since the epoch, rounded up: waits counted from it never end early.
     pub ended: i64,
-    pub result: Result<Response, &'static str>,
+    pub result: Result<Response, ErrorKind>,
     /// The run ended with this request: the endpoint has nothing in flight any more.
     pub last: bool,
     /// The run's requests that were not sent, in order; only on the last `Sent`.

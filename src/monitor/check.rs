@@ -65,7 +65,7 @@ pub fn run(
             status_code: None,
             response_time_ms: elapsed_ms(started),
             first_byte_ms: None,
-            error: Some(crate::net::error_kind(&e)),
+            error: Some(crate::net::error_kind(&e).as_str()),
         },
     }
 }

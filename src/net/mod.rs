@@ -105,7 +105,7 @@ fn pem_certificates(pem: &[u8]) -> Vec<Certificate<'static>> {
 #[derive(Debug)]
 pub struct BlockedAddress {
     pub ip: IpAddr,
-    pub why: outbound::Refusal,
+    pub why: outbound::BlockReason,
 }
 
 impl std::fmt::Display for BlockedAddress {
@@ -203,38 +203,118 @@ fn dns_failure(uri: &Uri, e: ureq::Error) -> ureq::Error {
     }
 }
 
-/// The attempt-log name of a transport error (SPEC 4.5).
-pub fn error_kind(err: &ureq::Error) -> &'static str {
+/// A transport error as the attempt log names it (SPEC 4.5). The settings page
+/// (`assets/app.js`, `ERROR_TEXT`) shows each by its `as_str`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Timeout,
+    ConnectionRefused,
+    ConnectionReset,
+    Dns,
+    Tls,
+    /// The outbound policy refused every address of the host.
+    BlockedAddress,
+    /// A 3xx, which is never followed.
+    Redirect,
+    /// The peer did not answer in HTTP, or its head was too large.
+    InvalidResponse,
+    /// The URL could not be sent as a request.
+    InvalidUrl,
+    Other,
+}
+
+impl ErrorKind {
+    /// Every kind, for the test that the settings page has a text for each.
+    #[cfg(test)]
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::Timeout,
+        ErrorKind::ConnectionRefused,
+        ErrorKind::ConnectionReset,
+        ErrorKind::Dns,
+        ErrorKind::Tls,
+        ErrorKind::BlockedAddress,
+        ErrorKind::Redirect,
+        ErrorKind::InvalidResponse,
+        ErrorKind::InvalidUrl,
+        ErrorKind::Other,
+    ];
+
+    /// The name stored in the attempt log and shown by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::ConnectionRefused => "connection_refused",
+            ErrorKind::ConnectionReset => "connection_reset",
+            ErrorKind::Dns => "dns",
+            ErrorKind::Tls => "tls",
+            ErrorKind::BlockedAddress => "blocked_address",
+            ErrorKind::Redirect => "redirect",
+            ErrorKind::InvalidResponse => "invalid_response",
+            ErrorKind::InvalidUrl => "invalid_url",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+/// The kind of a transport error.
+pub fn error_kind(err: &ureq::Error) -> ErrorKind {
     use std::io::ErrorKind as K;
     match err {
-        ureq::Error::Timeout(_) => "timeout",
-        ureq::Error::HostNotFound => "dns",
-        ureq::Error::ConnectionFailed => "connection_refused",
-        ureq::Error::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<DnsFailure>()) => "dns",
+        ureq::Error::Timeout(_) => ErrorKind::Timeout,
+        ureq::Error::HostNotFound => ErrorKind::Dns,
+        ureq::Error::ConnectionFailed => ErrorKind::ConnectionRefused,
+        ureq::Error::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<DnsFailure>()) => {
+            ErrorKind::Dns
+        }
         ureq::Error::Io(e) => match e.kind() {
             K::PermissionDenied
                 if e.get_ref()
                     .is_some_and(|inner| inner.is::<BlockedAddress>()) =>
             {
-                "blocked_address"
+                ErrorKind::BlockedAddress
             }
-            K::ConnectionRefused => "connection_refused",
+            K::ConnectionRefused => ErrorKind::ConnectionRefused,
             // rustls reports a certificate it refuses, or a peer that does not speak TLS, as
             // `InvalidData` wrapping its own error; nothing else under ureq uses that kind.
-            K::InvalidData => "tls",
-            K::TimedOut | K::WouldBlock => "timeout",
+            K::InvalidData => ErrorKind::Tls,
+            K::TimedOut | K::WouldBlock => ErrorKind::Timeout,
             K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-                "connection_reset"
+                ErrorKind::ConnectionReset
             }
-            _ => "connection_reset",
+            _ => ErrorKind::ConnectionReset,
         },
         ureq::Error::Tls(_)
         | ureq::Error::Rustls(_)
         | ureq::Error::Pem(_)
-        | ureq::Error::TlsRequired => "tls",
-        ureq::Error::Protocol(_) | ureq::Error::LargeResponseHeader(..) => "invalid_response",
-        ureq::Error::BadUri(_) | ureq::Error::Http(_) => "invalid_url",
-        ureq::Error::TooManyRedirects | ureq::Error::RedirectFailed => "redirect",
-        _ => "other",
+        | ureq::Error::TlsRequired => ErrorKind::Tls,
+        ureq::Error::Protocol(_) | ureq::Error::LargeResponseHeader(..) => {
+            ErrorKind::InvalidResponse
+        }
+        ureq::Error::BadUri(_) | ureq::Error::Http(_) => ErrorKind::InvalidUrl,
+        ureq::Error::TooManyRedirects | ureq::Error::RedirectFailed => ErrorKind::Redirect,
+        _ => ErrorKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_page_names_every_error_kind() {
+        // The page shows an attempt's error through its own table of texts, keyed by the
+        // names the API returns; a kind it lacks would show as a bare identifier.
+        let app = include_str!("../../assets/app.js");
+        let table = app
+            .split_once("const ERROR_TEXT = {")
+            .and_then(|(_, rest)| rest.split_once("};"))
+            .map(|(table, _)| table)
+            .expect("app.js has ERROR_TEXT");
+        for kind in ErrorKind::ALL {
+            assert!(
+                table.contains(&format!("\n    {}: ", kind.as_str())),
+                "{kind:?} has no text in app.js"
+            );
+        }
     }
 }

@@ -61,7 +61,12 @@ impl Server {
     /// Starts a server in a fresh temp directory; `extra_toml` adds config sections (for
     /// example `[delivery]` keys). Panics with the server's output when it does not start.
     pub fn start(extra_toml: &str) -> Server {
-        let dir = tempfile::tempdir().expect("create temp dir");
+        Server::start_in(tempfile::tempdir().expect("create temp dir"), extra_toml)
+    }
+
+    /// Like [`Server::start`], in a directory the test prepared: a `db.sqlite` already there
+    /// (a restored backup, say) is the server's database.
+    pub fn start_in(dir: TempDir, extra_toml: &str) -> Server {
         write_config(dir.path(), extra_toml);
         let log = Arc::new(Mutex::new(String::new()));
         let (child, addr) = spawn_server(dir.path(), &log).unwrap_or_else(|e| panic!("{e}"));

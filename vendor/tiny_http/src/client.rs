@@ -267,7 +267,14 @@ impl ClientConnection {
 
     fn read_head(&mut self) -> Result<Request, ReadError> {
         // Wait for the previous request's body to be done with the connection.
-        if self.next_header_source.turn().is_none() || self.unfinished.load(Ordering::Acquire) {
+        if self.next_header_source.turn().is_none() {
+            return Err(ReadError::Idle);
+        }
+        // StatusSentry patch 9: a body left unread (over the drain limit, or cut off) ends the
+        // connection, gracefully: closed with the client's bytes unread, it would be reset,
+        // and a client still sending its body would lose the answer (413, say) to the reset.
+        if self.unfinished.load(Ordering::Acquire) {
+            self.linger();
             return Err(ReadError::Idle);
         }
         // StatusSentry patch 5: a connection's first head must be complete within the header
