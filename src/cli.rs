@@ -40,7 +40,7 @@ struct Flag {
     commands: &'static [&'static str],
 }
 
-const FLAGS: [Flag; 8] = [
+const FLAGS: [Flag; 9] = [
     Flag {
         name: "--config",
         takes_value: true,
@@ -80,6 +80,12 @@ const FLAGS: [Flag; 8] = [
         name: "--body-file",
         takes_value: true,
         commands: &["verify"],
+    },
+    // The hidden `generate-fixture`'s (not in `COMMANDS`, so never in the help).
+    Flag {
+        name: "--scale",
+        takes_value: true,
+        commands: &["generate-fixture"],
     },
 ];
 
@@ -153,6 +159,14 @@ pub enum Command {
         tolerance: i64,
         body_file: Option<PathBuf>,
     },
+    /// Hidden (not in `USAGE`): writes a generated database of a long-lived install's size
+    /// into a new file, for the full-size benchmark (`store::fixture`).
+    GenerateFixture {
+        fixture: crate::store::fixture::Fixture,
+        dest: PathBuf,
+        /// The size as a fraction of the full one, in millionths (1,000,000 is full size).
+        scale_ppm: u32,
+    },
     Help,
     Version,
 }
@@ -196,6 +210,9 @@ fn parse_with(args: &[String], secret_env: Option<String>) -> Result<Command, St
         [] => ("serve", None),
         [one] => (*one, None),
         ["backup", file] => ("backup", Some(*file)),
+        ["generate-fixture", kind, file] => {
+            return generate_fixture(kind, file, &flags);
+        }
         [_, extra, ..] => return Err(format!("unexpected argument {extra:?}")),
     };
     if sub == "help" {
@@ -267,6 +284,34 @@ fn parse_with(args: &[String], secret_env: Option<String>) -> Result<Command, St
             body_file: value("--body-file").map(PathBuf::from),
         },
         other => unreachable!("{other} is in COMMANDS but not parsed"),
+    })
+}
+
+/// `generate-fixture month|fleet FILE [--scale F]`, F in (0, 1] (default 1).
+fn generate_fixture(
+    kind: &str,
+    file: &str,
+    flags: &[(&str, Option<&str>)],
+) -> Result<Command, String> {
+    let fixture = crate::store::fixture::Fixture::parse(kind)
+        .ok_or_else(|| format!("generate-fixture makes month or fleet, not {kind:?}"))?;
+    let mut scale = 1.0;
+    for (name, value) in flags {
+        match (*name, value) {
+            ("--scale", Some(v)) => {
+                scale = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| *s > 0.0 && *s <= 1.0)
+                    .ok_or_else(|| format!("--scale must be above 0 and at most 1, not {v:?}"))?;
+            }
+            (other, _) => return Err(format!("generate-fixture does not take {other}")),
+        }
+    }
+    Ok(Command::GenerateFixture {
+        fixture,
+        dest: PathBuf::from(file),
+        scale_ppm: ((scale * 1e6).round() as u32).max(1),
     })
 }
 
@@ -413,5 +458,35 @@ mod tests {
                 timestamp: None,
             })
         );
+    }
+
+    #[test]
+    fn the_hidden_fixture_command() {
+        use crate::store::fixture::Fixture;
+        assert_eq!(
+            p("generate-fixture month m.db --scale 0.01"),
+            Ok(Command::GenerateFixture {
+                fixture: Fixture::Month,
+                dest: "m.db".into(),
+                scale_ppm: 10_000,
+            })
+        );
+        assert_eq!(
+            p("generate-fixture fleet f.db"),
+            Ok(Command::GenerateFixture {
+                fixture: Fixture::Fleet,
+                dest: "f.db".into(),
+                scale_ppm: 1_000_000,
+            })
+        );
+        for line in [
+            "generate-fixture year y.db",
+            "generate-fixture month m.db --scale 0",
+            "generate-fixture month m.db --scale 2",
+            "generate-fixture month m.db --config c.toml",
+            "generate-fixture month",
+        ] {
+            assert!(p(line).is_err(), "{line:?} parsed");
+        }
     }
 }

@@ -88,6 +88,25 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::GenerateFixture {
+            fixture,
+            dest,
+            scale_ppm,
+        } => {
+            let started = std::time::Instant::now();
+            let scale = f64::from(scale_ppm) / 1e6;
+            match store::fixture::generate(&dest, fixture, scale, time::now_ms()) {
+                Ok(made) => {
+                    println!(
+                        "{} written in {:.1} s: {made:?}",
+                        dest.display(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
         Command::ResetAdminToken { config } => {
             let env = Env::from_process();
             match Config::load(config.as_deref(), &env)

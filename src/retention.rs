@@ -1,11 +1,13 @@
 //! Retention: a background thread that prunes delivered messages, their attempts and events
-//! older than `retention_days`, and old idempotency keys, in small batches with pauses so
-//! that it never holds the writer for long, then checkpoints the WAL so it stays small
-//! (unless `storage.checkpoints = false` leaves that to another process, such as Litestream).
+//! older than `retention_days`, incidents resolved longer ago than that (never open ones),
+//! and old idempotency keys, folds monitors' check history older than a day into hour rows
+//! (and drops what is older than each keeps), all in small batches with pauses so that it
+//! never holds the writer for long, then checkpoints the WAL so it stays small (unless
+//! `storage.checkpoints = false` leaves that to another process, such as Litestream).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
@@ -18,6 +20,12 @@ const INTERVAL: Duration = Duration::from_secs(60);
 const BATCH: usize = 500;
 /// Pause between batches, so deliveries and intake get the writer in between.
 const PAUSE: Duration = Duration::from_millis(20);
+/// Minute rows of check history folded (or hour and minute rows dropped) per transaction,
+/// about: 30 hours of one monitor. Measured at fleet size in BENCHMARKS.md ("Check history
+/// by the hour").
+const FOLD_BATCH: usize = 1800;
+/// Folding batches between two checkpoints beside the writer: each writes about 40 pages.
+const FOLD_CHECKPOINT: usize = 16;
 
 /// Runs passes until `stop` receives a message or is closed.
 ///
@@ -64,9 +72,17 @@ fn pass(
     let now = crate::time::now_ms();
     let cutoff = now - i64::from(retention_days) * 24 * 3600 * 1000;
     let mut total = 0;
+    // What a pass costs is real time spent, so it is read on the real clock, not on
+    // `time::mono`, which the test clock moves.
+    let started = Instant::now();
+    // The longest batch, waiting for the writer included: what the pass cost other writers
+    // at most (the full-size benchmark reads it from this line).
+    let mut longest = Duration::ZERO;
     loop {
         beat.beat();
+        let batch_started = Instant::now();
         let n = store.prune(cutoff, now - IDEMPOTENCY_WINDOW_MS, BATCH)?;
+        longest = longest.max(batch_started.elapsed());
         total += n;
         if n < BATCH || !stop.is_empty() {
             break;
@@ -74,7 +90,64 @@ fn pass(
         std::thread::sleep(PAUSE);
     }
     if total > 0 {
-        log::info!("retention: pruned {total} delivered messages older than {retention_days} days");
+        log::info!(
+            "retention: pruned {total} delivered messages older than {retention_days} days in {:.2} s, longest batch {:.1} ms",
+            started.elapsed().as_secs_f64(),
+            longest.as_secs_f64() * 1000.0
+        );
+    }
+    // Incidents resolved before the cutoff, with the copies of their components; open ones
+    // stay however old.
+    let mut incidents = 0;
+    loop {
+        beat.beat();
+        let n = store.prune_incidents(cutoff, BATCH)?;
+        incidents += n;
+        if n < BATCH || !stop.is_empty() {
+            break;
+        }
+        std::thread::sleep(PAUSE);
+    }
+    if incidents > 0 {
+        log::info!(
+            "retention: pruned {incidents} incidents resolved more than {retention_days} days ago"
+        );
+    }
+    // Check history: minutes older than a day into hours, and what each monitor no longer
+    // keeps (monitors that are not being checked too), a few monitors at a time. A pass after
+    // an upgrade folds a whole window of minutes per monitor, in as many batches as it takes.
+    let keep_ms = i64::from(retention_days) * 24 * 3600 * 1000;
+    let started = Instant::now();
+    let (mut folded, mut longest, mut after, mut writing) = (0, Duration::ZERO, 0, 0);
+    loop {
+        beat.beat();
+        // Its read ahead, on a reader, is not part of what it costs other writers.
+        let (n, next, held) = store.fold_check_hours(now, keep_ms, after, FOLD_BATCH)?;
+        longest = longest.max(held);
+        folded += n;
+        match next {
+            Some(seq) if stop.is_empty() => after = seq,
+            _ => break,
+        }
+        // A batch that only looked costs the others nothing worth a pause. What batches
+        // wrote is copied out of the log beside the writer every `FOLD_CHECKPOINT` of them
+        // (`checkpoint_beside`), before it reaches the 1,000 pages at which the writer would
+        // copy it inside a commit.
+        if n > 0 {
+            writing += 1;
+            // Beside Litestream (`checkpoints` off) the log is its to copy, never ours.
+            if checkpoints && writing % FOLD_CHECKPOINT == 0 {
+                store.checkpoint_beside()?;
+            }
+            std::thread::sleep(PAUSE);
+        }
+    }
+    if folded > 0 {
+        log::info!(
+            "retention: folded {folded} rows of check history older than a day into hours, or dropped them past their window, in {:.2} s, longest batch {:.1} ms",
+            started.elapsed().as_secs_f64(),
+            longest.as_secs_f64() * 1000.0
+        );
     }
     beat.beat();
     // The checkpoint waits for every reader, holding the writer meanwhile. Beside Litestream,

@@ -88,6 +88,13 @@ pub fn run(config: Config) -> Result<(), String> {
         counts.1
     );
     crate::systemd::notify_ready();
+    // The full integrity check reads every page of the file, minutes for a large database
+    // from a cold cache: it runs beside the service instead of before it, and a damaged file
+    // then refuses writes and fails /healthz (`Store::check_integrity`).
+    let checking = store.clone();
+    supervisor
+        .spawn_task("integrity", move || checking.check_integrity())
+        .map_err(|e| format!("cannot start the integrity check: {e}"))?;
 
     match supervisor.watch(&signals, crate::systemd::watchdog()) {
         Watch::Signal(sig) => log::info!("signal {sig} received; shutting down"),
@@ -108,6 +115,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let _ = retention_thread.join();
     dispatcher.shutdown();
     let _ = dispatcher_thread.join();
+    store.stop_integrity_check();
     if config.storage.checkpoints
         && let Err(e) = store.checkpoint()
     {

@@ -230,6 +230,22 @@ impl Supervisor {
             })
     }
 
+    /// Starts a thread for one piece of work that ends by itself (the integrity check after
+    /// the start): its return is its end, not a failure, and nothing waits for it, so it has
+    /// no heartbeat and no bound. A panic is logged by the panic hook and ends only this
+    /// thread; whatever depended on the work sees it was not done.
+    pub fn spawn_task(
+        &self,
+        name: &str,
+        body: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let _ = catch_unwind(AssertUnwindSafe(body));
+            })
+    }
+
     /// Starts a thread that is started again, after a short pause, whenever it panics or
     /// returns outside shutdown: only for threads that hold nothing between units of work,
     /// so a fresh start loses nothing. A thread that stalls cannot be restarted (a thread

@@ -501,6 +501,10 @@ fn health(api: &Api, method: &str) -> Result<Reply> {
     }
     match api.store.health_check() {
         Ok(()) => Ok(Reply::json(200, &json!({"status": "ok"}))),
+        Err(crate::store::StoreError::Corrupt(..)) => Ok(Reply::json(
+            503,
+            &json!({"status": "unavailable", "reason": "the database failed its integrity check; see the log"}),
+        )),
         // The store logs when it starts failing and when it recovers, not once per probe.
         Err(_) => Ok(Reply::json(
             503,

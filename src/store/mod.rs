@@ -11,6 +11,7 @@
 //! works; the caller answers only after the flush. See ARCHITECTURE.md.
 
 mod counts;
+pub mod fixture;
 mod flush;
 mod health;
 mod queue;
@@ -134,6 +135,11 @@ pub struct Store {
     message_counts: counts::MessageCounts,
     /// What the writes say of the store's health, for `/healthz` (`health.rs`).
     health: health::Health,
+    /// The verdict of the integrity check run after the start (`check_integrity`): unset
+    /// while it runs; an error is SQLite's first complaint, and refuses every write.
+    integrity: std::sync::OnceLock<std::result::Result<(), String>>,
+    /// Interrupts the integrity check while it runs.
+    integrity_interrupt: Mutex<Option<rusqlite::InterruptHandle>>,
 }
 
 const MAX_IDLE_READERS: usize = 8;
@@ -141,9 +147,82 @@ const MAX_IDLE_READERS: usize = 8;
 /// Retention's search for delivered messages accepted before `?1`, at most `?2`, and the
 /// metrics' oldest pending message: both through `messages_by_status (status, created_at)`,
 /// which a unit test checks in their plans.
-const PRUNE_DELIVERED: &str =
-    "SELECT seq FROM messages WHERE status = 'delivered' AND created_at < ?1 LIMIT ?2";
+const PRUNE_DELIVERED: &str = "SELECT seq, endpoint_seq FROM messages
+     WHERE status = 'delivered' AND created_at < ?1 LIMIT ?2";
 const OLDEST_PENDING: &str = "SELECT min(created_at) FROM messages WHERE status = 'pending'";
+
+/// The list routes' statements, one per filter so that each has a plan of its own, which a
+/// unit test reads (`a_page_of_each_list_reads_an_index_range`): a statement with `?2 IS NULL
+/// OR type = ?2` for every filter cannot use an index for any, and read every row newer than
+/// the page's matches (a filter matching nothing read the table).
+const EVENTS_PAGE: &str =
+    "SELECT seq, id, payload FROM events WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2";
+/// Through `events_by_type (type, seq)`.
+const EVENTS_OF_TYPE: &str = "SELECT seq, id, payload FROM events
+     WHERE type = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3";
+const MESSAGES_PAGE: &str = "SELECT seq FROM messages WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2";
+/// Through `messages_by_event`; the other filters are checked on its few rows.
+const MESSAGES_OF_EVENT: &str = "SELECT seq FROM messages
+     WHERE event_seq = ?1 AND seq < ?2 AND (?3 IS NULL OR endpoint_seq = ?3)
+       AND (?4 IS NULL OR status = ?4)
+     ORDER BY seq DESC LIMIT ?5";
+/// Through `messages_queue (endpoint_seq, status, seq)`: one endpoint's messages of one
+/// status. A page of one endpoint (any status) or of one status (any endpoint) is merged
+/// from one such read per status or per endpoint, so it reads at most a page from each.
+const MESSAGES_OF_ENDPOINT_STATUS: &str = "SELECT seq FROM messages
+     WHERE endpoint_seq = ?1 AND status = ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4";
+
+/// The `seq`s of a page of messages, newest first, before `before`.
+fn message_page(
+    c: &Connection,
+    filter: &MessageFilter,
+    before: i64,
+    limit: usize,
+) -> Result<Vec<i64>> {
+    let seqs = |stmt: &str, values: &[&dyn rusqlite::ToSql]| -> Result<Vec<i64>> {
+        Ok(c.prepare_cached(stmt)?
+            .query_map(values, |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?)
+    };
+    let limit_sql = limit as i64;
+    if let Some(event) = filter.event_seq {
+        return seqs(
+            MESSAGES_OF_EVENT,
+            &[
+                &event,
+                &before,
+                &filter.endpoint_seq,
+                &filter.status,
+                &limit_sql,
+            ],
+        );
+    }
+    let (endpoints, statuses): (Vec<i64>, Vec<String>) = match (filter.endpoint_seq, &filter.status)
+    {
+        (None, None) => return seqs(MESSAGES_PAGE, &[&before, &limit_sql]),
+        (Some(e), Some(s)) => (vec![e], vec![s.clone()]),
+        (Some(e), None) => (vec![e], counts::STATUSES.map(String::from).to_vec()),
+        (None, Some(s)) => {
+            let all = c
+                .prepare_cached("SELECT seq FROM endpoints")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            (all, vec![s.clone()])
+        }
+    };
+    let mut found = Vec::new();
+    for endpoint in &endpoints {
+        for status in &statuses {
+            found.extend(seqs(
+                MESSAGES_OF_ENDPOINT_STATUS,
+                &[endpoint, status, &before, &limit_sql],
+            )?);
+        }
+    }
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    found.truncate(limit);
+    Ok(found)
+}
 
 /// How long a statement waits for a write lock held by another connection before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -258,13 +337,9 @@ impl Store {
             );
         }
         configure(&writer).map_err(opening)?;
-        // A damaged file is refused, never silently recreated or written over.
-        let check: String = writer
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(|e| StoreError::Corrupt(path.into(), e.to_string()))?;
-        if check != "ok" {
-            return Err(StoreError::Corrupt(path.into(), check));
-        }
+        // A file SQLite cannot read as a database at all fails above or in the migration; the
+        // full `quick_check`, which reads every page (10.5 s for 1 GB from a cold cache), runs
+        // after the start (`check_integrity`).
         // Keep the WAL file from staying large after a burst once it has been checkpointed.
         writer
             .execute_batch("PRAGMA journal_size_limit = 67108864;")
@@ -328,7 +403,79 @@ impl Store {
             event_ids,
             message_counts,
             health: health::Health::new(),
+            integrity: std::sync::OnceLock::new(),
+            integrity_interrupt: Mutex::new(None),
         })
+    }
+
+    /// Runs `PRAGMA quick_check` over the whole file on a connection of its own, beside the
+    /// service, and keeps the verdict: a damaged database then refuses every write (so that
+    /// nothing more is written into it) and fails `/healthz`, and the log says so once. The
+    /// check reads every page, so it runs after the start instead of delaying it
+    /// (ARCHITECTURE.md, Storage). `stop_integrity_check` cuts it short at shutdown, which
+    /// leaves no verdict.
+    pub fn check_integrity(&self) {
+        let started = std::time::Instant::now();
+        let checked = (|| -> rusqlite::Result<String> {
+            let conn = Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            *self
+                .integrity_interrupt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(conn.get_interrupt_handle());
+            // The first complaint is enough to refuse the file; the rest is for the operator's
+            // own `sqlite3`.
+            let verdict = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0));
+            *self
+                .integrity_interrupt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+            verdict
+        })();
+        let seconds = started.elapsed().as_secs_f64();
+        let verdict = match checked {
+            Ok(text) if text == "ok" => Ok(()),
+            Ok(text) => Err(text),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
+                log::info!("the integrity check of the database was stopped by the shutdown");
+                return;
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match &verdict {
+            Ok(()) => log::info!(
+                "database {} passed its integrity check (quick_check) in {seconds:.1} s",
+                self.path.display()
+            ),
+            Err(why) => log::error!(
+                "{}; every write is refused and /healthz answers 503 until it is replaced",
+                StoreError::Corrupt(self.path.clone(), why.clone())
+            ),
+        }
+        let _ = self.integrity.set(verdict);
+    }
+
+    /// Interrupts a running `check_integrity`, so that a shutdown need not wait for it.
+    pub fn stop_integrity_check(&self) {
+        if let Some(handle) = self
+            .integrity_interrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            handle.interrupt();
+        }
+    }
+
+    /// The integrity check's verdict as an error, once it has found damage.
+    fn damaged(&self) -> Result<()> {
+        match self.integrity.get() {
+            Some(Err(why)) => Err(StoreError::Corrupt(self.path.clone(), why.clone())),
+            _ => Ok(()),
+        }
     }
 
     /// Runs `f` in one immediate transaction on the writer connection; with
@@ -338,6 +485,8 @@ impl Store {
         durability: Durability,
         f: impl FnOnce(&Transaction) -> Result<T>,
     ) -> Result<T> {
+        // Nothing more is written into a file the integrity check found damaged.
+        self.damaged()?;
         let (value, commit) = {
             let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             self.health.write_began();
@@ -348,6 +497,7 @@ impl Store {
                 let value = f(&tx)?;
                 // The changes of status this transaction's statements staged (`counts.rs`).
                 let delta = counts::take_staged();
+                counts::persist(&tx, &delta)?;
                 tx.commit()?;
                 Ok((value, delta))
             })();
@@ -396,14 +546,13 @@ impl Store {
 
     /// How many endpoints there are and how many messages wait, for the start-up line.
     pub fn counts(&self) -> Result<(i64, i64)> {
-        self.read(|c| {
-            Ok(c.query_row(
-                "SELECT (SELECT count(*) FROM endpoints),
-                        (SELECT count(*) FROM messages WHERE status IN ('pending', 'parked'))",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?)
-        })
+        let endpoints =
+            self.read(|c| Ok(c.query_row("SELECT count(*) FROM endpoints", [], |r| r.get(0))?))?;
+        let by_status = self.message_counts.get();
+        Ok((
+            endpoints,
+            by_status[counts::PENDING].1 + by_status[counts::PARKED].1,
+        ))
     }
 
     /// The store's side of `/metrics`: messages by status (from memory), the oldest pending
@@ -499,8 +648,10 @@ impl Store {
     /// has failed since the start; the last write the service made committed, or failed for
     /// a reason other than the database's (a refusal, a constraint); no write has held the
     /// writer for 30 s; and, when nothing has committed in the last second, the write lock can
-    /// be taken (`probe_writer`; once a second at most, however many probes arrive).
+    /// be taken (`probe_writer`; once a second at most, however many probes arrive); and the
+    /// integrity check run after the start has found no damage (or has not finished).
     pub fn health_check(&self) -> Result<()> {
+        self.damaged()?;
         if let Some(e) = self.wal.as_ref().and_then(flush::Flusher::failure) {
             return Err(e);
         }
@@ -644,7 +795,7 @@ impl Store {
                 let mut rows = by_status.query([seq])?;
                 while let Some(row) = rows.next()? {
                     let status: String = row.get(0)?;
-                    counts::stage(counts::index(&status), None, row.get(1)?);
+                    counts::stage(seq, counts::index(&status), None, row.get(1)?);
                 }
                 tx.execute("DELETE FROM endpoints WHERE seq = ?1", [seq])?;
             }
@@ -655,30 +806,22 @@ impl Store {
     /// Message counts by status and the last request, for the endpoint view.
     pub fn endpoint_stats(&self, seq: i64) -> Result<EndpointStats> {
         self.read(|c| {
-            let mut stats = EndpointStats::default();
-            let mut stmt = c.prepare_cached(
-                "SELECT status, count(*) FROM messages WHERE endpoint_seq = ?1 GROUP BY status",
-            )?;
-            let mut rows = stmt.query([seq])?;
-            while let Some(row) = rows.next()? {
-                let status: String = row.get(0)?;
-                let n: i64 = row.get(1)?;
-                match status.as_str() {
-                    "pending" => stats.pending = n,
-                    "parked" => stats.parked = n,
-                    "delivered" => stats.delivered = n,
-                    "failed" => stats.failed = n,
-                    _ => {}
-                }
-            }
-            stats.last_request = c
+            // Kept per endpoint as messages change (`counts.rs`): no message is counted here.
+            let [pending, parked, delivered, failed] = counts::of_endpoint(c, seq)?;
+            let last_request = c
                 .prepare_cached(
                     "SELECT at, 0, duration_ms, status_code, error, response_body FROM requests
                      WHERE endpoint_seq = ?1 ORDER BY seq DESC LIMIT 1",
                 )?
                 .query_row([seq], attempt_row)
                 .optional()?;
-            Ok(stats)
+            Ok(EndpointStats {
+                pending,
+                parked,
+                delivered,
+                failed,
+                last_request,
+            })
         })
     }
 
@@ -762,15 +905,21 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<EventRow>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, id, payload FROM events
-                 WHERE seq < ?1 AND (?2 IS NULL OR type = ?2) ORDER BY seq DESC LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(
-                params![before.unwrap_or(i64::MAX), event_type, limit as i64],
-                event_row,
-            )?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let before = before.unwrap_or(i64::MAX);
+            // One statement per filter, each with a plan of its own (a unit test reads them):
+            // `?2 IS NULL OR type = ?2` in one statement read every event newer than the
+            // page's matches.
+            let rows = match event_type {
+                Some(t) => c
+                    .prepare_cached(EVENTS_OF_TYPE)?
+                    .query_map(params![t, before, limit as i64], event_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+                None => c
+                    .prepare_cached(EVENTS_PAGE)?
+                    .query_map(params![before, limit as i64], event_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+            };
+            Ok(rows?)
         })
     }
 
@@ -785,23 +934,12 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<MessageRow>> {
         self.read(|c| {
-            let sql = format!(
-                "{MESSAGE_SELECT} WHERE m.seq < ?1 AND (?2 IS NULL OR m.endpoint_seq = ?2)
-                   AND (?3 IS NULL OR m.event_seq = ?3) AND (?4 IS NULL OR m.status = ?4)
-                 ORDER BY m.seq DESC LIMIT ?5"
-            );
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![
-                    before.unwrap_or(i64::MAX),
-                    filter.endpoint_seq,
-                    filter.event_seq,
-                    filter.status,
-                    limit as i64
-                ],
-                message_row,
-            )?;
-            let mut messages = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let seqs = message_page(c, filter, before.unwrap_or(i64::MAX), limit)?;
+            let mut by_seq = c.prepare_cached(&format!("{MESSAGE_SELECT} WHERE m.seq = ?1"))?;
+            let mut messages = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                messages.extend(by_seq.query_row([seq], message_row).optional()?);
+            }
             let mut count =
                 c.prepare_cached("SELECT count(*) FROM attempts WHERE message_seq = ?1")?;
             for m in &mut messages {
@@ -840,8 +978,8 @@ impl Store {
                 )
                 .optional()?;
             let endpoint = found.as_ref().map(|(endpoint, _)| *endpoint);
-            if let Some((_, status)) = &found {
-                counts::stage(counts::index(status), Some(counts::PENDING), 1);
+            if let Some((endpoint, status)) = &found {
+                counts::stage(*endpoint, counts::index(status), Some(counts::PENDING), 1);
                 tx.execute(
                     "UPDATE messages SET status = 'pending', failures = 0, next_attempt_at = NULL,
                             requeued_at = ?2, finished_at = NULL WHERE seq = ?1",
@@ -865,7 +1003,12 @@ impl Store {
                  WHERE endpoint_seq = ?1 AND status = 'failed' AND created_at >= ?2",
                 params![endpoint_seq, since, now],
             )?;
-            counts::stage(Some(counts::FAILED), Some(counts::PENDING), n as i64);
+            counts::stage(
+                endpoint_seq,
+                Some(counts::FAILED),
+                Some(counts::PENDING),
+                n as i64,
+            );
             Ok(n)
         })
     }
@@ -879,15 +1022,15 @@ impl Store {
     pub fn prune(&self, cutoff: i64, keys_cutoff: i64, batch: usize) -> Result<usize> {
         self.write(Durability::Normal, |tx| {
             // Through messages_by_status (status, created_at): the search ends at the cutoff.
-            let messages: Vec<i64> = tx
+            let messages: Vec<(i64, i64)> = tx
                 .prepare_cached(PRUNE_DELIVERED)?
-                .query_map(params![cutoff, batch as i64], |r| r.get(0))?
+                .query_map(params![cutoff, batch as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             // The requests of these messages' attempts, which may go with them.
             let mut requests: Vec<i64> = Vec::new();
             let mut attempts =
                 tx.prepare_cached("SELECT request_seq FROM attempts WHERE message_seq = ?1")?;
-            for seq in &messages {
+            for (seq, _) in &messages {
                 for request in attempts.query_map([seq], |r| r.get(0))? {
                     requests.push(request?);
                 }
@@ -896,9 +1039,9 @@ impl Store {
             requests.dedup();
             // Their attempts go with them (ON DELETE CASCADE).
             let mut delete_message = tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
-            for seq in &messages {
+            for (seq, endpoint) in &messages {
                 let n = delete_message.execute([seq])?;
-                counts::stage(Some(counts::DELIVERED), None, n as i64);
+                counts::stage(*endpoint, Some(counts::DELIVERED), None, n as i64);
             }
             // A request of a batch stays while an attempt of another message refers to it.
             let mut delete_request = tx.prepare_cached(
@@ -922,8 +1065,29 @@ impl Store {
         })
     }
 
+    /// Copies what it can of the WAL back into the database on a connection of its own, not
+    /// the writer's, so that writers go on meanwhile (a passive checkpoint takes no write
+    /// lock). A background task that writes many pages calls it between its batches: the
+    /// writer then finds the log copied and starts it over, instead of copying 1,000 pages
+    /// and syncing the file inside its own commit (the SQLite default), which held the writer
+    /// 20 to 110 ms at a time while retention folded a fleet's history (BENCHMARKS.md).
+    pub fn checkpoint_beside(&self) -> Result<()> {
+        // A checkpoint writes into the database file, which stays as it is once found damaged.
+        self.damaged()?;
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Open(self.path.clone(), e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// Copies the WAL back into the database and truncates it, so it cannot grow without bound.
     pub fn checkpoint(&self) -> Result<()> {
+        // A checkpoint writes into the database file, which stays as it is once found damaged.
+        self.damaged()?;
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
@@ -1089,7 +1253,9 @@ fn publish_one(
     for seq in &targets {
         insert.execute(params![event_seq, seq, item.created_at])?;
     }
-    counts::stage(None, Some(counts::PENDING), targets.len() as i64);
+    for &endpoint in &targets {
+        counts::stage(endpoint, None, Some(counts::PENDING), 1);
+    }
     if let Some(idem) = &item.idempotency {
         tx.prepare_cached(
             "INSERT INTO idempotency_keys (key, request, event_id, created_at) VALUES (?1, ?2, ?3, ?4)

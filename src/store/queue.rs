@@ -275,7 +275,7 @@ impl Store {
                             _ => continue,
                         }
                     };
-                    counts::stage(old, counts::index(status), 1);
+                    counts::stage(o.endpoint_seq, old, counts::index(status), 1);
                     insert_attempt.execute(params![seq, request_seq, attempt])?;
                 }
                 if let Some(reason) = o.disable {

@@ -211,6 +211,42 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP INDEX messages_by_status;
     CREATE INDEX messages_by_status ON messages(status, created_at);
     "#,
+    // 5: each endpoint's messages by status, kept as messages change (`counts.rs`), so that
+    // neither the start, `/metrics` nor an endpoint's view counts messages; and events by
+    // type, so that `GET /api/v1/events?type=` reads one type's newest events instead of
+    // every event newer than its matches (measured in BENCHMARKS.md, "Full size"); and
+    // resolved incidents by resolution time, for retention. Filling the table reads every
+    // message once, through `messages_queue`.
+    r#"
+    CREATE TABLE message_counts (
+        endpoint_seq INTEGER NOT NULL REFERENCES endpoints(seq) ON DELETE CASCADE,
+        status       TEXT NOT NULL,
+        n            INTEGER NOT NULL,
+        PRIMARY KEY (endpoint_seq, status)
+    ) WITHOUT ROWID;
+    INSERT INTO message_counts (endpoint_seq, status, n)
+        SELECT endpoint_seq, status, count(*) FROM messages GROUP BY endpoint_seq, status;
+
+    CREATE INDEX events_by_type ON events(type, seq);
+
+    -- Retention deletes incidents resolved longer ago than retention_days; open ones never.
+    CREATE INDEX incidents_by_resolution ON incidents(status, resolved_at);
+    "#,
+    // 6: check history older than a day in one row per monitor and hour, folded from
+    // check_minutes by retention (`Store::fold_check_hours`), so that a monitor keeps 24 rows
+    // a day of its SLA window instead of 1,440. The minute rows a database already holds are
+    // folded by the passes after the upgrade, in batches, not here.
+    r#"
+    CREATE TABLE check_hours (
+        monitor_seq INTEGER NOT NULL REFERENCES monitors(seq) ON DELETE CASCADE,
+        hour        INTEGER NOT NULL,           -- ms at the hour's start
+        checks      INTEGER NOT NULL,
+        failures    INTEGER NOT NULL,
+        failed_ms   INTEGER NOT NULL,
+        response_ms INTEGER NOT NULL,           -- sum, for averages
+        PRIMARY KEY (monitor_seq, hour)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The tables whose references a migration rebuilt, by the version it brings: checked after

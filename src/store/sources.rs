@@ -5,9 +5,12 @@
 //! (lifecycle, thresholds, SLA) are pure functions elsewhere; this file applies them to rows.
 //!
 //! Check history: raw checks for the last six hours (enough for the SLA's recent ratios and
-//! for `GET /monitors/{id}/checks`), then folded into per-minute aggregates that are kept for
-//! the monitor's SLA window (at least `retention_days`). Folding happens a few rows at a
-//! time, in the transaction that records each check.
+//! for `GET /monitors/{id}/checks`), then per-minute rows until a day old, then per-hour rows
+//! for the rest of the monitor's SLA window (at least `retention_days`), so that a monitor
+//! keeps at most 6 h of checks, 18 h × 60 minute rows and 24 rows a day of its window
+//! (`sla::window_start` states what that costs the SLA rule). Raw checks are folded into
+//! minutes a few rows at a time, in the transaction that records each check; minutes into
+//! hours by retention (`fold_check_hours`), in batches of bounded size.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
@@ -19,7 +22,35 @@ use crate::monitor::rules::{self, Outcome, State, Status};
 use crate::sla;
 
 /// Raw checks younger than this are kept as they are; older ones become minute aggregates.
-pub const RAW_CHECKS_MS: i64 = 6 * 3600 * 1000;
+pub const RAW_CHECKS_MS: i64 = sla::RECENT_LONG_MS;
+const HOUR_MS: i64 = 3600 * 1000;
+/// Monitors looked at per folding transaction, at most.
+const FOLD_MONITORS: i64 = 256;
+
+/// The statements of history's folding and expiry, each a range of one monitor's rows in its
+/// table's primary key (`history_statements_read_one_monitors_range` reads their plans).
+const CHECKS_BEFORE: &str = "DELETE FROM checks WHERE monitor_seq = ?1 AND at < ?2";
+const MINUTES_BEFORE: &str = "DELETE FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2";
+const HOURS_BEFORE: &str = "DELETE FROM check_hours WHERE monitor_seq = ?1 AND hour < ?2";
+const OLDEST_MINUTE: &str = "SELECT min(minute) FROM check_minutes WHERE monitor_seq = ?1";
+const MINUTES_INTO_HOURS: &str = "INSERT INTO check_hours (monitor_seq, hour, checks, failures, failed_ms, response_ms)
+     SELECT monitor_seq, minute - minute % 3600000, sum(checks), sum(failures),
+            sum(failed_ms), sum(response_ms)
+     FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2
+     GROUP BY minute - minute % 3600000
+     ON CONFLICT (monitor_seq, hour) DO UPDATE SET
+         checks = checks + excluded.checks, failures = failures + excluded.failures,
+         failed_ms = failed_ms + excluded.failed_ms, response_ms = response_ms + excluded.response_ms";
+/// The monitors a folding transaction looks at, and a read of the rows it will fold.
+const FOLD_NEXT_MONITORS: &str = "SELECT seq FROM monitors WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+const MINUTES_BEFORE_COUNT: &str =
+    "SELECT count(checks) FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2";
+const MINUTES_SINCE: &str = "SELECT coalesce(sum(checks), 0), coalesce(sum(failures), 0),
+            coalesce(sum(failed_ms), 0)
+     FROM check_minutes WHERE monitor_seq = ?1 AND minute >= ?2";
+const HOURS_SINCE: &str = "SELECT coalesce(sum(checks), 0), coalesce(sum(failures), 0),
+            coalesce(sum(failed_ms), 0)
+     FROM check_hours WHERE monitor_seq = ?1 AND hour >= ?2";
 
 /// Why a write was refused; nothing was written.
 #[derive(Debug, PartialEq)]
@@ -327,6 +358,25 @@ fn components_from_text(text: &str) -> Vec<ComponentRef> {
 
 const INCIDENT_COLUMNS: &str = "seq, id, title, status, severity, components, source, monitor_id, \
      started_at, resolved_at, updated_at";
+/// Retention's deletion of incidents resolved before `?1`, at most `?2`.
+pub(super) const PRUNE_INCIDENTS: &str = "DELETE FROM incidents WHERE seq IN (
+     SELECT seq FROM incidents WHERE status = 'resolved' AND resolved_at < ?1 LIMIT ?2)";
+
+/// The incident list's statement: with a status (`?1`), through `incidents_by_status
+/// (status, seq)`; without, the table by `seq`. `?2 IS NULL OR status = ?2` in one statement
+/// read every incident newer than the page's matches.
+pub(super) fn incidents_page(with_status: bool) -> String {
+    if with_status {
+        format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE status = ?1 AND seq < ?2
+             ORDER BY seq DESC LIMIT ?3"
+        )
+    } else {
+        format!(
+            "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
+        )
+    }
+}
 
 fn incident_row(r: &rusqlite::Row) -> rusqlite::Result<IncidentRow> {
     Ok(IncidentRow {
@@ -514,8 +564,10 @@ fn history_ms(settings: &MonitorSettings, keep_ms: i64) -> i64 {
     ((settings.sla_window_days * 86_400_000.0) as i64).max(keep_ms)
 }
 
-/// Checks and failures since `since`, from raw checks and minute aggregates (each check is
-/// in exactly one of them), and the budget the failures spent.
+/// Checks and failures since `since`, from raw checks, minute rows and hour rows (each check
+/// is in exactly one of them; a row counts when it begins at or after `since`, which
+/// `sla::window_start` puts on a boundary of the rows it falls in), and the budget the
+/// failures spent. Read in one transaction: retention may move minutes into hours meanwhile.
 fn history_since(c: &Connection, monitor_seq: i64, since: i64) -> Result<(sla::Counts, f64)> {
     let (checks, failures, spent): (i64, i64, i64) = c
         .prepare_cached(
@@ -526,21 +578,19 @@ fn history_since(c: &Connection, monitor_seq: i64, since: i64) -> Result<(sla::C
         .query_row(params![monitor_seq, since], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
-    let (m_checks, m_failures, m_spent): (i64, i64, i64) = c
-        .prepare_cached(
-            "SELECT coalesce(sum(checks), 0), coalesce(sum(failures), 0), coalesce(sum(failed_ms), 0)
-             FROM check_minutes WHERE monitor_seq = ?1 AND minute >= ?2",
-        )?
-        .query_row(params![monitor_seq, since], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    Ok((
-        sla::Counts {
-            checks: checks + m_checks,
-            failures: failures + m_failures,
-        },
-        (spent + m_spent) as f64 / 1000.0,
-    ))
+    let mut total = sla::Counts { checks, failures };
+    let mut spent_ms = spent;
+    for sql in [MINUTES_SINCE, HOURS_SINCE] {
+        let (checks, failures, spent): (i64, i64, i64) = c
+            .prepare_cached(sql)?
+            .query_row(params![monitor_seq, since], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        total.checks += checks;
+        total.failures += failures;
+        spent_ms += spent;
+    }
+    Ok((total, spent_ms as f64 / 1000.0))
 }
 
 fn recent(c: &Connection, monitor_seq: i64, since: i64) -> Result<sla::Counts> {
@@ -556,7 +606,7 @@ fn recent(c: &Connection, monitor_seq: i64, since: i64) -> Result<sla::Counts> {
 /// than the monitor keeps.
 fn compact(tx: &Transaction, monitor_seq: i64, now: i64, history_ms: i64) -> Result<()> {
     let drop_before = now - history_ms;
-    tx.prepare_cached("DELETE FROM checks WHERE monitor_seq = ?1 AND at < ?2")?
+    tx.prepare_cached(CHECKS_BEFORE)?
         .execute(params![monitor_seq, drop_before])?;
     let fold_before = now - RAW_CHECKS_MS;
     tx.prepare_cached(
@@ -569,11 +619,48 @@ fn compact(tx: &Transaction, monitor_seq: i64, now: i64, history_ms: i64) -> Res
              failed_ms = failed_ms + excluded.failed_ms, response_ms = response_ms + excluded.response_ms",
     )?
     .execute(params![monitor_seq, fold_before])?;
-    tx.prepare_cached("DELETE FROM checks WHERE monitor_seq = ?1 AND at < ?2")?
+    tx.prepare_cached(CHECKS_BEFORE)?
         .execute(params![monitor_seq, fold_before])?;
-    tx.prepare_cached("DELETE FROM check_minutes WHERE monitor_seq = ?1 AND minute < ?2")?
+    tx.prepare_cached(MINUTES_BEFORE)?
+        .execute(params![monitor_seq, drop_before])?;
+    tx.prepare_cached(HOURS_BEFORE)?
         .execute(params![monitor_seq, drop_before])?;
     Ok(())
+}
+
+/// One monitor's share of a folding transaction: deletes its checks, minute and hour rows
+/// older than it keeps (a monitor no longer checked has nothing else to drop them), then folds whole hours of its minute rows older than `cutoff` (an hour's start)
+/// into hour rows, the oldest first and at most `max_hours` of them. Returns the rows it
+/// deleted and whether it folded everything up to `cutoff`.
+fn fold_monitor(
+    tx: &Transaction,
+    monitor_seq: i64,
+    drop_before: i64,
+    cutoff: i64,
+    max_hours: i64,
+) -> Result<(usize, bool)> {
+    let mut rows = tx
+        .prepare_cached(CHECKS_BEFORE)?
+        .execute(params![monitor_seq, drop_before])?;
+    rows += tx
+        .prepare_cached(MINUTES_BEFORE)?
+        .execute(params![monitor_seq, drop_before])?;
+    rows += tx
+        .prepare_cached(HOURS_BEFORE)?
+        .execute(params![monitor_seq, drop_before])?;
+    let oldest: Option<i64> = tx
+        .prepare_cached(OLDEST_MINUTE)?
+        .query_row([monitor_seq], |r| r.get(0))?;
+    let Some(oldest) = oldest.filter(|m| *m < cutoff) else {
+        return Ok((rows, true));
+    };
+    let upto = cutoff.min(oldest - oldest.rem_euclid(HOUR_MS) + max_hours.max(1) * HOUR_MS);
+    tx.prepare_cached(MINUTES_INTO_HOURS)?
+        .execute(params![monitor_seq, upto])?;
+    rows += tx
+        .prepare_cached(MINUTES_BEFORE)?
+        .execute(params![monitor_seq, upto])?;
+    Ok((rows, upto == cutoff))
 }
 
 /// How many enabled monitors are up and down, for `/metrics`.
@@ -725,16 +812,31 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<IncidentRow>> {
         self.read(|c| {
-            let sql = format!(
-                "SELECT {INCIDENT_COLUMNS} FROM incidents
-                 WHERE seq < ?1 AND (?2 IS NULL OR status = ?2) ORDER BY seq DESC LIMIT ?3"
-            );
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt.query_map(
-                params![before.unwrap_or(i64::MAX), status, limit as i64],
-                incident_row,
-            )?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let before = before.unwrap_or(i64::MAX);
+            let rows = match status {
+                Some(s) => c
+                    .prepare_cached(&incidents_page(true))?
+                    .query_map(params![s, before, limit as i64], incident_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+                None => c
+                    .prepare_cached(&incidents_page(false))?
+                    .query_map(params![before, limit as i64], incident_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+            };
+            Ok(rows?)
+        })
+    }
+
+    /// Deletes up to `batch` incidents resolved before `cutoff` (their components' copies are
+    /// in their rows and go with them), through `incidents_by_resolution (status,
+    /// resolved_at)`, so the search ends at the cutoff; an open incident is never deleted, however old. Returns how
+    /// many went. A monitor that still names a deleted incident treats it as it treats a
+    /// resolved one: as no open incident.
+    pub fn prune_incidents(&self, cutoff: i64, batch: usize) -> Result<usize> {
+        self.write(Durability::Normal, |tx| {
+            Ok(tx
+                .prepare_cached(PRUNE_INCIDENTS)?
+                .execute(params![cutoff, batch as i64])?)
         })
     }
 
@@ -982,14 +1084,101 @@ impl Store {
     ) -> Result<sla::History> {
         self.read(|c| {
             let window_ms = (window_days * 86_400_000.0) as i64;
-            let (window, spent_secs) = history_since(c, monitor_seq, now - window_ms)?;
-            Ok(sla::History {
+            // One snapshot for every table: retention may fold minutes into hours between
+            // two statements, which would count those checks twice or not at all.
+            let tx = c.unchecked_transaction()?;
+            let (window, spent_secs) =
+                history_since(&tx, monitor_seq, sla::window_start(now, window_ms))?;
+            let history = sla::History {
                 window,
                 spent_secs,
-                last_1h: recent(c, monitor_seq, now - sla::RECENT_SHORT_MS)?,
-                last_6h: recent(c, monitor_seq, now - sla::RECENT_LONG_MS)?,
-            })
+                last_1h: recent(&tx, monitor_seq, now - sla::RECENT_SHORT_MS)?,
+                last_6h: recent(&tx, monitor_seq, now - sla::RECENT_LONG_MS)?,
+            };
+            tx.commit()?;
+            Ok(history)
         })
+    }
+
+    /// One transaction of retention's folding of check history: for monitors after `after`
+    /// (a `seq`), deletes minute and hour rows older than each keeps (its SLA window, at
+    /// least `keep_ms`), and folds minute rows older than a day into hour rows, whole hours
+    /// at a time. It stops after `FOLD_MONITORS` monitors or once about `budget` minute rows
+    /// have been folded or deleted, whichever comes first: at most 60 minute rows make an
+    /// hour, so the work of one transaction is bounded whatever a monitor's backlog (a
+    /// database from before hour rows holds a whole window of minutes). Returns the rows
+    /// folded or deleted, the `seq` to go on after (`None` once every monitor is done), and
+    /// how long the transaction held the writer, waiting for it included.
+    pub fn fold_check_hours(
+        &self,
+        now: i64,
+        keep_ms: i64,
+        after: i64,
+        budget: usize,
+    ) -> Result<(usize, Option<i64>, std::time::Duration)> {
+        let hour_cutoff = now - sla::MINUTE_ROWS_MS;
+        let cutoff = hour_cutoff - hour_cutoff.rem_euclid(HOUR_MS);
+        // The minute rows the batch will fold, read first on a reader connection, as the
+        // transaction will find them: it then finds their pages in the operating system's
+        // cache instead of waiting for the disk while it holds the writer.
+        self.read(|c| {
+            let monitors = c
+                .prepare_cached(FOLD_NEXT_MONITORS)?
+                .query_map(params![after, FOLD_MONITORS], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut rows = 0;
+            for seq in monitors {
+                let oldest: Option<i64> = c
+                    .prepare_cached(OLDEST_MINUTE)?
+                    .query_row([seq], |r| r.get(0))?;
+                let Some(oldest) = oldest.filter(|m| *m < cutoff) else {
+                    continue;
+                };
+                let left = budget.saturating_sub(rows) as i64 / 60;
+                let upto = cutoff.min(oldest - oldest.rem_euclid(HOUR_MS) + left.max(1) * HOUR_MS);
+                rows += c
+                    .prepare_cached(MINUTES_BEFORE_COUNT)?
+                    .query_row(params![seq, upto], |r| r.get::<_, i64>(0))?
+                    as usize;
+                if rows >= budget {
+                    break;
+                }
+            }
+            Ok(())
+        })?;
+        let started = std::time::Instant::now();
+        let done = self.write(Durability::Normal, |tx| {
+            let monitors = tx
+                .prepare_cached(
+                    "SELECT seq, sla_window_days FROM monitors WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )?
+                .query_map(params![after, FOLD_MONITORS], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut rows = 0;
+            for (seq, window_days) in &monitors {
+                let history_ms = ((window_days * 86_400_000.0) as i64).max(keep_ms);
+                let left = budget.saturating_sub(rows) as i64;
+                let (n, done) = fold_monitor(tx, *seq, now - history_ms, cutoff, left / 60)?;
+                rows += n;
+                if !done {
+                    // The same monitor goes on in the next transaction.
+                    return Ok((rows, Some(seq - 1)));
+                }
+                if rows >= budget {
+                    return Ok((rows, Some(*seq)));
+                }
+            }
+            Ok((
+                rows,
+                match monitors.last() {
+                    Some((seq, _)) if monitors.len() as i64 == FOLD_MONITORS => Some(*seq),
+                    _ => None,
+                },
+            ))
+        })?;
+        Ok((done.0, done.1, started.elapsed()))
     }
 
     /// Records one check of a monitor and everything it causes, in one transaction: the new
@@ -1538,6 +1727,208 @@ mod tests {
         assert_eq!(h.window.checks, 1);
     }
 
+    /// Rows of each resolution one monitor holds: raw checks, minutes, hours.
+    fn rows_of(store: &Store, monitor_seq: i64) -> [i64; 3] {
+        store
+            .read(|c| {
+                let mut out = [0; 3];
+                for (i, table) in ["checks", "check_minutes", "check_hours"]
+                    .iter()
+                    .enumerate()
+                {
+                    out[i] = c.query_row(
+                        &format!("SELECT count(*) FROM {table} WHERE monitor_seq = ?1"),
+                        [monitor_seq],
+                        |r| r.get(0),
+                    )?;
+                }
+                Ok(out)
+            })
+            .unwrap()
+    }
+
+    /// Issue 17: the SLA figures from downsampled history against the same figures computed
+    /// from every raw check, for windows whose old end falls in each resolution and between
+    /// boundaries. They must be exactly those of the window `sla::window_start` describes,
+    /// and within the error it states of the exact window: fewer than an hour's checks (a
+    /// minute's for a window of a day or less), budget spent short by less than an hour and
+    /// an interval, uptime off by at most k / (n − k); the recent ratios exact.
+    #[test]
+    fn downsampled_history_gives_the_raw_sla_figures_within_the_stated_bound() {
+        let (_dir, store) = store();
+        let mut s = settings(None);
+        s.sla_target = Some(99.9);
+        let m = store.create_monitor("mon_a", &s, 1).unwrap().unwrap();
+        // 31 days of 60 s checks, started up to a second late, 3 % failing at random, and
+        // an outage of every check for two hours around the 30-day window's old end (the
+        // worst place for the hour rows there).
+        let hour = 3_600_000;
+        let now = 1_800_000_000_000 + 17 * 60_000 + 23_456;
+        let outage = (now - 30 * 86_400_000 - hour)..(now - 30 * 86_400_000 + hour);
+        let mut rng = 0x5eed_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let raw: Vec<(i64, bool)> = (0..31 * 1440)
+            .map(|i| {
+                let at = now - 31 * 86_400_000 + i * 60_000 + (next() % 1000) as i64;
+                (at, !outage.contains(&at) && next() % 100 >= 3)
+            })
+            .collect();
+        store
+            .write(Durability::Normal, |tx| {
+                let mut insert = tx.prepare(
+                    "INSERT INTO checks (monitor_seq, at, ok, response_time_ms, interval_ms)
+                     VALUES (?1, ?2, ?3, 12, 60000)",
+                )?;
+                for (at, ok) in &raw {
+                    insert.execute(params![m.seq, at, ok])?;
+                }
+                // As the last check's record does: older than 6 h into minutes.
+                compact(tx, m.seq, now, 30 * 86_400_000)
+            })
+            .unwrap();
+        // Then retention, in batches; each folds or drops at most its budget and an hour.
+        let mut batches = 0;
+        let mut after = 0;
+        loop {
+            let (n, next, _) = store
+                .fold_check_hours(now, 86_400_000, after, 1800)
+                .unwrap();
+            assert!(n <= 1800 + 60, "a batch of {n} rows");
+            batches += 1;
+            match next {
+                Some(seq) => after = seq,
+                None => break,
+            }
+        }
+        assert!(batches > 20, "{batches} batches for 29 days of minutes");
+        // Bounded: six hours raw, minutes from the hour before a day ago, then hours.
+        let [checks, minutes, hours] = rows_of(&store, m.seq);
+        assert!(checks <= 361, "{checks} raw checks");
+        assert!(minutes <= 19 * 60, "{minutes} minute rows");
+        assert!(hours <= 30 * 24 + 1, "{hours} hour rows");
+
+        let exact = |since: i64| {
+            let mut h = sla::History::default();
+            for (at, ok) in &raw {
+                let periods = [
+                    (*at >= since).then_some(&mut h.window),
+                    (*at >= now - sla::RECENT_SHORT_MS).then_some(&mut h.last_1h),
+                    (*at >= now - sla::RECENT_LONG_MS).then_some(&mut h.last_6h),
+                ];
+                for c in periods.into_iter().flatten() {
+                    c.checks += 1;
+                    c.failures += i64::from(!ok);
+                }
+                if !ok && *at >= since {
+                    h.spent_secs += 60.0;
+                }
+            }
+            h
+        };
+        let days = [30.0, 29.987, 7.3, 1.5, 1.0, 20.0 / 24.0, 0.2, 0.01];
+        for days in days {
+            let window_ms = (days * 86_400_000.0) as i64;
+            let got = store.sla_history(m.seq, days, now).unwrap();
+            // Exactly the window that `window_start` describes.
+            let start = sla::window_start(now, window_ms);
+            assert_eq!(got, exact(start), "{days} days");
+            // Within the stated error of the exact window.
+            let want = exact(now - window_ms);
+            let bucket = if window_ms > sla::MINUTE_ROWS_MS {
+                hour
+            } else if window_ms > sla::RECENT_LONG_MS {
+                60_000
+            } else {
+                0
+            };
+            assert!(start - (now - window_ms) < bucket.max(1), "{days} days");
+            let k = want.window.checks - got.window.checks;
+            assert!(
+                (0..=bucket / 59_000 + 1).contains(&k),
+                "{days} days: {k} checks missed"
+            );
+            let short = want.spent_secs - got.spent_secs;
+            assert!(
+                (0.0..(bucket / 1000 + 60) as f64).contains(&short),
+                "{days} days: budget spent short by {short} s"
+            );
+            let (a, b) = (
+                sla::assess(99.9, days, &want),
+                sla::assess(99.9, days, &got),
+            );
+            let n = want.window.checks as f64;
+            let uptime_bound = 100.0 * k as f64 / (n - k as f64);
+            let off = (a.uptime_pct.unwrap() - b.uptime_pct.unwrap()).abs();
+            assert!(off <= uptime_bound + 1e-9, "{days} days: uptime off {off}");
+            assert!(
+                (b.budget_left_secs - a.budget_left_secs - short).abs() < 1e-6,
+                "{days} days"
+            );
+            assert_eq!(
+                (a.ratio_1h, a.ratio_6h, a.burn_rate),
+                (b.ratio_1h, b.ratio_6h, b.burn_rate),
+                "{days} days: the recent ratios are exact"
+            );
+            if days == 30.0 {
+                // The figures ARCHITECTURE.md and the README state for 30 days of 60 s checks.
+                assert!(off < 0.14, "uptime off {off} points");
+                assert!(
+                    k > 0 && short > 0.0,
+                    "the outage is at the window's old end"
+                );
+            }
+        }
+    }
+
+    /// Folding, expiry and the window's sums each read one monitor's range of a primary key,
+    /// never a table (retention runs them for every monitor, every minute).
+    #[test]
+    fn history_statements_read_one_monitors_range() {
+        let (_dir, store) = store();
+        let conn = store.writer.lock().unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let n = stmt.parameter_count();
+            stmt.query_map(rusqlite::params_from_iter(vec![1i64; n]), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+            .join("; ")
+        };
+        let minutes = "SEARCH check_minutes USING PRIMARY KEY (monitor_seq=? AND minute";
+        let hours = "SEARCH check_hours USING PRIMARY KEY (monitor_seq=? AND hour";
+        let rows = [
+            (
+                CHECKS_BEFORE,
+                "SEARCH checks USING COVERING INDEX checks_by_time (monitor_seq=? AND at<?)",
+            ),
+            (MINUTES_BEFORE, minutes),
+            (HOURS_BEFORE, hours),
+            (
+                OLDEST_MINUTE,
+                "SEARCH check_minutes USING PRIMARY KEY (monitor_seq=?)",
+            ),
+            (MINUTES_INTO_HOURS, minutes),
+            (MINUTES_SINCE, minutes),
+            (HOURS_SINCE, hours),
+            (MINUTES_BEFORE_COUNT, minutes),
+        ];
+        for (sql, want) in rows {
+            let plan = plan(sql);
+            assert!(
+                plan.contains(want) && !plan.contains("SCAN"),
+                "{sql}\n  {plan}\n  wanted {want}"
+            );
+        }
+    }
+
     #[test]
     fn the_sla_warning_fires_once() {
         let (_dir, store) = store();
@@ -1562,5 +1953,87 @@ mod tests {
         assert_eq!(w["burn_rate"], 200);
         assert_eq!(w["window_days"], 1);
         assert!(!store.monitor("mon_a").unwrap().unwrap().arming.armed);
+    }
+
+    /// Retention deletes incidents resolved before its cutoff, with the copies of their
+    /// components, in batches; an open incident stays however old, and a young resolved one
+    /// stays. Its search reads only what it deletes (a plan through `incidents_by_resolution`).
+    #[test]
+    fn retention_prunes_incidents_resolved_before_the_cutoff_and_never_open_ones() {
+        let (_dir, store) = store();
+        store
+            .create_component("comp_db", "Database", "operational", 1)
+            .unwrap()
+            .unwrap();
+        let open = |now: i64| {
+            store
+                .create_incident(&NewIncident {
+                    id: crate::id::new("inc"),
+                    title: "outage".into(),
+                    severity: "minor".into(),
+                    status: "investigating".into(),
+                    components: vec![ComponentInput {
+                        id: "comp_db".into(),
+                        name: None,
+                        status: "major_outage".into(),
+                    }],
+                    now,
+                })
+                .unwrap()
+                .unwrap()
+                .0
+        };
+        let resolve = |id: &str, now: i64| {
+            let patch = IncidentPatch {
+                status: Some("resolved".into()),
+                ..IncidentPatch::default()
+            };
+            store
+                .update_incident(id, &patch, now)
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        };
+        let old_open = open(10);
+        let old_resolved: Vec<_> = (0..5).map(|_| open(10)).collect();
+        for inc in &old_resolved {
+            resolve(&inc.id, 20);
+        }
+        // Opened long ago, resolved after the cutoff.
+        let late = open(10);
+        resolve(&late.id, 200);
+
+        assert_eq!(store.prune_incidents(100, 2).unwrap(), 2, "a batch at most");
+        assert_eq!(store.prune_incidents(100, 2).unwrap(), 2);
+        assert_eq!(store.prune_incidents(100, 2).unwrap(), 1);
+        assert_eq!(store.prune_incidents(100, 2).unwrap(), 0);
+        let left: Vec<String> = store
+            .list_incidents(None, None, 50)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(left, [late.id.clone(), old_open.id.clone()]);
+        assert_eq!(
+            store.component("comp_db").unwrap().unwrap().status,
+            "major_outage",
+            "the open incident still says so"
+        );
+
+        let conn = store.writer.lock().unwrap();
+        let plan: String = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_INCIDENTS}"))
+            .unwrap()
+            .query_map(params![100, 500], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+            .join("; ");
+        assert!(
+            plan.contains(
+                "incidents USING COVERING INDEX incidents_by_resolution (status=? AND resolved_at<?)"
+            ),
+            "{plan}"
+        );
     }
 }

@@ -463,6 +463,188 @@ fn a_migration_that_would_leave_dangling_references_is_refused_and_changes_nothi
     assert_eq!((version, tables), (2, 0), "rolled back");
 }
 
+/// The full integrity check runs after the open (issue 17: it read the whole file before the
+/// service could start). A sound file passes; a file with a damaged page opens, then the
+/// check refuses every write and the health check, and the file is left byte for byte.
+#[test]
+fn the_integrity_check_after_the_open_refuses_writes_to_a_damaged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    fixture::generate(&path, fixture::Fixture::Month, 0.0005, 1_800_000_000_000).unwrap();
+    let s = Store::open(&path, None).unwrap();
+    s.check_integrity();
+    assert!(matches!(s.integrity.get(), Some(Ok(()))));
+    s.health_check().unwrap();
+    s.set_setting("sound", "yes").unwrap();
+    drop(s);
+
+    // A leaf page of events in the middle of the file, garbage after its first bytes: nothing
+    // the open reads, and a page quick_check reads.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let page = 4096;
+    let pages = bytes.len() / page;
+    let victim = (pages / 2..pages)
+        .find(|&p| {
+            let text = String::from_utf8_lossy(&bytes[p * page..(p + 1) * page]);
+            text.matches("monitor.status_change").count() >= 3
+        })
+        .expect("a page of events in the second half of the file");
+    for (i, b) in bytes[victim * page + 8..(victim + 1) * page]
+        .iter_mut()
+        .enumerate()
+    {
+        *b = (i * 7 + 13) as u8;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let s = Store::open(&path, None).unwrap();
+    assert!(s.integrity.get().is_none(), "not checked before it runs");
+    s.check_integrity();
+    assert!(
+        matches!(s.integrity.get(), Some(Err(_))),
+        "{:?}",
+        s.integrity.get()
+    );
+    assert!(matches!(s.health_check(), Err(StoreError::Corrupt(..))));
+    assert!(matches!(
+        s.set_setting("damaged", "yes"),
+        Err(StoreError::Corrupt(..))
+    ));
+    assert!(matches!(s.checkpoint(), Err(StoreError::Corrupt(..))));
+    // Nothing stops after the check: interrupting it when none runs is harmless.
+    s.stop_integrity_check();
+    drop(s);
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "the damaged file was changed"
+    );
+}
+
+/// Every list route's statement reads an index range that ends at its page, never the whole
+/// table and never a sort of everything that matches (issue 17: at 26 million messages a
+/// filter matching nothing read them all). One row per statement: the index it must use.
+#[test]
+fn a_page_of_each_list_reads_an_index_range() {
+    let (_d, s) = store();
+    let conn = s.writer.lock().unwrap();
+    let plan = |sql: &str| -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let n = stmt.parameter_count();
+        stmt.query_map(rusqlite::params_from_iter(vec![1i64; n]), |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect::<Vec<_>>()
+        .join("; ")
+    };
+    let endpoints =
+        format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+    let message = format!("{MESSAGE_SELECT} WHERE m.seq = ?1");
+    let incidents_of_status = sources::incidents_page(true);
+    let incidents = sources::incidents_page(false);
+    let rows: [(&str, &str, &str); 10] = [
+        (
+            "events",
+            EVENTS_PAGE,
+            "events USING INTEGER PRIMARY KEY (rowid<?)",
+        ),
+        (
+            "events?type=",
+            EVENTS_OF_TYPE,
+            "events USING INDEX events_by_type (type=? AND seq<?)",
+        ),
+        (
+            "messages",
+            MESSAGES_PAGE,
+            "messages USING INTEGER PRIMARY KEY (rowid<?)",
+        ),
+        (
+            "messages?event_id=",
+            MESSAGES_OF_EVENT,
+            "messages USING INDEX messages_by_event (event_seq=? AND rowid<?)",
+        ),
+        (
+            "messages?endpoint_id=&status= (and each part of the other filters)",
+            MESSAGES_OF_ENDPOINT_STATUS,
+            "messages USING COVERING INDEX messages_queue (endpoint_seq=? AND status=? AND seq<?)",
+        ),
+        (
+            "a message of a page",
+            &message,
+            "m USING INTEGER PRIMARY KEY (rowid=?)",
+        ),
+        (
+            "endpoints",
+            &endpoints,
+            "endpoints USING INTEGER PRIMARY KEY (rowid>?)",
+        ),
+        (
+            "an endpoint's counts",
+            "SELECT status, n FROM message_counts WHERE endpoint_seq = ?1",
+            "message_counts USING PRIMARY KEY (endpoint_seq=?)",
+        ),
+        (
+            "incidents?status=",
+            &incidents_of_status,
+            "incidents USING INDEX incidents_by_status (status=? AND seq<?)",
+        ),
+        (
+            "incidents",
+            &incidents,
+            "incidents USING INTEGER PRIMARY KEY (rowid<?)",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (route, sql, index) in rows {
+        let plan = plan(sql);
+        if !plan.contains(&format!("SEARCH {index}")) || plan.contains("TEMP B-TREE") {
+            wrong.push(format!("{route}: {plan}\n  wanted SEARCH {index}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Schema version 5 fills each endpoint's counts from the messages a version 4 database
+/// holds; after that the open reads only the counts.
+#[test]
+fn a_version_4_database_gets_its_counts_from_its_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO endpoints (seq, id, url, enabled, batch_max, batch_window_ms, created_at, updated_at)
+                 VALUES (1, 'ep_a', 'http://127.0.0.1:9/', 1, 1, 0, 0, 0),
+                        (2, 'ep_b', 'http://127.0.0.1:9/', 1, 1, 0, 0, 0);
+             INSERT INTO events (seq, id, type, created_at, payload)
+                 VALUES (1, 'evt_a', 'incident.created', 0, '{}');
+             INSERT INTO messages (event_seq, endpoint_seq, status, created_at)
+                 VALUES (1, 1, 'delivered', 0), (1, 1, 'delivered', 0), (1, 1, 'failed', 0),
+                        (1, 2, 'pending', 0);",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path, None).unwrap();
+    let a = s.endpoint_stats(1).unwrap();
+    assert_eq!((a.pending, a.parked, a.delivered, a.failed), (0, 0, 2, 1));
+    let b = s.endpoint_stats(2).unwrap();
+    assert_eq!((b.pending, b.delivered), (1, 0));
+    assert_eq!(
+        s.message_counts.get(),
+        [
+            ("pending", 1),
+            ("parked", 0),
+            ("delivered", 2),
+            ("failed", 1)
+        ]
+    );
+}
+
 #[test]
 fn a_probe_does_not_queue_behind_a_write_in_progress() {
     // `/healthz` probes the writer when nothing committed lately; it used to wait for the

@@ -7,6 +7,7 @@ mod assets;
 mod clock;
 mod delivery;
 mod edge;
+mod fullsize;
 mod guard;
 mod hardening;
 mod harness;
