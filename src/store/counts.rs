@@ -18,7 +18,7 @@
 //! recorded, measured.)
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
 
 use rusqlite::{Connection, params};
 
@@ -113,48 +113,44 @@ pub(super) fn of_endpoint(c: &Connection, endpoint: i64) -> rusqlite::Result<Del
     Ok(out)
 }
 
-/// Messages by status, as committed.
+/// Messages by status, as committed. One lock over the four, so that a reader never sees a
+/// transaction half-applied (a message gone from `pending` and not yet in `delivered`, say):
+/// a scrape's totals always add up to the messages some commit left.
 pub(super) struct MessageCounts {
-    counts: [AtomicI64; 4],
+    counts: Mutex<Delta>,
 }
 
 impl MessageCounts {
     /// Sums `message_counts`; call it once, before any write.
     pub(super) fn start(c: &Connection) -> rusqlite::Result<MessageCounts> {
-        let counts = MessageCounts {
-            counts: Default::default(),
-        };
         let mut stmt = c.prepare("SELECT status, sum(n) FROM message_counts GROUP BY status")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        let mut delta = Delta::default();
+        let mut totals = Delta::default();
         for row in rows {
             let (status, n) = row?;
             if let Some(i) = index(&status) {
-                delta[i] += n;
+                totals[i] += n;
             }
         }
-        counts.add(&delta);
-        Ok(counts)
+        Ok(MessageCounts {
+            counts: Mutex::new(totals),
+        })
     }
 
-    /// Adds what a committed transaction staged.
+    /// Adds what a committed transaction staged, all of it at once.
     pub(super) fn apply(&self, staged: &Staged) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         for (_, delta) in staged {
-            self.add(delta);
-        }
-    }
-
-    fn add(&self, delta: &Delta) {
-        for (count, d) in self.counts.iter().zip(delta) {
-            if *d != 0 {
-                count.fetch_add(*d, Ordering::Relaxed);
+            for (count, d) in counts.iter_mut().zip(delta) {
+                *count += d;
             }
         }
     }
 
     /// Messages by status, in the order of `STATUSES`.
     pub(super) fn get(&self) -> [(&'static str, i64); 4] {
-        std::array::from_fn(|i| (STATUSES[i], self.counts[i].load(Ordering::Relaxed)))
+        let counts = *self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        std::array::from_fn(|i| (STATUSES[i], counts[i]))
     }
 }
 
@@ -164,6 +160,29 @@ mod tests {
         Durability, EndpointRow, NewEndpoint, NewEvent, RequestOutcome, Store, StoreError, Verdict,
     };
     use super::*;
+
+    #[test]
+    fn a_reader_never_sees_a_commit_half_applied() {
+        // Each commit moves one message from pending to delivered and back; the total is
+        // 100 whenever a reader looks.
+        let counts = std::sync::Arc::new(MessageCounts {
+            counts: Mutex::new([100, 0, 0, 0]),
+        });
+        let writer = std::thread::spawn({
+            let counts = counts.clone();
+            move || {
+                for _ in 0..200_000 {
+                    counts.apply(&vec![(1, [-1, 0, 1, 0])]);
+                    counts.apply(&vec![(1, [1, 0, -1, 0])]);
+                }
+            }
+        });
+        while !writer.is_finished() {
+            let total: i64 = counts.get().iter().map(|(_, n)| n).sum();
+            assert_eq!(total, 100, "a commit seen half-applied");
+        }
+        writer.join().unwrap();
+    }
 
     /// The counts in memory, checked against a count of the table.
     fn assert_counts(s: &Store, what: &str) {

@@ -227,6 +227,9 @@ fn message_page(
 /// How long a statement waits for a write lock held by another connection before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The most a truncating checkpoint holds the writer waiting for readers to leave the log.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
+
 /// Page cache per reader connection, KiB (the writer keeps SQLite's default of 2,000).
 const READER_CACHE_KIB: u32 = 512;
 
@@ -1085,11 +1088,28 @@ impl Store {
     }
 
     /// Copies the WAL back into the database and truncates it, so it cannot grow without bound.
+    /// The copying is done beside the writer first; the truncation then takes the writer and
+    /// waits at most `CHECKPOINT_WAIT` for readers still on the log. A long read (a backup,
+    /// Litestream's open transaction) used to hold the writer, and every publish behind it, for
+    /// the whole busy timeout; now the log is left untruncated until a later pass finds it free.
     pub fn checkpoint(&self) -> Result<()> {
         // A checkpoint writes into the database file, which stays as it is once found damaged.
         self.damaged()?;
+        self.checkpoint_beside()?;
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        conn.busy_timeout(CHECKPOINT_WAIT)?;
+        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        });
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        match busy {
+            Ok(0) => {}
+            Ok(_) => log::debug!("the log is copied but not truncated: a reader still uses it"),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                log::debug!("the log is copied but not truncated: {e}")
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(())
     }
 }
