@@ -165,9 +165,22 @@ impl Dispatcher {
         let mut stopping: Option<Instant> = None;
         let mut outcomes = Vec::new();
         let mut outstanding = 0usize;
+        let mut halted = false;
         loop {
             beat.work();
             let next = match stopping {
+                // A file the integrity check found damaged takes no more writes, so no outcome
+                // could be recorded: every message sent would stay pending and be sent again
+                // at once, for ever. Deliveries stop; `/healthz` already answers 503.
+                None if self.store.is_damaged() => {
+                    if !halted {
+                        halted = true;
+                        log::error!(
+                            "deliveries stop: the database failed its integrity check and takes no more writes"
+                        );
+                    }
+                    None
+                }
                 None => self.dispatch_ready(),
                 Some(deadline) => {
                     if (self.in_flight == 0 && outstanding == 0 && outcomes.is_empty())

@@ -446,7 +446,25 @@ impl Store {
                 log::info!("the integrity check of the database was stopped by the shutdown");
                 return;
             }
-            Err(e) => Err(e.to_string()),
+            // Only the file's own errors say it is damaged. A check that could not run (no
+            // descriptor left, the lock held by an operator's `sqlite3`, no memory, a passing
+            // I/O error) says nothing of the file, and must not refuse every write until a
+            // restart: it is left unsettled, and runs again at the next start.
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+                ) =>
+            {
+                Err(e.to_string())
+            }
+            Err(e) => {
+                log::warn!(
+                    "the integrity check of database {} could not run ({e}); it runs again at the next start",
+                    self.path.display()
+                );
+                return;
+            }
         };
         match &verdict {
             Ok(()) => log::info!(
@@ -471,6 +489,12 @@ impl Store {
         {
             handle.interrupt();
         }
+    }
+
+    /// Whether the integrity check found the file damaged: nothing more is written into it,
+    /// so nothing more that would need recording (a delivery) should be done.
+    pub fn is_damaged(&self) -> bool {
+        self.damaged().is_err()
     }
 
     /// The integrity check's verdict as an error, once it has found damage.

@@ -1927,6 +1927,60 @@ fn damage_only_the_integrity_check_finds_is_served_then_reported_and_left_in_pla
 }
 
 #[test]
+fn deliveries_stop_once_the_integrity_check_finds_damage() {
+    // Once the check finds damage no write commits, so no delivery can be recorded: the
+    // dispatcher used to send the same pending messages again at once, for ever.
+    let receiver = Receiver::start();
+    receiver.reply_with(Reply::status(503));
+    let mut server =
+        Server::start("[delivery]\nbatch_window = \"0ms\"\ninitial_backoff = \"1s\"\n");
+    create_endpoint(&server, json!({"url": receiver.url("/hooks")}));
+    let padding = "d".repeat(2000);
+    for i in 0..150 {
+        let mut data = incident(&format!("e{i}"));
+        data["padding"] = json!(padding);
+        publish(&server, "incident.created", data);
+    }
+    receiver.wait_hits(1, Duration::from_secs(20));
+    assert!(server.stop().success());
+    let db = server.db_path();
+    let page = 4096;
+    let pristine = std::fs::read(&db).expect("read the database");
+    let pages = pristine.len() / page;
+    let victim = (pages / 2..pages)
+        .find(|&p| {
+            let bytes = &pristine[p * page..(p + 1) * page];
+            bytes[0] == 13 && bytes.iter().filter(|&&b| b == b'd').count() >= 1500
+        })
+        .expect("a leaf page of events in the second half of the file");
+    damage(&db, victim * page + 8, page - 8);
+    receiver.reply_with(Reply::status(200));
+    let before = receiver.count();
+    server.restart();
+    let api = server.client();
+    wait_until(
+        Duration::from_secs(20),
+        "healthz reports the failed integrity check",
+        || api.raw("GET", "/healthz", &[], None).status == 503,
+    );
+    // What is under test is that nothing more happens: the receiver is watched for a while.
+    let watched_from = receiver.count();
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = receiver.count() - watched_from;
+    assert!(
+        sent <= 1,
+        "{sent} requests after the damage was found (at most the one in flight); {} since the restart; log:\n{}",
+        receiver.count() - before,
+        server.log()
+    );
+    assert!(
+        server.log().contains("deliveries stop"),
+        "log:\n{}",
+        server.log()
+    );
+}
+
+#[test]
 fn a_database_damaged_in_its_first_page_is_refused_naming_its_path() {
     let (_server, db) = stopped_with_events(1);
     let pristine = std::fs::read(&db).expect("read the database");
