@@ -32,6 +32,9 @@ pub(super) const KEYS: [&str; 16] = [
     "enabled",
 ];
 
+/// The fields `rotate-ping-url` takes: none (an action route's body is `{}`).
+pub(super) const ROTATE_PING_KEYS: &[&str] = &[];
+
 fn find(api: &Api, id: &str) -> Result<MonitorRow> {
     api.store
         .monitor(id)?
@@ -382,7 +385,7 @@ pub fn reveal_ping_url(api: &Api, id: &str, req: &Req) -> Result<Reply> {
 /// `POST /api/v1/monitors/{id}/rotate-ping-url`: a new token; the old URL is 404 at once,
 /// since a ping URL that leaked should stop working when it is replaced.
 pub fn rotate_ping_url(api: &Api, id: &str, req: &Req) -> Result<Reply> {
-    fields::only_keys(fields::object(req.body.as_ref())?, &[])?;
+    fields::only_keys(fields::object(req.body.as_ref())?, ROTATE_PING_KEYS)?;
     find_push(api, id)?;
     let token = crate::secret::generate_ping_token();
     let m = api

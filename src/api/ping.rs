@@ -57,13 +57,15 @@ pub fn serve(api: &Api, rest: &str, method: &str) -> Result<Reply> {
         Some(token) => (token, true),
         None => (rest, false),
     };
+    // The method is checked first, the same for every path, so a 405 says nothing about
+    // whether the token exists.
+    if method != "GET" && method != "POST" {
+        return Err(method_not_allowed("GET, POST"));
+    }
     let unknown = || ApiError::new(404, "not_found", "no such ping URL");
     // A path that cannot hold a token is as unknown as a token that is not stored.
     if !crate::secret::is_ping_token(token) {
         return Err(unknown());
-    }
-    if method != "GET" && method != "POST" {
-        return Err(method_not_allowed("GET, POST"));
     }
     let monitor = match api.store.monitor_by_push_token(token)? {
         Some(m) if m.settings.kind == Kind::Push => m,
