@@ -342,9 +342,11 @@ fn push_window_ms(m: &MonitorRow) -> i64 {
 }
 
 /// How long from `wall` until a push monitor's deadline, reckoned from its last check (a
-/// ping, or a missed one) or, before any, from its creation; zero when already past.
+/// ping, or a missed one) or its last edit, whichever is later; zero when already past. An
+/// edit counts because resuming a paused monitor, or changing its interval, is no missed
+/// ping: the job gets a whole window to report.
 fn push_wait(m: &MonitorRow, wall: i64) -> i64 {
-    let since = m.last_checked_at.unwrap_or(m.created_at);
+    let since = m.last_checked_at.unwrap_or(m.created_at).max(m.updated_at);
     (since + push_window_ms(m) - wall).clamp(0, push_window_ms(m))
 }
 
