@@ -390,6 +390,7 @@ fn next_due(due: Instant, now: Instant, interval: Duration) -> Instant {
 fn run_check(c: &Checker, m: &MonitorRow) {
     let s = &m.settings;
     let (outcome, region) = match s.kind {
+        Kind::Push if pinged_meanwhile(c, m) => return,
         Kind::Push => (
             rules::push_outcome(crate::time::now_ms(), Some(rules::NO_PING)),
             rules::PUSH_REGION,
@@ -412,6 +413,26 @@ fn run_check(c: &Checker, m: &MonitorRow) {
     };
     if let Err(e) = record(&recorder, m, &outcome) {
         log::error!("monitor {}: cannot record a check: {e}", m.id);
+    }
+}
+
+/// Whether a ping (or a reported failure) was recorded after this deadline's job was sent:
+/// a ping that lands just as its deadline falls due races the job, and must not be followed
+/// by a missed ping. The newest check tells: one that is not a missed ping and leaves more
+/// than a second of the window (a margin for the wall and monotonic clocks' drift) came in
+/// time. A missed ping recorded last never skips, so a silent job keeps failing each
+/// interval.
+fn pinged_meanwhile(c: &Checker, m: &MonitorRow) -> bool {
+    let now = crate::time::now_ms();
+    match c.store.list_checks(m.seq, None, 1) {
+        Ok(rows) => rows.first().is_some_and(|last| {
+            last.error.as_deref() != Some(rules::NO_PING)
+                && last.at + push_window_ms(m) > now + 1000
+        }),
+        Err(e) => {
+            log::error!("monitor {}: cannot read its last check: {e}", m.id);
+            false
+        }
     }
 }
 
@@ -490,8 +511,68 @@ fn host_of(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{next_due, timely};
+    use super::{next_due, push_wait, timely};
+    use crate::monitor::rules::{Kind, State};
+    use crate::store::{MonitorRow, MonitorSettings};
     use std::time::{Duration, Instant};
+
+    fn push_monitor(created: i64, updated: i64, last: Option<i64>) -> MonitorRow {
+        MonitorRow {
+            seq: 1,
+            id: "mon_a".into(),
+            settings: MonitorSettings {
+                name: "job".into(),
+                url: String::new(),
+                method: "GET".into(),
+                interval_ms: 60_000,
+                timeout_ms: 0,
+                expected_status: "200-299".into(),
+                failures_before_down: 1,
+                successes_before_up: 1,
+                component_id: None,
+                auto_incident: true,
+                severity: "major".into(),
+                sla_target: None,
+                sla_window_days: 30.0,
+                enabled: true,
+                kind: Kind::Push,
+                grace_ms: 30_000,
+            },
+            state: State::NEW,
+            incident_id: None,
+            arming: crate::sla::Arming {
+                armed: true,
+                false_since: None,
+            },
+            last_checked_at: last,
+            created_at: created,
+            updated_at: updated,
+            push_token: None,
+        }
+    }
+
+    #[test]
+    fn a_push_deadline_is_interval_plus_grace_after_the_last_check_or_edit() {
+        // (created, updated, last check, now, wait): the window is 90 s.
+        let rows: [(i64, i64, Option<i64>, i64, i64); 6] = [
+            (0, 0, None, 0, 90_000),
+            (0, 0, None, 60_000, 30_000),
+            (0, 0, Some(50_000), 60_000, 80_000),
+            (0, 0, Some(0), 200_000, 0),
+            // An edit (a resume) after the last check gives a whole window again.
+            (0, 150_000, Some(0), 200_000, 40_000),
+            // A wall clock that went back never waits more than one window.
+            (0, 0, Some(500_000), 0, 90_000),
+        ];
+        for (created, updated, last, now, want) in rows {
+            let m = push_monitor(created, updated, last);
+            assert_eq!(
+                push_wait(&m, now),
+                want,
+                "{created} {updated} {last:?} {now}"
+            );
+        }
+    }
 
     const MINUTE: Duration = Duration::from_secs(60);
 

@@ -1572,6 +1572,64 @@ mod tests {
     }
 
     #[test]
+    fn a_push_monitor_is_found_by_its_token_until_it_is_rotated() {
+        let (_dir, store) = store();
+        let mut s = settings(None);
+        s.url = String::new();
+        s.kind = Kind::Push;
+        s.grace_ms = 5_000;
+        let token = crate::secret::generate_ping_token();
+        let m = store
+            .create_monitor("mon_p", &s, Some(&token), 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.settings.kind, Kind::Push);
+        assert_eq!(m.push_token.as_deref(), Some(token.as_str()));
+        let found = store.monitor_by_push_token(&token).unwrap().unwrap();
+        assert_eq!((found.seq, found.settings.grace_ms), (m.seq, 5_000));
+        assert!(store.monitor_by_push_token("x").unwrap().is_none());
+        // Stored as given and as its hash; the hash is what a ping is looked up by.
+        let hash: String = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT push_token_hash FROM monitors WHERE id = 'mon_p'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(hash, token_hash(&token));
+        assert_ne!(hash, token);
+
+        let fresh = crate::secret::generate_ping_token();
+        let rotated = store
+            .rotate_push_token("mon_p", &fresh, 2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(rotated.push_token.as_deref(), Some(fresh.as_str()));
+        assert!(store.monitor_by_push_token(&token).unwrap().is_none());
+        assert_eq!(
+            store.monitor_by_push_token(&fresh).unwrap().map(|m| m.seq),
+            Some(m.seq)
+        );
+        // An HTTP monitor has no token to rotate.
+        store
+            .create_monitor("mon_h", &settings(None), None, 1)
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .rotate_push_token("mon_h", &token, 3)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            store.monitor("mon_h").unwrap().unwrap().settings.kind,
+            Kind::Http
+        );
+    }
+
+    #[test]
     fn a_deleted_monitor_records_nothing() {
         let (_dir, store) = store();
         let m = store

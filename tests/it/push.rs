@@ -345,3 +345,55 @@ fn push_monitor_validation_names_the_field() {
     assert_eq!(patched["grace_secs"], 30);
     assert!(patched.get("ping_url").is_none(), "{patched}");
 }
+
+#[test]
+fn a_deadline_survives_a_restart_and_a_paused_monitor_records_no_ping() {
+    let mut server = Server::start(FAST);
+    let (monitor, path) = create_push(&server, "cron", 2, 1);
+    assert_eq!(ping(&server, "GET", &path).status, 200);
+    let pinged = wait_for(WAIT, "the ping's check", || {
+        checks(&server, &monitor)
+            .last()
+            .cloned()
+            .ok_or_else(|| "none yet".to_string())
+    });
+    // The scheduler that heard the ping is gone; the new one reckons the deadline from the
+    // stored check, and the same token still pings.
+    server.restart();
+    let missed = wait_for(WAIT, "a no_ping check after the restart", || {
+        let all = checks(&server, &monitor);
+        all.iter()
+            .find(|c| c["error"] == "no_ping")
+            .cloned()
+            .ok_or_else(|| format!("{all:?}"))
+    });
+    let gap = parse_time(s(&missed, "at"))
+        .duration_since(parse_time(s(&pinged, "at")))
+        .unwrap_or_default();
+    assert!(gap >= Duration::from_millis(2900), "missed after {gap:?}");
+    let m = server.expect("GET", &format!("/api/v1/monitors/{monitor}"), None, 200);
+    assert_eq!(m["status"], "DOWN", "{m}");
+
+    // Paused: pings are taken and not recorded, and no deadline runs.
+    server.expect(
+        "PATCH",
+        &format!("/api/v1/monitors/{monitor}"),
+        Some(json!({"enabled": false})),
+        200,
+    );
+    let before = checks(&server, &monitor).len();
+    let reply = ping(&server, "POST", &path);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["recorded"], false);
+    // Resuming gives the job a whole window: a ping then brings it UP.
+    server.expect(
+        "PATCH",
+        &format!("/api/v1/monitors/{monitor}"),
+        Some(json!({"enabled": true})),
+        200,
+    );
+    assert_eq!(checks(&server, &monitor).len(), before);
+    assert_eq!(ping(&server, "GET", &path).status, 200);
+    let up = server.expect("GET", &format!("/api/v1/monitors/{monitor}"), None, 200);
+    assert_eq!(up["status"], "UP", "{up}");
+}
