@@ -1171,8 +1171,12 @@
     name: "", url: "", method: "GET", interval_secs: 60, timeout_ms: 10000,
     expected_status: "200-299", failures_before_down: 3, successes_before_up: 1,
     component_id: null, auto_incident: true, severity: "major", sla_target: null,
-    sla_window_days: 30,
+    sla_window_days: 30, kind: "http", grace_secs: 60,
   };
+
+  // Pings the appliance names in a push monitor's checks.
+  CHECK_ERROR_TEXT.no_ping = "No ping in time";
+  CHECK_ERROR_TEXT.reported_failure = "Failure reported";
 
   const monitorCards = new Map();
 
@@ -1247,7 +1251,16 @@
       table: q(".check-table"),
       tbody: q(".check-table tbody"),
       checksEmpty: q(".checks-empty"),
+      pingBox: q(".ping"),
+      pingUrl: q(".ping-url"),
+      pingReveal: q(".ping-reveal"),
+      pingCopy: q(".ping-copy"),
+      pingStatus: q(".ping-status"),
     };
+    card.pingUrl.id = `mon-${m.id}-ping`;
+    q(".ping-label").htmlFor = card.pingUrl.id;
+    card.pingReveal.addEventListener("click", () => togglePingUrl(card));
+    card.pingCopy.addEventListener("click", () => copyPingUrl(card));
     card.table.setAttribute("aria-describedby", heading.id);
     q(".edit").addEventListener("click", (e) => openMonitorDialog(card, e.currentTarget));
     card.toggle.addEventListener("click", () => toggleMonitor(card));
@@ -1290,11 +1303,15 @@
     card.state.textContent = state.text;
     card.state.className = `state ${state.kind}`;
     card.root.dataset.state = state.kind;
-    // Only HTTP monitors exist so far; another kind of monitor describes its own target here.
-    card.target.textContent = `${m.method} ${m.url}`;
+    const push = m.kind === "push";
+    card.target.textContent = push ? "Push: told by pings to its ping URL" : `${m.method} ${m.url}`;
     card.idText.textContent = m.id;
-    card.interval.textContent = `${plural(m.interval_secs, "second", "seconds")}, ` +
-      `timeout ${m.timeout_ms} ms`;
+    card.interval.textContent = push
+      ? `${plural(m.interval_secs, "second", "seconds")}, grace ${m.grace_secs} s`
+      : `${plural(m.interval_secs, "second", "seconds")}, timeout ${m.timeout_ms} ms`;
+    card.pingBox.hidden = !push;
+    // Only the answer to a creation carries the URL; other reads leave what was revealed.
+    if (m.ping_url) card.pingUrl.value = m.ping_url;
     card.component.textContent = m.component_id ? componentName(m.component_id) : "None";
     card.toggle.textContent = m.enabled ? "Pause" : "Resume";
 
@@ -1304,7 +1321,8 @@
       card.last.replaceChildren(
         el("span", { class: result.ok ? "ok" : "bad", text: result.text }), ", ",
         timeElement(newest.at));
-      card.response.textContent = Number.isFinite(newest.response_time_ms)
+      // A ping has no response time of its own.
+      card.response.textContent = Number.isFinite(newest.response_time_ms) && m.kind !== "push"
         ? `${newest.response_time_ms} ms` : "—";
     } else {
       card.last.replaceChildren(m.last_checked_at ? timeElement(m.last_checked_at) : "Not yet");
@@ -1404,6 +1422,57 @@
     select.value = current || "";
   }
 
+  // A push monitor's ping URL is a secret: masked until revealed, read from the API on demand.
+  async function loadPingUrl(card) {
+    const answer = await call("GET", `/api/v1/monitors/${encodeURIComponent(card.id)}/ping-url`);
+    card.pingUrl.value = answer.ping_url;
+  }
+
+  function setPingMasked(card, masked) {
+    card.pingUrl.type = masked ? "password" : "text";
+    card.pingReveal.textContent = masked ? "Reveal" : "Hide";
+    card.pingReveal.setAttribute("aria-pressed", String(!masked));
+  }
+
+  async function togglePingUrl(card) {
+    hideError(card.error);
+    const masked = card.pingUrl.type === "password";
+    await busy(card.pingReveal, async () => {
+      if (masked) {
+        await loadPingUrl(card);
+        setPingMasked(card, false);
+      } else {
+        setPingMasked(card, true);
+      }
+    }, null, card.error);
+  }
+
+  async function copyPingUrl(card) {
+    hideError(card.error);
+    setStatus(card.pingStatus, "");
+    await busy(card.pingCopy, async () => {
+      if (!card.pingUrl.value) await loadPingUrl(card);
+      if (await copyText(card.pingUrl.value)) {
+        setStatus(card.pingStatus, "Ping URL copied to the clipboard.");
+      } else {
+        // The clipboard is out of reach: show the URL selected, for the keyboard's copy.
+        setPingMasked(card, false);
+        card.pingUrl.focus();
+        card.pingUrl.select();
+        setStatus(card.pingStatus, "Press Ctrl+C (⌘C on a Mac) to copy the selected URL.");
+      }
+    }, null, card.error);
+  }
+
+  // Shows the fields of the chosen kind of monitor and hides the other kind's.
+  function showMonitorKind(kind) {
+    const push = kind === "push";
+    $("mon-http").hidden = push;
+    $("mon-push").hidden = !push;
+    document.querySelector('label[for="mon-interval"]').textContent = push
+      ? "Expect a ping every (seconds)" : "Check every (seconds)";
+  }
+
   let editingMonitor = null;
 
   function openMonitorDialog(card, from) {
@@ -1415,12 +1484,20 @@
     $("mon-save").textContent = card ? "Save changes" : "Add monitor";
     $("mon-enabled-field").hidden = Boolean(card);
     const m = card ? card.m : MONITOR_DEFAULTS;
+    const kind = m.kind || "http";
+    $("mon-kind").value = kind;
+    // The kind is chosen once, at creation.
+    $("mon-kind").disabled = Boolean(card);
+    showMonitorKind(kind);
     $("mon-name").value = m.name;
-    $("mon-url").value = m.url;
-    $("mon-method").value = m.method;
+    // A push monitor has no HTTP settings; its form keeps the defaults there, unsent.
+    const http = kind === "http" ? m : MONITOR_DEFAULTS;
+    $("mon-url").value = http.url;
+    $("mon-method").value = http.method;
     $("mon-interval").value = String(m.interval_secs);
-    $("mon-timeout").value = String(m.timeout_ms);
-    $("mon-expected").value = m.expected_status;
+    $("mon-timeout").value = String(http.timeout_ms);
+    $("mon-expected").value = http.expected_status;
+    $("mon-grace").value = String(m.grace_secs ?? MONITOR_DEFAULTS.grace_secs);
     $("mon-failures").value = String(m.failures_before_down);
     $("mon-successes").value = String(m.successes_before_up);
     fillComponentSelect($("mon-component"), m.component_id);
@@ -1435,17 +1512,22 @@
   async function saveMonitor(submitter) {
     const form = $("monitor-form");
     clearErrors(form);
+    const push = $("mon-kind").value === "push";
     const body = {
       name: $("mon-name").value.trim(),
-      url: $("mon-url").value.trim(),
-      method: $("mon-method").value,
-      expected_status: $("mon-expected").value.trim(),
       component_id: $("mon-component").value || null,
       auto_incident: $("mon-auto-incident").checked,
       severity: $("mon-severity").value,
     };
+    if (push) {
+      numberField($("mon-grace"), body, "grace_secs");
+    } else {
+      body.url = $("mon-url").value.trim();
+      body.method = $("mon-method").value;
+      body.expected_status = $("mon-expected").value.trim();
+    }
     numberField($("mon-interval"), body, "interval_secs");
-    numberField($("mon-timeout"), body, "timeout_ms");
+    if (!push) numberField($("mon-timeout"), body, "timeout_ms");
     numberField($("mon-failures"), body, "failures_before_down");
     numberField($("mon-successes"), body, "successes_before_up");
     numberField($("mon-sla-window"), body, "sla_window_days");
@@ -1463,6 +1545,7 @@
         if (monitorCards.get(card.id) === card) await refreshMonitor(card);
       } else {
         body.enabled = $("mon-enabled").checked;
+        if (push) body.kind = "push";
         saved = await call("POST", "/api/v1/monitors", body);
         $("monitor-dialog").close();
         await refreshMonitors({ quiet: true });
@@ -1473,6 +1556,17 @@
     const what = card ? `Monitor ${saved.name} saved` : `Monitor ${saved.name} added`;
     if (!saved.enabled) {
       setStatus(status, `${what}; it is paused.`);
+      return;
+    }
+    if (saved.kind === "push") {
+      // Nothing is checked until the job pings: point at the URL it pings instead.
+      const target = monitorCards.get(saved.id);
+      if (target && saved.ping_url) {
+        target.pingUrl.value = saved.ping_url;
+        setPingMasked(target, false);
+      }
+      setStatus(status, `${what}; it goes down when no ping comes within ` +
+        `${plural(saved.interval_secs + saved.grace_secs, "second", "seconds")}.`);
       return;
     }
     setStatus(status, `${what}; waiting for its ${card ? "next" : "first"} check…`);
@@ -1907,6 +2001,7 @@
       () => serial("monitors", () => refreshMonitors()), null, $("monitors-error")));
     $("add-monitor").addEventListener("click", (e) => openMonitorDialog(null, e.currentTarget));
     submit("monitor-form", saveMonitor);
+    $("mon-kind").addEventListener("change", (e) => showMonitorKind(e.currentTarget.value));
     $("refresh-incidents").addEventListener("click", (e) => busy(e.currentTarget,
       () => serial("incidents", () => refreshIncidents()), null, $("incidents-error")));
     $("add-incident").addEventListener("click", (e) => openIncidentDialog(null, e.currentTarget));

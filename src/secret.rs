@@ -89,6 +89,25 @@ pub fn generate_admin_token() -> String {
     )
 }
 
+/// The length of a push monitor's ping token (SPEC 7).
+pub const PING_TOKEN_LEN: usize = 32;
+
+/// A new ping token: 32 characters of URL-safe base64 (24 random bytes), so that it sits in
+/// a URL path unescaped.
+pub fn generate_ping_token() -> String {
+    let mut bytes = [0u8; 24];
+    crate::id::fill_random(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `token` has a ping token's form; a path that has not is refused unread.
+pub fn is_ping_token(token: &str) -> bool {
+    token.len() == PING_TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The SHA-256 of a token, as stored and compared.
 pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -102,6 +121,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ping_tokens_are_32_url_safe_characters_and_differ() {
+        let (a, b) = (generate_ping_token(), generate_ping_token());
+        assert!(is_ping_token(&a), "{a}");
+        assert_ne!(a, b);
+        assert!(!is_ping_token(&a[1..]));
+        assert!(!is_ping_token(&format!("{}/", &a[1..])));
+    }
 
     #[test]
     fn generated_secrets_have_the_spec_form() {

@@ -11,6 +11,7 @@ mod fields;
 mod incidents;
 mod monitors;
 mod openapi;
+mod ping;
 mod signin;
 
 use std::io::Read;
@@ -42,6 +43,7 @@ pub struct Api {
     /// Requests being answered, so that shutdown can wait for them.
     in_flight: AtomicUsize,
     sign_ins: signin::SignInLimiter,
+    pings: ping::PingLimiter,
     /// The listener's accept loop, once `serve` started it; `/healthz` fails when it stopped.
     listener: std::sync::OnceLock<tiny_http::AcceptLoop>,
 }
@@ -71,6 +73,7 @@ impl Api {
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             sign_ins: signin::SignInLimiter::default(),
+            pings: ping::PingLimiter::default(),
             listener: std::sync::OnceLock::new(),
         }
     }
@@ -408,6 +411,13 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
     if path == openapi::PATH {
         return openapi::serve(&method);
     }
+    // Push monitors' pings carry their own secret in the path (SPEC 5) and take no admin token.
+    if let Some(rest) = path.strip_prefix("/ping/") {
+        if api.stopping.load(Ordering::SeqCst) {
+            return Err(ApiError::unavailable("the server is shutting down"));
+        }
+        return ping::serve(api, rest, &method);
+    }
     let Some(rest) =
         path.strip_prefix("/api/v1/")
             .or(if path == "/api/v1" { Some("") } else { None })
@@ -691,6 +701,8 @@ pub(super) const ROUTES: &[(&str, &str)] = &[
     ("monitors/{id}", "GET, PATCH, DELETE"),
     ("monitors/{id}/checks", "GET"),
     ("monitors/{id}/sla", "GET"),
+    ("monitors/{id}/ping-url", "GET"),
+    ("monitors/{id}/rotate-ping-url", "POST"),
 ];
 
 /// The entry of `ROUTES` whose template fits `segs`: a literal part matches itself, a
@@ -757,6 +769,8 @@ fn route(api: &Api, req: &Req) -> Result<Reply> {
         ("monitors/{id}", "GET") => monitors::get(api, id),
         ("monitors/{id}", "PATCH") => monitors::patch(api, id, req),
         ("monitors/{id}", "DELETE") => monitors::delete(api, id),
+        ("monitors/{id}/ping-url", "GET") => monitors::reveal_ping_url(api, id, req),
+        ("monitors/{id}/rotate-ping-url", "POST") => monitors::rotate_ping_url(api, id, req),
         ("monitors/{id}/checks", "GET") => monitors::checks(api, id, req),
         ("monitors/{id}/sla", "GET") => monitors::sla(api, id),
         // A pair in `ROUTES` without an arm here; the route test sends every pair, so this

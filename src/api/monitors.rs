@@ -1,19 +1,22 @@
-//! `/api/v1/monitors`: synthetic HTTP monitors (SPEC 7): create, list, show, edit, delete,
-//! their recorded checks and their SLA. Every change tells the scheduler. The monitor's,
-//! check's and SLA's wire shapes are defined here.
+//! `/api/v1/monitors`: synthetic HTTP monitors and push monitors (SPEC 7): create, list,
+//! show, edit, delete, their recorded checks and their SLA, and a push monitor's ping URL
+//! (reveal, rotate). Every change tells the scheduler. The monitor's, check's and SLA's wire
+//! shapes are defined here.
 
 use serde_json::{Value, json};
 
 use super::fields::{self, Object};
 use super::{Api, ApiError, Page, Reply, Req, Result};
 use crate::event::SEVERITIES;
-use crate::monitor::rules::{self, Expected};
+use crate::monitor::rules::{self, Expected, Kind};
 use crate::sla;
 use crate::store::{CheckRow, MonitorPatch, MonitorRow, MonitorSettings, Refusal};
 use crate::time::{now_ms, rfc3339, rfc3339_ms};
 
-pub(super) const KEYS: [&str; 14] = [
+pub(super) const KEYS: [&str; 16] = [
     "name",
+    "kind",
+    "grace_secs",
     "url",
     "method",
     "interval_secs",
@@ -29,22 +32,31 @@ pub(super) const KEYS: [&str; 14] = [
     "enabled",
 ];
 
+/// The fields `rotate-ping-url` takes: none (an action route's body is `{}`).
+pub(super) const ROTATE_PING_KEYS: &[&str] = &[];
+
 fn find(api: &Api, id: &str) -> Result<MonitorRow> {
     api.store
         .monitor(id)?
         .ok_or_else(|| ApiError::not_found("monitor"))
 }
 
+/// A monitor as the API shows it. A push monitor has no `url`, `method`, `timeout_ms` or
+/// `expected_status` (null), and an HTTP monitor no `grace_secs`; the ping URL is a secret
+/// and is added only by create, reveal and rotate (`with_ping_url`).
 pub fn render(m: &MonitorRow) -> Value {
     let s = &m.settings;
+    let http = s.kind == Kind::Http;
     json!({
         "id": m.id,
         "name": s.name,
-        "url": s.url,
-        "method": s.method,
+        "kind": s.kind.as_str(),
+        "url": http.then_some(&s.url),
+        "method": http.then_some(&s.method),
         "interval_secs": sla::number(s.interval_ms as f64 / 1000.0),
-        "timeout_ms": s.timeout_ms,
-        "expected_status": s.expected_status,
+        "grace_secs": (!http).then_some(s.grace_ms / 1000),
+        "timeout_ms": http.then_some(s.timeout_ms),
+        "expected_status": http.then_some(&s.expected_status),
         "failures_before_down": s.failures_before_down,
         "successes_before_up": s.successes_before_up,
         "component_id": s.component_id,
@@ -61,6 +73,31 @@ pub fn render(m: &MonitorRow) -> Value {
         "created_at": rfc3339(m.created_at),
         "updated_at": rfc3339(m.updated_at),
     })
+}
+
+/// The URL a push monitor is pinged at, on the host and scheme the request came through
+/// (a proxy in front says `X-Forwarded-Proto: https`), since the appliance does not know
+/// the name it is reached by.
+fn ping_url(api: &Api, req: &Req, token: &str) -> String {
+    let host = req
+        .header("host")
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| api.config.server.listen.to_string(), str::to_string);
+    let scheme = match req.header("x-forwarded-proto") {
+        Some(p) if p.trim().eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}/ping/{token}")
+}
+
+/// `render(m)` with its `ping_url`, for the answers that may show the secret.
+fn with_ping_url(api: &Api, req: &Req, m: &MonitorRow) -> Value {
+    let mut v = render(m);
+    if let Some(token) = &m.push_token {
+        v["ping_url"] = Value::from(ping_url(api, req, token));
+    }
+    v
 }
 
 fn render_check(c: &CheckRow) -> Value {
@@ -93,8 +130,9 @@ fn number(obj: &Object, key: &str, min: f64, max: f64, max_inclusive: bool) -> R
     }
 }
 
-/// The monitor fields of a create or a patch, each checked on its own.
-fn read(api: &Api, obj: &Object) -> Result<MonitorPatch> {
+/// The monitor fields of a create or a patch, each checked on its own, with the `kind` if
+/// one was sent.
+fn read(api: &Api, obj: &Object) -> Result<(Option<Kind>, MonitorPatch)> {
     fields::only_keys(obj, &KEYS)?;
     let name = match fields::string(obj, "name")? {
         Some(n) if n.trim().is_empty() || n.len() > rules::MAX_NAME => {
@@ -148,6 +186,13 @@ fn read(api: &Api, obj: &Object) -> Result<MonitorPatch> {
             ));
         }
     };
+    let kind = match fields::string(obj, "kind")? {
+        Some(k) => Some(
+            Kind::parse(k)
+                .ok_or_else(|| ApiError::field("kind", "kind must be \"http\" or \"push\""))?,
+        ),
+        None => None,
+    };
     let sla_target = match obj.get("sla_target") {
         None => None,
         Some(Value::Null) => Some(None),
@@ -174,15 +219,41 @@ fn read(api: &Api, obj: &Object) -> Result<MonitorPatch> {
         sla_target,
         sla_window_days: number(obj, "sla_window_days", 0.0, rules::MAX_WINDOW_DAYS, true)?,
         enabled: fields::boolean(obj, "enabled")?,
+        grace_ms: fields::integer(obj, "grace_secs", 0, rules::MAX_GRACE_SECS)?.map(|s| s * 1000),
     })
+    .map(|p| (kind, p))
 }
 
 /// The rule between fields, on the settings a create or patch would leave.
 fn cross_check(s: &MonitorSettings) -> std::result::Result<(), Refusal> {
-    rules::check_timeout(s.timeout_ms, s.interval_ms).map_err(|message| Refusal::Invalid {
-        field: "timeout_ms".into(),
-        message,
-    })
+    match s.kind {
+        Kind::Http => {
+            rules::check_timeout(s.timeout_ms, s.interval_ms).map_err(|message| Refusal::Invalid {
+                field: "timeout_ms".into(),
+                message,
+            })
+        }
+        Kind::Push => Ok(()),
+    }
+}
+
+/// The fields only one kind of monitor takes, refused when sent for the other: a push
+/// monitor is told its state by pings, so it has nothing to request and no timeout.
+fn kind_fields(kind: Kind, obj: &Object) -> Result<()> {
+    let foreign: &[&str] = match kind {
+        Kind::Http => &["grace_secs"],
+        Kind::Push => &["url", "method", "timeout_ms", "expected_status"],
+    };
+    match foreign
+        .iter()
+        .find(|k| obj.get(**k).is_some_and(|v| !v.is_null()))
+    {
+        Some(key) => Err(ApiError::field(
+            *key,
+            format!("{key} does not apply to a {} monitor", kind.as_str()),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn refused(r: Refusal) -> ApiError {
@@ -197,7 +268,9 @@ fn refused(r: Refusal) -> ApiError {
 
 pub fn create(api: &Api, req: &Req) -> Result<Reply> {
     let obj = fields::object(req.body.as_ref())?;
-    let p = read(api, obj)?;
+    let (kind, p) = read(api, obj)?;
+    let kind = kind.unwrap_or(Kind::Http);
+    kind_fields(kind, obj)?;
     let required = |present: bool, key: &str| {
         if present {
             Ok(())
@@ -206,9 +279,9 @@ pub fn create(api: &Api, req: &Req) -> Result<Reply> {
         }
     };
     required(p.name.is_some(), "name")?;
-    required(p.url.is_some(), "url")?;
+    required(kind == Kind::Push || p.url.is_some(), "url")?;
     required(p.interval_ms.is_some(), "interval_secs")?;
-    required(p.timeout_ms.is_some(), "timeout_ms")?;
+    required(kind == Kind::Push || p.timeout_ms.is_some(), "timeout_ms")?;
     let s = MonitorSettings {
         name: p.name.unwrap_or_default(),
         url: p.url.unwrap_or_default(),
@@ -226,15 +299,21 @@ pub fn create(api: &Api, req: &Req) -> Result<Reply> {
         sla_target: p.sla_target.flatten(),
         sla_window_days: p.sla_window_days.unwrap_or(rules::DEFAULT_WINDOW_DAYS),
         enabled: p.enabled.unwrap_or(true),
+        kind,
+        grace_ms: match kind {
+            Kind::Http => 0,
+            Kind::Push => p.grace_ms.unwrap_or(rules::DEFAULT_GRACE_SECS * 1000),
+        },
     };
     cross_check(&s).map_err(refused)?;
+    let token = (kind == Kind::Push).then(crate::secret::generate_ping_token);
     let row = api
         .store
-        .create_monitor(&crate::id::new("mon"), &s, now_ms())?
+        .create_monitor(&crate::id::new("mon"), &s, token.as_deref(), now_ms())?
         .map_err(refused)?;
     api.monitors.changed(row.seq);
-    log::info!("monitor {} created", row.id);
-    Ok(Reply::json(201, &render(&row)))
+    log::info!("monitor {} ({}) created", row.id, kind.as_str());
+    Ok(Reply::json(201, &with_ping_url(api, req, &row)))
 }
 
 pub fn list(api: &Api, req: &Req) -> Result<Reply> {
@@ -249,7 +328,16 @@ pub fn get(api: &Api, id: &str) -> Result<Reply> {
 
 pub fn patch(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     let obj = fields::object(req.body.as_ref())?;
-    let patch = read(api, obj)?;
+    let (kind, patch) = read(api, obj)?;
+    let current = find(api, id)?;
+    let current_kind = current.settings.kind;
+    if kind.is_some_and(|k| k != current_kind) {
+        return Err(ApiError::field(
+            "kind",
+            "kind cannot change; create a monitor of the other kind instead",
+        ));
+    }
+    kind_fields(current_kind, obj)?;
     let row = api
         .store
         .update_monitor(id, &patch, now_ms(), cross_check)?
@@ -274,6 +362,41 @@ pub fn delete(api: &Api, id: &str) -> Result<Reply> {
     api.monitors.changed(seq);
     log::info!("monitor {id} deleted");
     Ok(Reply::empty(204))
+}
+
+/// A push monitor of that id, or 404 (an HTTP monitor has no ping URL).
+fn find_push(api: &Api, id: &str) -> Result<MonitorRow> {
+    match find(api, id)? {
+        m if m.settings.kind == Kind::Push && m.push_token.is_some() => Ok(m),
+        _ => Err(ApiError::not_found("push monitor")),
+    }
+}
+
+/// `GET /api/v1/monitors/{id}/ping-url`: reveal a push monitor's ping URL.
+pub fn reveal_ping_url(api: &Api, id: &str, req: &Req) -> Result<Reply> {
+    let m = find_push(api, id)?;
+    let token = m.push_token.as_deref().unwrap_or_default();
+    Ok(Reply::json(
+        200,
+        &json!({"monitor_id": m.id, "ping_url": ping_url(api, req, token)}),
+    ))
+}
+
+/// `POST /api/v1/monitors/{id}/rotate-ping-url`: a new token; the old URL is 404 at once,
+/// since a ping URL that leaked should stop working when it is replaced.
+pub fn rotate_ping_url(api: &Api, id: &str, req: &Req) -> Result<Reply> {
+    fields::only_keys(fields::object(req.body.as_ref())?, ROTATE_PING_KEYS)?;
+    find_push(api, id)?;
+    let token = crate::secret::generate_ping_token();
+    let m = api
+        .store
+        .rotate_push_token(id, &token, now_ms())?
+        .ok_or_else(|| ApiError::not_found("push monitor"))?;
+    log::info!("monitor {}: ping URL rotated", m.id);
+    Ok(Reply::json(
+        200,
+        &json!({"monitor_id": m.id, "ping_url": ping_url(api, req, &token)}),
+    ))
 }
 
 pub fn checks(api: &Api, id: &str, req: &Req) -> Result<Reply> {

@@ -108,6 +108,12 @@ mod tests {
         for path in [PATH, "/healthz", "/metrics"] {
             want.insert((path.to_string(), "GET".to_string()));
         }
+        // Push monitors' ping routes (`ping.rs`), answered before the admin API's auth.
+        for path in ["/ping/{token}", "/ping/{token}/fail"] {
+            for method in ["GET", "POST"] {
+                want.insert((path.to_string(), method.to_string()));
+            }
+        }
         assert_eq!(operations(&doc), want);
     }
 
@@ -139,6 +145,11 @@ mod tests {
             ("/api/v1/incidents/{id}", "patch", incidents::KEYS),
             ("/api/v1/monitors", "post", &monitors::KEYS),
             ("/api/v1/monitors/{id}", "patch", &monitors::KEYS),
+            (
+                "/api/v1/monitors/{id}/rotate-ping-url",
+                "post",
+                monitors::ROTATE_PING_KEYS,
+            ),
         ];
         let with_body: BTreeSet<(String, String)> = operations(&doc)
             .into_iter()

@@ -7,6 +7,12 @@
 //! A checker makes the request, then records the check with everything it causes (state,
 //! events, incident, SLA warning) in one store transaction, and wakes the dispatcher. The
 //! scheduler does not touch the database except to read monitors when told they changed.
+//!
+//! Push monitors (SPEC 7) share the heap: a push monitor's entry is its ping deadline
+//! (last ping + interval + grace). The API records a ping itself and tells the scheduler,
+//! which moves the deadline; a deadline that falls due goes to a checker like an HTTP check
+//! and is recorded as a failed check (`no_ping`), then falls due again an interval later
+//! while no ping comes. No thread waits on any one push monitor.
 
 mod check;
 pub mod rules;
@@ -22,13 +28,16 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::config::Config;
 use crate::delivery;
 use crate::metrics::Metrics;
-use crate::store::{CheckContext, MonitorRow, Store};
+use crate::store::{CheckContext, MonitorRow, Store, StoreError};
 use crate::supervise::{Beat, IDLE_WAKE, READER_BOUND, Supervisor, WRITER_BOUND};
+use rules::{Kind, Outcome};
 
 /// What the rest of the program tells the scheduler.
 pub enum Command {
     /// A monitor was created, edited or deleted: reload it.
     Changed(i64),
+    /// A push monitor was pinged (its check is recorded): move its deadline.
+    Pinged(i64),
     /// Stop scheduling; checks in flight are abandoned.
     Shutdown,
 }
@@ -44,6 +53,11 @@ impl Handle {
         // A closed channel means the scheduler has stopped; the change is stored and is read
         // at the next start.
         let _ = self.commands.send(Command::Changed(monitor_seq));
+    }
+
+    pub fn pinged(&self, monitor_seq: i64) {
+        // As for `changed`: a stopped scheduler reads the last ping at its next start.
+        let _ = self.commands.send(Command::Pinged(monitor_seq));
     }
 
     pub fn shutdown(&self) {
@@ -193,9 +207,12 @@ impl Scheduler {
         for m in monitors {
             // Continue each monitor's rhythm across a restart instead of checking all at once.
             let interval = m.settings.interval_ms;
-            let wait = m
-                .last_checked_at
-                .map_or(0, |t| (t + interval - wall).clamp(0, interval));
+            let wait = match m.settings.kind {
+                Kind::Http => m
+                    .last_checked_at
+                    .map_or(0, |t| (t + interval - wall).clamp(0, interval)),
+                Kind::Push => push_wait(&m, wall),
+            };
             self.insert(m, now + Duration::from_millis(wait as u64));
         }
         if !self.slots.is_empty() {
@@ -210,6 +227,7 @@ impl Scheduler {
             crossbeam_channel::select! {
                 recv(commands) -> command => match command {
                     Ok(Command::Changed(seq)) => self.reload(seq),
+                    Ok(Command::Pinged(seq)) => self.pinged(seq),
                     Ok(Command::Shutdown) | Err(_) => break,
                 },
                 recv(done) -> finished => {
@@ -244,14 +262,33 @@ impl Scheduler {
     fn reload(&mut self, seq: i64) {
         match self.store.monitor_by_seq(seq) {
             Ok(Some(m)) if m.settings.enabled => {
-                // New or edited settings take effect with a check now.
-                self.insert(m, crate::time::mono());
+                // New or edited settings take effect with a check now; a push monitor's
+                // deadline is reckoned from its last ping (or its creation) instead, since
+                // an edit is no missed ping.
+                let wait = match m.settings.kind {
+                    Kind::Http => 0,
+                    Kind::Push => push_wait(&m, crate::time::now_ms()),
+                };
+                self.insert(m, crate::time::mono() + Duration::from_millis(wait as u64));
             }
             Ok(_) => {
                 self.slots.remove(&seq);
             }
             Err(e) => log::error!("cannot reload monitor {seq}: {e}"),
         }
+    }
+
+    /// A push monitor was pinged: its next deadline is a full interval plus grace away.
+    fn pinged(&mut self, seq: i64) {
+        let Some(slot) = self.slots.get(&seq) else {
+            return;
+        };
+        let monitor = slot.monitor.clone();
+        let wait = push_window_ms(&monitor);
+        self.insert(
+            monitor,
+            crate::time::mono() + Duration::from_millis(wait as u64),
+        );
     }
 
     fn dispatch_due(&mut self) {
@@ -299,6 +336,20 @@ impl Scheduler {
     }
 }
 
+/// How long a push monitor waits for a ping: its interval plus its grace.
+fn push_window_ms(m: &MonitorRow) -> i64 {
+    m.settings.interval_ms.max(1) + m.settings.grace_ms.max(0)
+}
+
+/// How long from `wall` until a push monitor's deadline, reckoned from its last check (a
+/// ping, or a missed one) or its last edit, whichever is later; zero when already past. An
+/// edit counts because resuming a paused monitor, or changing its interval, is no missed
+/// ping: the job gets a whole window to report.
+fn push_wait(m: &MonitorRow, wall: i64) -> i64 {
+    let since = m.last_checked_at.unwrap_or(m.created_at).max(m.updated_at);
+    (since + push_window_ms(m) - wall).clamp(0, push_window_ms(m))
+}
+
 fn interval_of(m: &MonitorRow) -> Duration {
     Duration::from_millis(m.settings.interval_ms.max(1) as u64)
 }
@@ -334,18 +385,77 @@ fn next_due(due: Instant, now: Instant, interval: Duration) -> Instant {
     }
 }
 
-/// Checks one monitor and records what happened.
+/// Checks one monitor and records what happened. A push monitor's turn comes only when its
+/// deadline passed without a ping, so its check is a missed ping.
 fn run_check(c: &Checker, m: &MonitorRow) {
     let s = &m.settings;
-    let expected = rules::Expected::parse(&s.expected_status)
-        .or_else(|_| rules::Expected::parse(rules::Expected::DEFAULT))
-        .expect("the default expected_status parses");
-    let timeout = Duration::from_millis(s.timeout_ms.max(1) as u64);
-    let outcome = check::run(&c.agent, &s.method, &s.url, timeout, &expected);
+    let (outcome, region) = match s.kind {
+        Kind::Push if pinged_meanwhile(c, m) => return,
+        Kind::Push => (
+            rules::push_outcome(crate::time::now_ms(), Some(rules::NO_PING)),
+            rules::PUSH_REGION,
+        ),
+        Kind::Http => {
+            let expected = rules::Expected::parse(&s.expected_status)
+                .or_else(|_| rules::Expected::parse(rules::Expected::DEFAULT))
+                .expect("the default expected_status parses");
+            let timeout = Duration::from_millis(s.timeout_ms.max(1) as u64);
+            let outcome = check::run(&c.agent, &s.method, &s.url, timeout, &expected);
+            (outcome, c.region.as_str())
+        }
+    };
+    let recorder = Recorder {
+        store: &c.store,
+        dispatcher: &c.dispatcher,
+        metrics: &c.metrics,
+        region,
+        keep_ms: c.keep_ms,
+    };
+    if let Err(e) = record(&recorder, m, &outcome) {
+        log::error!("monitor {}: cannot record a check: {e}", m.id);
+    }
+}
+
+/// Whether a ping (or a reported failure) was recorded after this deadline's job was sent:
+/// a ping that lands just as its deadline falls due races the job, and must not be followed
+/// by a missed ping. The newest check tells: one that is not a missed ping and leaves more
+/// than a second of the window (a margin for the wall and monotonic clocks' drift) came in
+/// time. A missed ping recorded last never skips, so a silent job keeps failing each
+/// interval.
+fn pinged_meanwhile(c: &Checker, m: &MonitorRow) -> bool {
+    let now = crate::time::now_ms();
+    match c.store.list_checks(m.seq, None, 1) {
+        Ok(rows) => rows.first().is_some_and(|last| {
+            last.error.as_deref() != Some(rules::NO_PING)
+                && last.at + push_window_ms(m) > now + 1000
+        }),
+        Err(e) => {
+            log::error!("monitor {}: cannot read its last check: {e}", m.id);
+            false
+        }
+    }
+}
+
+/// What recording a check needs: shared by the checkers and by the API's ping route.
+pub struct Recorder<'a> {
+    pub store: &'a Store,
+    pub dispatcher: &'a delivery::Handle,
+    pub metrics: &'a Metrics,
+    /// The `region` of the events this check may emit.
+    pub region: &'a str,
+    pub keep_ms: i64,
+}
+
+/// Records one check of `m` with everything it causes (state, events, incident, SLA
+/// warning) in one store transaction, and wakes the dispatcher for what it emitted. A check
+/// not recorded (the error) changes nothing. The SLA history is read before, outside the
+/// writer lock.
+pub fn record(r: &Recorder, m: &MonitorRow, outcome: &Outcome) -> Result<(), StoreError> {
+    let s = &m.settings;
     let now = crate::time::now_ms();
     let history = match s.sla_target {
         None => None,
-        Some(_) => match c.store.sla_history(m.seq, s.sla_window_days, now) {
+        Some(_) => match r.store.sla_history(m.seq, s.sla_window_days, now) {
             Ok(h) => Some(h),
             Err(e) => {
                 log::error!("monitor {}: cannot read its SLA history: {e}", m.id);
@@ -354,19 +464,23 @@ fn run_check(c: &Checker, m: &MonitorRow) {
         },
     };
     let ctx = CheckContext {
-        region: &c.region,
-        keep_ms: c.keep_ms,
+        region: r.region,
+        keep_ms: r.keep_ms,
         now,
     };
-    match c.store.record_check(m.seq, &outcome, history, &ctx) {
+    match r.store.record_check(m.seq, outcome, history, &ctx) {
         Ok(Some(emitted)) => {
             let mut woken = Vec::new();
+            let target = match s.kind {
+                Kind::Http => host_of(&s.url),
+                Kind::Push => rules::PUSH_REGION.to_string(),
+            };
             for e in emitted {
-                c.metrics.event_accepted(e.event_type);
+                r.metrics.event_accepted(e.event_type);
                 log::info!(
                     "monitor {} ({}): {} {} ({}, {} ms)",
                     m.id,
-                    host_of(&s.url),
+                    target,
                     e.event_type.as_str(),
                     e.event_id,
                     outcome.status_code.map_or_else(
@@ -379,10 +493,11 @@ fn run_check(c: &Checker, m: &MonitorRow) {
             }
             woken.sort_unstable();
             woken.dedup();
-            c.dispatcher.wake(woken);
+            r.dispatcher.wake(woken);
+            Ok(())
         }
-        Ok(None) => {}
-        Err(e) => log::error!("monitor {}: cannot record a check: {e}", m.id),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -396,8 +511,68 @@ fn host_of(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{next_due, timely};
+    use super::{next_due, push_wait, timely};
+    use crate::monitor::rules::{Kind, State};
+    use crate::store::{MonitorRow, MonitorSettings};
     use std::time::{Duration, Instant};
+
+    fn push_monitor(created: i64, updated: i64, last: Option<i64>) -> MonitorRow {
+        MonitorRow {
+            seq: 1,
+            id: "mon_a".into(),
+            settings: MonitorSettings {
+                name: "job".into(),
+                url: String::new(),
+                method: "GET".into(),
+                interval_ms: 60_000,
+                timeout_ms: 0,
+                expected_status: "200-299".into(),
+                failures_before_down: 1,
+                successes_before_up: 1,
+                component_id: None,
+                auto_incident: true,
+                severity: "major".into(),
+                sla_target: None,
+                sla_window_days: 30.0,
+                enabled: true,
+                kind: Kind::Push,
+                grace_ms: 30_000,
+            },
+            state: State::NEW,
+            incident_id: None,
+            arming: crate::sla::Arming {
+                armed: true,
+                false_since: None,
+            },
+            last_checked_at: last,
+            created_at: created,
+            updated_at: updated,
+            push_token: None,
+        }
+    }
+
+    #[test]
+    fn a_push_deadline_is_interval_plus_grace_after_the_last_check_or_edit() {
+        // (created, updated, last check, now, wait): the window is 90 s.
+        let rows: [(i64, i64, Option<i64>, i64, i64); 6] = [
+            (0, 0, None, 0, 90_000),
+            (0, 0, None, 60_000, 30_000),
+            (0, 0, Some(50_000), 60_000, 80_000),
+            (0, 0, Some(0), 200_000, 0),
+            // An edit (a resume) after the last check gives a whole window again.
+            (0, 150_000, Some(0), 200_000, 40_000),
+            // A wall clock that went back never waits more than one window.
+            (0, 0, Some(500_000), 0, 90_000),
+        ];
+        for (created, updated, last, now, want) in rows {
+            let m = push_monitor(created, updated, last);
+            assert_eq!(
+                push_wait(&m, now),
+                want,
+                "{created} {updated} {last:?} {now}"
+            );
+        }
+    }
 
     const MINUTE: Duration = Duration::from_secs(60);
 

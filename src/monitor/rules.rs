@@ -163,6 +163,53 @@ pub fn check_timeout(timeout_ms: i64, interval_ms: i64) -> Result<(), String> {
     }
 }
 
+/// What a monitor watches: a URL it requests (`http`), or pings it is sent (`push`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Http,
+    Push,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Http, Kind::Push];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Push => "push",
+        }
+    }
+
+    /// The stored or sent word; `None` for any other.
+    pub fn parse(text: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// The `region` a push monitor's checks are reported from: its checks are made by whoever
+/// pings it, not from this appliance's region (SPEC 7).
+pub const PUSH_REGION: &str = "push";
+/// The error of a push monitor's check when no ping came within interval + grace.
+pub const NO_PING: &str = "no_ping";
+/// The error of a push monitor's check made by `/ping/{token}/fail`.
+pub const REPORTED_FAILURE: &str = "reported_failure";
+/// The longest grace a push monitor takes past its interval.
+pub const MAX_GRACE_SECS: i64 = 86_400;
+/// A push monitor's grace when none is given.
+pub const DEFAULT_GRACE_SECS: i64 = 60;
+
+/// A push check: a ping (ok), an explicit failure, or a missed ping, at `at`.
+pub fn push_outcome(at: i64, error: Option<&'static str>) -> Outcome {
+    Outcome {
+        at,
+        ok: error.is_none(),
+        status_code: None,
+        response_time_ms: 0,
+        first_byte_ms: None,
+        error,
+    }
+}
+
 /// What one check found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {

@@ -247,6 +247,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (monitor_seq, hour)
     ) WITHOUT ROWID;
     "#,
+    // 7: push monitors (SPEC 7): a monitor's kind, the grace a push monitor allows past its
+    // interval, and its ping token. The token is kept as it is (the reveal route shows it,
+    // as endpoint secrets are kept) and as its SHA-256, which is what a ping is looked up by:
+    // the lookup compares hashes, so its timing says nothing about how much of a guessed
+    // token was right.
+    r#"
+    ALTER TABLE monitors ADD COLUMN kind TEXT NOT NULL DEFAULT 'http';
+    ALTER TABLE monitors ADD COLUMN grace_ms INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE monitors ADD COLUMN push_token TEXT;
+    ALTER TABLE monitors ADD COLUMN push_token_hash TEXT;
+    CREATE UNIQUE INDEX monitors_by_push_token ON monitors(push_token_hash)
+        WHERE push_token_hash IS NOT NULL;
+    "#,
 ];
 
 /// The tables whose references a migration rebuilt, by the version it brings: checked after

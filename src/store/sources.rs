@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::{Durability, NewEvent, PublishResult, Result, Store};
 use crate::event::EventType;
 use crate::id::EventIds;
-use crate::monitor::rules::{self, Outcome, State, Status};
+use crate::monitor::rules::{self, Kind, Outcome, State, Status};
 use crate::sla;
 
 /// Raw checks younger than this are kept as they are; older ones become minute aggregates.
@@ -161,6 +161,9 @@ pub struct MonitorSettings {
     pub sla_target: Option<f64>,
     pub sla_window_days: f64,
     pub enabled: bool,
+    pub kind: Kind,
+    /// How long past its interval a push monitor waits for a ping; 0 for HTTP monitors.
+    pub grace_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -175,6 +178,8 @@ pub struct MonitorRow {
     pub last_checked_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// A push monitor's ping token (a secret: shown only by create, reveal and rotate).
+    pub push_token: Option<String>,
 }
 
 #[derive(Default)]
@@ -195,6 +200,7 @@ pub struct MonitorPatch {
     pub sla_target: Option<Option<f64>>,
     pub sla_window_days: Option<f64>,
     pub enabled: Option<bool>,
+    pub grace_ms: Option<i64>,
 }
 
 impl MonitorPatch {
@@ -218,6 +224,8 @@ impl MonitorPatch {
             sla_target: self.sla_target.unwrap_or(s.sla_target),
             sla_window_days: self.sla_window_days.unwrap_or(s.sla_window_days),
             enabled: self.enabled.unwrap_or(s.enabled),
+            kind: s.kind,
+            grace_ms: self.grace_ms.unwrap_or(s.grace_ms),
         }
     }
 }
@@ -498,7 +506,7 @@ fn resolve(
 const MONITOR_COLUMNS: &str = "seq, id, name, url, method, interval_ms, timeout_ms, expected_status, \
      failures_before_down, successes_before_up, component_id, auto_incident, severity, sla_target, \
      sla_window_days, enabled, status, consecutive_failures, consecutive_successes, incident_id, \
-     sla_armed, sla_false_since, last_checked_at, created_at, updated_at";
+     sla_armed, sla_false_since, last_checked_at, created_at, updated_at, kind, grace_ms, push_token";
 
 fn monitor_row(r: &rusqlite::Row) -> rusqlite::Result<MonitorRow> {
     Ok(MonitorRow {
@@ -519,6 +527,10 @@ fn monitor_row(r: &rusqlite::Row) -> rusqlite::Result<MonitorRow> {
             sla_target: r.get(13)?,
             sla_window_days: r.get(14)?,
             enabled: r.get(15)?,
+            // A kind this binary does not know cannot be stored by it; reading one as HTTP
+            // keeps the row listable.
+            kind: Kind::parse(&r.get::<_, String>(25)?).unwrap_or(Kind::Http),
+            grace_ms: r.get(26)?,
         },
         state: State {
             status: Status::parse(&r.get::<_, String>(16)?),
@@ -533,7 +545,14 @@ fn monitor_row(r: &rusqlite::Row) -> rusqlite::Result<MonitorRow> {
         last_checked_at: r.get(22)?,
         created_at: r.get(23)?,
         updated_at: r.get(24)?,
+        push_token: r.get(27)?,
     })
+}
+
+/// The stored lookup key of a ping token: lower-case hex SHA-256.
+fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    crate::secret::to_hex(&sha2::Sha256::digest(token.as_bytes()))
 }
 
 fn monitor_by(
@@ -913,10 +932,12 @@ impl Store {
 
     // ---- monitors ----
 
+    /// Creates a monitor; `push_token` is a push monitor's ping token.
     pub fn create_monitor(
         &self,
         id: &str,
         s: &MonitorSettings,
+        push_token: Option<&str>,
         now: i64,
     ) -> Result<Refused<MonitorRow>> {
         self.write(Durability::Full, |tx| {
@@ -931,8 +952,10 @@ impl Store {
                 "INSERT INTO monitors (id, name, url, method, interval_ms, timeout_ms, expected_status,
                                        failures_before_down, successes_before_up, component_id,
                                        auto_incident, severity, sla_target, sla_window_days, enabled,
-                                       created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+                                       created_at, updated_at, kind, grace_ms, push_token,
+                                       push_token_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16,
+                         ?17, ?18, ?19, ?20)",
                 params![
                     id,
                     s.name,
@@ -950,6 +973,10 @@ impl Store {
                     s.sla_window_days,
                     s.enabled,
                     now,
+                    s.kind.as_str(),
+                    s.grace_ms,
+                    push_token,
+                    push_token.map(token_hash),
                 ],
             )?;
             Ok(Ok(monitor_by(tx, "id", &id)?
@@ -963,6 +990,30 @@ impl Store {
 
     pub fn monitor_by_seq(&self, seq: i64) -> Result<Option<MonitorRow>> {
         self.read(|c| monitor_by(c, "seq", &seq))
+    }
+
+    /// The push monitor whose ping token is `token`. Looked up by the token's hash through a
+    /// unique index, so the search compares hashes and its timing reveals nothing about the
+    /// token.
+    pub fn monitor_by_push_token(&self, token: &str) -> Result<Option<MonitorRow>> {
+        let hash = token_hash(token);
+        self.read(|c| monitor_by(c, "push_token_hash", &hash))
+    }
+
+    /// Replaces a push monitor's ping token; the old one stops working at once. `None` when
+    /// there is no such push monitor.
+    pub fn rotate_push_token(&self, id: &str, token: &str, now: i64) -> Result<Option<MonitorRow>> {
+        self.write(Durability::Full, |tx| {
+            let changed = tx.execute(
+                "UPDATE monitors SET push_token = ?2, push_token_hash = ?3, updated_at = ?4
+                 WHERE id = ?1 AND kind = 'push'",
+                params![id, token, token_hash(token), now],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            monitor_by(tx, "id", &id)
+        })
     }
 
     /// Monitors in creation order, after `cursor` (a `seq`), at most `limit`.
@@ -1015,7 +1066,7 @@ impl Store {
                 "UPDATE monitors SET name = ?2, url = ?3, method = ?4, interval_ms = ?5, timeout_ms = ?6,
                         expected_status = ?7, failures_before_down = ?8, successes_before_up = ?9,
                         component_id = ?10, auto_incident = ?11, severity = ?12, sla_target = ?13,
-                        sla_window_days = ?14, enabled = ?15, updated_at = ?16
+                        sla_window_days = ?14, enabled = ?15, updated_at = ?16, grace_ms = ?17
                  WHERE seq = ?1",
                 params![
                     current.seq,
@@ -1034,6 +1085,7 @@ impl Store {
                     s.sla_window_days,
                     s.enabled,
                     now,
+                    s.grace_ms,
                 ],
             )?;
             Ok(Some(Ok(monitor_by(tx, "seq", &current.seq)?
@@ -1421,6 +1473,8 @@ mod tests {
             sla_target: None,
             sla_window_days: 30.0,
             enabled: true,
+            kind: Kind::Http,
+            grace_ms: 0,
         }
     }
 
@@ -1473,7 +1527,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let m = store
-            .create_monitor("mon_a", &settings(Some("comp_api")), 1)
+            .create_monitor("mon_a", &settings(Some("comp_api")), None, 1)
             .unwrap()
             .unwrap();
         assert_eq!(record(&store, &m, 1000, false), []);
@@ -1518,10 +1572,68 @@ mod tests {
     }
 
     #[test]
+    fn a_push_monitor_is_found_by_its_token_until_it_is_rotated() {
+        let (_dir, store) = store();
+        let mut s = settings(None);
+        s.url = String::new();
+        s.kind = Kind::Push;
+        s.grace_ms = 5_000;
+        let token = crate::secret::generate_ping_token();
+        let m = store
+            .create_monitor("mon_p", &s, Some(&token), 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.settings.kind, Kind::Push);
+        assert_eq!(m.push_token.as_deref(), Some(token.as_str()));
+        let found = store.monitor_by_push_token(&token).unwrap().unwrap();
+        assert_eq!((found.seq, found.settings.grace_ms), (m.seq, 5_000));
+        assert!(store.monitor_by_push_token("x").unwrap().is_none());
+        // Stored as given and as its hash; the hash is what a ping is looked up by.
+        let hash: String = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT push_token_hash FROM monitors WHERE id = 'mon_p'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap();
+        assert_eq!(hash, token_hash(&token));
+        assert_ne!(hash, token);
+
+        let fresh = crate::secret::generate_ping_token();
+        let rotated = store
+            .rotate_push_token("mon_p", &fresh, 2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(rotated.push_token.as_deref(), Some(fresh.as_str()));
+        assert!(store.monitor_by_push_token(&token).unwrap().is_none());
+        assert_eq!(
+            store.monitor_by_push_token(&fresh).unwrap().map(|m| m.seq),
+            Some(m.seq)
+        );
+        // An HTTP monitor has no token to rotate.
+        store
+            .create_monitor("mon_h", &settings(None), None, 1)
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .rotate_push_token("mon_h", &token, 3)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            store.monitor("mon_h").unwrap().unwrap().settings.kind,
+            Kind::Http
+        );
+    }
+
+    #[test]
     fn a_deleted_monitor_records_nothing() {
         let (_dir, store) = store();
         let m = store
-            .create_monitor("mon_a", &settings(None), 1)
+            .create_monitor("mon_a", &settings(None), None, 1)
             .unwrap()
             .unwrap();
         store.delete_monitor("mon_a").unwrap();
@@ -1664,7 +1776,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             store
-                .create_monitor("mon_a", &settings(Some("comp_x")), 1)
+                .create_monitor("mon_a", &settings(Some("comp_x")), None, 1)
                 .unwrap()
                 .err(),
             Some(Refusal::UnknownComponent {
@@ -1672,7 +1784,7 @@ mod tests {
             })
         );
         store
-            .create_monitor("mon_a", &settings(Some("comp_api")), 1)
+            .create_monitor("mon_a", &settings(Some("comp_api")), None, 1)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -1699,7 +1811,7 @@ mod tests {
         let mut s = settings(None);
         s.failures_before_down = 100;
         s.sla_window_days = 1.0;
-        let m = store.create_monitor("mon_a", &s, 1).unwrap().unwrap();
+        let m = store.create_monitor("mon_a", &s, None, 1).unwrap().unwrap();
         let t0 = 1_000_000_000_000;
         // Two checks a minute for an hour, every fourth failing.
         for i in 0..120 {
@@ -1758,7 +1870,7 @@ mod tests {
         let (_dir, store) = store();
         let mut s = settings(None);
         s.sla_target = Some(99.9);
-        let m = store.create_monitor("mon_a", &s, 1).unwrap().unwrap();
+        let m = store.create_monitor("mon_a", &s, None, 1).unwrap().unwrap();
         // 31 days of 60 s checks, started up to a second late, 3 % failing at random, and
         // an outage of every check for two hours around the 30-day window's old end (the
         // worst place for the hour rows there).
@@ -1938,7 +2050,7 @@ mod tests {
         s.failures_before_down = 3;
         s.sla_target = Some(99.9);
         s.sla_window_days = 1.0;
-        let m = store.create_monitor("mon_a", &s, 1).unwrap().unwrap();
+        let m = store.create_monitor("mon_a", &s, None, 1).unwrap().unwrap();
         let t0 = 1_000_000_000_000;
         let mut warnings = Vec::new();
         // Every fifth check fails: the tenth check is the first with a ratio that counts.

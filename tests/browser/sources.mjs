@@ -642,6 +642,68 @@ async function steps(t, suffix) {
     assert.deepEqual(inc.components.map((c) => c.id), ["comp_api_gateway"]);
   });
 
+  await step("a push monitor is added, its ping URL copied out, and a ping is its check", async () => {
+    await page.getByRole("navigation", { name: "Settings views" })
+      .getByRole("link", { name: "Monitors" }).click();
+    await page.getByRole("button", { name: "Add monitor" }).click();
+    const dialog = page.locator("#monitor-dialog");
+    await dialog.waitFor({ state: "visible" });
+    assert.equal(await page.locator("#mon-push").isHidden(), true, "push fields wait for the kind");
+    await dialog.getByLabel("Kind").selectOption("push");
+    assert.equal(await page.locator("#mon-http").isHidden(), true, "no URL for a push monitor");
+    await dialog.getByLabel("Name").fill("Nightly backup");
+    await dialog.getByLabel("Expect a ping every (seconds)").fill("3600");
+    await dialog.getByLabel("Grace (seconds)").fill("600");
+    await assertLabelled();
+    await dialog.getByRole("button", { name: "Add monitor" }).click();
+    await dialog.waitFor({ state: "hidden" });
+    await textOf(page.locator("#monitors-status"),
+      /Monitor Nightly backup added; it goes down when no ping comes within 4200 seconds\./,
+      "the push monitor's notice");
+
+    const card = page.locator("li.monitor").filter({ hasText: "Nightly backup" });
+    assert.match(await card.locator(".target").textContent(), /^Push/);
+    assert.match(await card.locator(".interval").textContent(), /^3600 seconds, grace 600 s$/);
+    const field = card.getByLabel("Ping URL");
+    const url = await field.inputValue();
+    const escaped = server.base.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    assert.match(url, new RegExp(`^${escaped}/ping/[A-Za-z0-9_-]{32}$`));
+    // Masked by "Hide", read again from the API by "Reveal".
+    await card.getByRole("button", { name: "Hide" }).click();
+    assert.equal(await field.getAttribute("type"), "password");
+    await card.getByRole("button", { name: "Reveal" }).click();
+    await until("the revealed URL", async () => (await field.getAttribute("type")) === "text");
+    assert.equal(await field.inputValue(), url);
+
+    // The job pings: the page shows the check at its next refresh.
+    const pinged = await fetch(url, { method: "POST" });
+    assert.equal(pinged.status, 200);
+    await textOf(card.locator(".last"), /^OK, /, "the ping as the last check");
+    assert.equal(await card.locator(".state").textContent(), "Up");
+    assert.equal(await card.locator(".response").textContent(), "—");
+
+    // Its kind cannot change, and its form offers no HTTP fields.
+    await card.getByRole("button", { name: "Edit" }).click();
+    await dialog.waitFor({ state: "visible" });
+    assert.equal(await dialog.getByLabel("Kind").isDisabled(), true);
+    assert.equal(await page.locator("#mon-http").isHidden(), true);
+    assert.equal(await dialog.getByLabel("Grace (seconds)").inputValue(), "600");
+    await dialog.getByLabel("Grace (seconds)").fill("900");
+    await dialog.getByRole("button", { name: "Save changes" }).click();
+    await dialog.waitFor({ state: "hidden" });
+    await textOf(card.locator(".interval"), /grace 900 s$/, "the edited grace");
+
+    await card.getByRole("button", { name: "Delete" }).click();
+    const confirm = page.locator("#confirm-dialog");
+    await confirm.getByRole("button", { name: "Delete" }).click();
+    await confirm.waitFor({ state: "hidden" });
+    await card.waitFor({ state: "detached" });
+    assert.equal((await fetch(url)).status, 404, "a deleted monitor's ping URL is gone");
+    // Leave the view as the next step expects to find it: it opens Monitors afresh.
+    await page.getByRole("navigation", { name: "Settings views" })
+      .getByRole("link", { name: "Incidents and components" }).click();
+  });
+
   await step("a 429 in a view is reported there; a 401 ends the session", async () => {
     await page.getByRole("navigation", { name: "Settings views" })
       .getByRole("link", { name: "Monitors" }).click();

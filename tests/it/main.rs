@@ -13,6 +13,7 @@ mod hardening;
 mod harness;
 mod openapi;
 mod ops;
+mod push;
 mod queue;
 mod recovery;
 mod soak;
