@@ -247,6 +247,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (monitor_seq, hour)
     ) WITHOUT ROWID;
     "#,
+    // 7: an endpoint may ask for a heartbeat after this many seconds without a request
+    // (SPEC 4.7); NULL is off.
+    r#"
+    ALTER TABLE endpoints ADD COLUMN heartbeat_secs INTEGER;
+    "#,
 ];
 
 /// The tables whose references a migration rebuilt, by the version it brings: checked after
