@@ -3,7 +3,7 @@
 //! queue and records outcomes; workers never touch the database.
 
 mod dispatcher;
-mod heartbeat;
+pub mod heartbeat;
 pub mod policy;
 mod recorder;
 mod worker;
