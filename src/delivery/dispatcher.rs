@@ -364,16 +364,16 @@ impl Dispatcher {
             } else {
                 Some(ready_at.min(parked_ready.unwrap_or(ready_at)))
             };
-            // A heartbeat (SPEC 4.7) goes out only when no message may go now, after the
-            // endpoint has been quiet for its `heartbeat_secs`, under flood control's rules (one
-            // in flight, checked above, and the window) but not its backoff: an endpoint backing
-            // off is where a heartbeat's backlog figures matter most.
-            let messages_now = at.is_some_and(|a| a <= now_mono);
+            // A heartbeat (SPEC 4.7), when one is due (`heartbeat::due`); nothing is in flight,
+            // as checked above.
             let quiet_since = slot.last_end.unwrap_or(slot.tracked_since);
-            if let Some(due) = heartbeat::due(quiet_since, slot.ep.heartbeat_secs)
-                && !messages_now
-            {
-                let due = window_end.map_or(due, |w| due.max(w));
+            let message_ready = at.is_some_and(|a| a <= now_mono);
+            if let Some(due) = heartbeat::due(
+                quiet_since,
+                slot.ep.heartbeat_secs,
+                window_end,
+                message_ready,
+            ) {
                 if due > now_mono {
                     next = Some(next.map_or(due, |n| n.min(due)));
                 } else {

@@ -12,12 +12,24 @@ pub const ID_PREFIX: &str = "hb";
 /// The envelope type, also its `X-StatusSentry-Event` header.
 pub const TYPE: &str = "heartbeat";
 
-/// When the endpoint's next heartbeat is due: `heartbeat_secs` after its last request ended,
-/// or after the dispatcher started tracking it when it has had none since; `None` when
-/// heartbeats are off.
-pub fn due(quiet_since: Instant, heartbeat_secs: Option<i64>) -> Option<Instant> {
+/// When the endpoint's next heartbeat may go: `heartbeat_secs` after `quiet_since` (when its
+/// last request ended, or when the dispatcher began tracking it if it has had none since), and
+/// not before its batch window ends (flood control, SPEC 4.2; the one request in flight is the
+/// caller's to check). `None` when heartbeats are off, or when a message may go now: that
+/// request is the sign of life, and a heartbeat is never sent in its stead or batched with it.
+/// The endpoint's backoff does not hold a heartbeat back: a backlog is what it reports.
+pub fn due(
+    quiet_since: Instant,
+    heartbeat_secs: Option<i64>,
+    window_end: Option<Instant>,
+    message_ready: bool,
+) -> Option<Instant> {
+    if message_ready {
+        return None;
+    }
     let secs = u64::try_from(heartbeat_secs?).ok().filter(|s| *s > 0)?;
-    quiet_since.checked_add(Duration::from_secs(secs))
+    let due = quiet_since.checked_add(Duration::from_secs(secs))?;
+    Some(window_end.map_or(due, |w| due.max(w)))
 }
 
 /// What a heartbeat reports of the endpoint's backlog.
@@ -53,17 +65,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn due_follows_the_setting() {
+    fn due_follows_the_setting_the_window_and_waiting_messages() {
         let t = Instant::now();
-        let rows: [(Option<i64>, Option<Duration>); 5] = [
-            (None, None),
-            (Some(0), None),
-            (Some(-5), None),
-            (Some(1), Some(Duration::from_secs(1))),
-            (Some(3600), Some(Duration::from_secs(3600))),
+        let secs = |n: u64| Duration::from_secs(n);
+        // (heartbeat_secs, window end after t, a message may go now, due after t)
+        type Row = (Option<i64>, Option<u64>, bool, Option<u64>);
+        let rows: [Row; 9] = [
+            (None, None, false, None),
+            (Some(0), None, false, None),
+            (Some(-5), None, false, None),
+            (Some(1), None, false, Some(1)),
+            (Some(3600), None, false, Some(3600)),
+            (Some(10), Some(5), false, Some(10)),
+            (Some(10), Some(30), false, Some(30)),
+            (Some(10), None, true, None),
+            (None, None, true, None),
         ];
-        for (secs, want) in rows {
-            assert_eq!(due(t, secs), want.map(|d| t + d), "{secs:?}");
+        for (hb, window, ready, want) in rows {
+            assert_eq!(
+                due(t, hb, window.map(|w| t + secs(w)), ready),
+                want.map(|d| t + secs(d)),
+                "{hb:?} {window:?} {ready}"
+            );
         }
     }
 
