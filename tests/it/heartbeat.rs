@@ -183,6 +183,27 @@ fn a_busy_endpoint_gets_no_heartbeat_until_it_falls_quiet() {
     );
     assert_eq!(hb.json()["data"]["endpoint_id"], id.as_str());
     assert_eq!(hb.json()["data"]["pending"], 0);
+    assert_eq!(
+        receiver.max_in_flight(),
+        1,
+        "one request in flight, heartbeats included"
+    );
+}
+
+#[test]
+fn heartbeats_keep_the_batch_window() {
+    // Due every second, but the window keeps requests 2 s apart (SPEC 4.2).
+    let server = Server::start("[delivery]\nbatch_window = \"2s\"\n");
+    let receiver = Receiver::start();
+    create(&server, &receiver, json!({"heartbeat_secs": 1}));
+    let hits = wait_heartbeats(&receiver, 3, Duration::from_secs(20));
+    for pair in hits.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(2000) && gap < Duration::from_millis(4000),
+            "heartbeats {gap:?} apart under a 2 s window"
+        );
+    }
 }
 
 #[test]
