@@ -597,6 +597,7 @@
       }
       $("ep-batch-max").value = String(ep.batch_max);
       $("ep-batch-window").value = String(ep.batch_window_ms);
+      $("ep-heartbeat").value = ep.heartbeat_secs == null ? "" : String(ep.heartbeat_secs);
     }
     openDialog($("endpoint-dialog"), from);
     $("ep-url").focus();
@@ -621,6 +622,9 @@
     };
     numberField($("ep-batch-max"), body, "batch_max");
     numberField($("ep-batch-window"), body, "batch_window_ms");
+    // Empty turns heartbeats off, also when editing.
+    numberField($("ep-heartbeat"), body, "heartbeat_secs");
+    if (!("heartbeat_secs" in body)) body.heartbeat_secs = null;
     await busy(submitter, async () => {
       if (editing) {
         const card = editing;

@@ -72,6 +72,9 @@ impl Histogram {
 pub struct Metrics {
     events_accepted: [AtomicU64; 4],
     deliveries: [AtomicU64; 10],
+    /// Heartbeat requests (SPEC 4.7), by the same outcomes: they are not delivery requests,
+    /// so that the delivery counters stay about events.
+    heartbeats: [AtomicU64; 10],
     pub attempt_duration: Histogram,
     pub delivery_lag: Histogram,
     /// Admin connections refused at `server.max_connections`.
@@ -83,6 +86,7 @@ impl Default for Metrics {
         Metrics {
             events_accepted: Default::default(),
             deliveries: Default::default(),
+            heartbeats: Default::default(),
             attempt_duration: Histogram::new(&DURATION_BUCKETS),
             delivery_lag: Histogram::new(&LAG_BUCKETS),
             connections_refused: AtomicU64::new(0),
@@ -102,6 +106,26 @@ pub struct Gauges {
     pub monitors: Vec<(&'static str, i64)>,
 }
 
+/// The index in `OUTCOMES` of a request's outcome, from its status or error name.
+fn outcome(status: Option<u16>, error: Option<ErrorKind>) -> usize {
+    let outcome = match (status, error) {
+        (Some(200..=299), _) => "success",
+        (Some(300..=399), _) => "http_3xx",
+        (Some(400..=499), _) => "http_4xx",
+        (Some(500..=599), _) => "http_5xx",
+        (None, Some(ErrorKind::Timeout)) => "timeout",
+        (None, Some(ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset)) => "connect",
+        (None, Some(ErrorKind::Dns)) => "dns",
+        (None, Some(ErrorKind::Tls)) => "tls",
+        (None, Some(ErrorKind::BlockedAddress)) => "blocked",
+        _ => "other",
+    };
+    OUTCOMES
+        .iter()
+        .position(|o| *o == outcome)
+        .unwrap_or(OUTCOMES.len() - 1)
+}
+
 impl Metrics {
     pub fn event_accepted(&self, t: EventType) {
         let i = EventType::ALL.iter().position(|x| *x == t).unwrap_or(0);
@@ -110,23 +134,12 @@ impl Metrics {
 
     /// Counts one delivery request under its outcome, from its status or error name.
     pub fn delivery(&self, status: Option<u16>, error: Option<ErrorKind>) {
-        let outcome = match (status, error) {
-            (Some(200..=299), _) => "success",
-            (Some(300..=399), _) => "http_3xx",
-            (Some(400..=499), _) => "http_4xx",
-            (Some(500..=599), _) => "http_5xx",
-            (None, Some(ErrorKind::Timeout)) => "timeout",
-            (None, Some(ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset)) => "connect",
-            (None, Some(ErrorKind::Dns)) => "dns",
-            (None, Some(ErrorKind::Tls)) => "tls",
-            (None, Some(ErrorKind::BlockedAddress)) => "blocked",
-            _ => "other",
-        };
-        let i = OUTCOMES
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(OUTCOMES.len() - 1);
-        self.deliveries[i].fetch_add(1, Ordering::Relaxed);
+        self.deliveries[outcome(status, error)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one heartbeat request under its outcome.
+    pub fn heartbeat(&self, status: Option<u16>, error: Option<ErrorKind>) {
+        self.heartbeats[outcome(status, error)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one admin connection refused because `server.max_connections` were open.
@@ -165,6 +178,18 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "statussentry_delivery_requests_total{{outcome=\"{o}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP statussentry_heartbeats_total Heartbeat requests made (SPEC 4.7), by outcome.\n\
+             # TYPE statussentry_heartbeats_total counter"
+        );
+        for (o, n) in OUTCOMES.iter().zip(&self.heartbeats) {
+            let _ = writeln!(
+                out,
+                "statussentry_heartbeats_total{{outcome=\"{o}\"}} {}",
                 n.load(Ordering::Relaxed)
             );
         }
@@ -239,6 +264,7 @@ mod tests {
         ];
         for (status, error, _) in rows {
             m.delivery(status, error);
+            m.heartbeat(status, error);
         }
         let text = m.render(&Gauges::default());
         for (_, _, outcome) in rows {
@@ -247,6 +273,12 @@ mod tests {
                     "statussentry_delivery_requests_total{{outcome=\"{outcome}\"}} 1"
                 )),
                 "{outcome} in\n{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "statussentry_heartbeats_total{{outcome=\"{outcome}\"}} 1"
+                )),
+                "heartbeat {outcome} in\n{text}"
             );
         }
     }

@@ -13,6 +13,9 @@ use crate::time::{now_ms, rfc3339};
 const MAX_DESCRIPTION: usize = 1024;
 const MAX_GRACE_SECS: i64 = 30 * 24 * 3600;
 const DEFAULT_GRACE_SECS: i64 = 86_400;
+/// The longest `heartbeat_secs` (a day): a consumer's dead man's switch waits a little longer
+/// than this, and a longer silence is no heartbeat.
+const MAX_HEARTBEAT_SECS: i64 = 86_400;
 
 fn find(api: &Api, id: &str) -> Result<EndpointRow> {
     api.store
@@ -33,6 +36,7 @@ pub fn render(api: &Api, ep: &EndpointRow) -> Result<Value> {
         "disabled_reason": ep.disabled_reason,
         "batch_max": ep.batch_max,
         "batch_window_ms": ep.batch_window_ms,
+        "heartbeat_secs": ep.heartbeat_secs,
         "backoff_until": ep.backoff_until.filter(|t| *t > now).map(rfc3339),
         "failing_since": ep.failing_since.map(rfc3339),
         "consecutive_failures": ep.failures,
@@ -116,6 +120,7 @@ pub(super) const EDITABLE: &[&str] = &[
     "enabled",
     "batch_max",
     "batch_window_ms",
+    "heartbeat_secs",
 ];
 
 /// The fields of `rotate-secret`, `test` and `replay`.
@@ -146,6 +151,20 @@ fn batch_settings(obj: &Object) -> Result<(Option<i64>, Option<i64>)> {
     ))
 }
 
+/// `heartbeat_secs`: absent is `None`, `null` turns heartbeats off (`Some(None)`).
+fn heartbeat_secs(obj: &Object) -> Result<Option<Option<i64>>> {
+    match obj.get("heartbeat_secs") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(_) => Ok(Some(fields::integer(
+            obj,
+            "heartbeat_secs",
+            1,
+            MAX_HEARTBEAT_SECS,
+        )?)),
+    }
+}
+
 pub fn create(api: &Api, req: &Req) -> Result<Reply> {
     let obj = fields::object(req.body.as_ref())?;
     fields::only_keys(obj, &[EDITABLE, &["secret"]].concat())?;
@@ -154,6 +173,7 @@ pub fn create(api: &Api, req: &Req) -> Result<Reply> {
     let event_types = event_types(obj)?.unwrap_or_default();
     let enabled = fields::boolean(obj, "enabled")?.unwrap_or(true);
     let (batch_max, batch_window_ms) = batch_settings(obj)?;
+    let heartbeat_secs = heartbeat_secs(obj)?.flatten();
     let secret = secret(obj)?;
     let defaults = &api.config.delivery;
     let row = api.store.create_endpoint(&NewEndpoint {
@@ -164,6 +184,7 @@ pub fn create(api: &Api, req: &Req) -> Result<Reply> {
         enabled,
         batch_max: batch_max.unwrap_or(defaults.batch_max as i64),
         batch_window_ms: batch_window_ms.unwrap_or(defaults.batch_window.as_millis() as i64),
+        heartbeat_secs,
         secret: secret.clone(),
         now: now_ms(),
     })?;
@@ -210,6 +231,7 @@ pub fn patch(api: &Api, id: &str, req: &Req) -> Result<Reply> {
         enabled: fields::boolean(obj, "enabled")?,
         batch_max,
         batch_window_ms,
+        heartbeat_secs: heartbeat_secs(obj)?,
     };
     let row = api
         .store

@@ -87,9 +87,47 @@ mod tests {
             .iter()
             .map(|t| t.as_str())
             .collect();
-        // Heartbeats (SPEC 4.7) are not sent by this build, so the document has none.
         want.insert("batch");
+        want.insert(crate::delivery::heartbeat::TYPE);
         assert_eq!(webhooks, want);
+    }
+
+    /// The heartbeat's schema describes the body `delivery::heartbeat` builds: its keys in
+    /// the envelope and in `data`, all required, and its id's form.
+    #[test]
+    fn its_heartbeat_is_the_one_sent() {
+        use crate::delivery::heartbeat::{self, Backlog};
+        let doc = document();
+        let schema = &doc["components"]["schemas"]["HeartbeatEnvelope"];
+        let body = heartbeat::envelope(
+            &crate::id::new(heartbeat::ID_PREFIX),
+            1_698_417_000_000,
+            &crate::id::new("ep"),
+            Backlog {
+                pending: 2,
+                oldest_accepted: Some(1_698_416_000_000),
+            },
+        );
+        let sent: Value = serde_json::from_str(&body).expect("a heartbeat is JSON");
+        let keys = |v: &Value| -> BTreeSet<String> {
+            v.as_object().expect("object").keys().cloned().collect()
+        };
+        let required = |v: &Value| -> BTreeSet<String> {
+            v.as_array()
+                .expect("required")
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(keys(&sent), keys(&schema["properties"]));
+        assert_eq!(keys(&sent), required(&schema["required"]));
+        let data = &schema["properties"]["data"];
+        assert_eq!(keys(&sent["data"]), keys(&data["properties"]));
+        assert_eq!(keys(&sent["data"]), required(&data["required"]));
+        assert_eq!(schema["properties"]["type"]["const"], heartbeat::TYPE);
+        let id = sent["id"].as_str().expect("id");
+        assert!(id.starts_with("hb_") && id.len() == 19, "{id}");
     }
 
     /// Every route the router answers is in the document with the same methods, and nothing

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, select};
 
 use super::Command;
+use super::heartbeat::{self, Backlog};
 use super::policy::{self, Answer, Backoff, Class, DisableReason, Limits};
 use super::recorder::{self, Recorded};
 use super::worker::{Job, Run, Sent};
@@ -36,6 +37,9 @@ struct Slot {
     /// connection, a slow network), but never after its answer, so counting from the answer
     /// guarantees starts at least `batch_window` apart as the receiver sees them.
     last_end: Option<Instant>,
+    /// When the dispatcher began tracking the endpoint: a heartbeat's quiet time counts from
+    /// here until the endpoint's first request ends.
+    tracked_since: Instant,
     /// When the endpoint's backoff ends: `ep.backoff_until` (wall ms, what the store shows) as
     /// a monotonic deadline, so that a stepped wall clock neither stalls nor shortens it.
     backoff_until: Option<Instant>,
@@ -69,6 +73,7 @@ impl Slot {
             ep,
             in_flight: None,
             last_end: None,
+            tracked_since: mono(),
             queue: VecDeque::new(),
             loaded_through: 0,
             more: true,
@@ -372,6 +377,43 @@ impl Dispatcher {
             } else {
                 Some(ready_at.min(parked_ready.unwrap_or(ready_at)))
             };
+            // A heartbeat (SPEC 4.7), when one is due (`heartbeat::due`); nothing is in flight,
+            // as checked above.
+            let quiet_since = slot.last_end.unwrap_or(slot.tracked_since);
+            let message_ready = at.is_some_and(|a| a <= now_mono);
+            if let Some(due) = heartbeat::due(
+                quiet_since,
+                slot.ep.heartbeat_secs,
+                window_end,
+                message_ready,
+            ) {
+                if due > now_mono {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                } else {
+                    match self.store.pending_summary(seq) {
+                        Ok((pending, oldest_accepted)) => {
+                            let backlog = Backlog {
+                                pending,
+                                oldest_accepted,
+                            };
+                            let job = heartbeat_job(&slot.ep, backlog, now);
+                            let cancel = Arc::new(AtomicBool::new(false));
+                            slot.in_flight = Some(cancel.clone());
+                            let jobs = VecDeque::from([job]);
+                            match self.runs.send(Run { jobs, cancel }) {
+                                Ok(()) => self.in_flight += 1,
+                                Err(_) => slot.in_flight = None,
+                            }
+                        }
+                        Err(e) => {
+                            log::error!("dispatcher cannot read a heartbeat's backlog: {e}");
+                            let at = now_mono + READ_RETRY;
+                            next = Some(next.map_or(at, |n| n.min(at)));
+                        }
+                    }
+                    continue;
+                }
+            }
             let Some(at) = at else {
                 continue;
             };
@@ -510,6 +552,15 @@ impl Dispatcher {
             }
             Err(kind) => (None, None, None, Some(*kind)),
         };
+        if sent.job.heartbeat {
+            // Never retried (the next one is due anyway) and no message's: its answer is
+            // counted and changes nothing else; its end counts for flood control above.
+            self.metrics.heartbeat(status, error);
+            if !status.is_some_and(|s| (200..300).contains(&s)) {
+                log::debug!("heartbeat to endpoint {} was not accepted", slot.ep.id);
+            }
+            return None;
+        }
         let ep = &mut slot.ep;
         let decision = policy::decide(
             Answer {
@@ -674,12 +725,7 @@ fn with_payloads(
 
 /// One request: a lone message as its own envelope, several as a batch envelope.
 fn build_job(ep: &DispatchEndpoint, messages: WithPayloads, now: i64) -> Job {
-    let secrets = ep
-        .secrets
-        .iter()
-        .filter(|(_, expires)| expires.is_none_or(|e| e > now))
-        .map(|(s, _)| s.clone())
-        .collect();
+    let secrets = signing_secrets(ep, now);
     let (messages, mut payloads): (Vec<QueuedMessage>, Vec<String>) = messages.into_iter().unzip();
     let (delivery_id, event_header, body) = match messages.as_slice() {
         [m] => (
@@ -702,6 +748,32 @@ fn build_job(ep: &DispatchEndpoint, messages: WithPayloads, now: i64) -> Job {
         event_header,
         body,
         messages,
+        heartbeat: false,
+    }
+}
+
+/// The secrets that sign a request made now, newest first.
+fn signing_secrets(ep: &DispatchEndpoint, now: i64) -> Vec<String> {
+    ep.secrets
+        .iter()
+        .filter(|(_, expires)| expires.is_none_or(|e| e > now))
+        .map(|(s, _)| s.clone())
+        .collect()
+}
+
+/// A heartbeat request: its own envelope, never with a message.
+fn heartbeat_job(ep: &DispatchEndpoint, backlog: Backlog, now: i64) -> Job {
+    let id = crate::id::new(heartbeat::ID_PREFIX);
+    let body = heartbeat::envelope(&id, now, &ep.id, backlog);
+    Job {
+        endpoint_seq: ep.seq,
+        url: ep.url.clone(),
+        secrets: signing_secrets(ep, now),
+        delivery_id: id,
+        event_header: heartbeat::TYPE.to_string(),
+        body,
+        messages: Vec::new(),
+        heartbeat: true,
     }
 }
 

@@ -3,6 +3,7 @@
 //! queue and records outcomes; workers never touch the database.
 
 mod dispatcher;
+pub mod heartbeat;
 pub mod policy;
 mod recorder;
 mod worker;

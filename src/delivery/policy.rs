@@ -308,6 +308,7 @@ mod tests {
             failures,
             failing_since,
             backoff_until: None,
+            heartbeat_secs: None,
             secrets: Vec::new(),
         };
         // A message accepted `age` ms ago; `parked` with `failures` when Some.
@@ -640,6 +641,7 @@ mod tests {
             failures: 0,
             failing_since: None,
             backoff_until: None,
+            heartbeat_secs: None,
             secrets: Vec::new(),
         };
         let parked = QueuedMessage {

@@ -29,8 +29,10 @@ pub struct Job {
     /// `X-StatusSentry-Event`: the event type, or `batch`.
     pub event_header: String,
     pub body: String,
-    /// The messages in the body, oldest first.
+    /// The messages in the body, oldest first; none for a heartbeat.
     pub messages: Vec<QueuedMessage>,
+    /// A heartbeat (SPEC 4.7), which carries no message.
+    pub heartbeat: bool,
 }
 
 /// Requests for one endpoint, sent in order, one at a time.

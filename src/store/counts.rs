@@ -229,6 +229,7 @@ mod tests {
             enabled: true,
             batch_max: 100,
             batch_window_ms: 0,
+            heartbeat_secs: None,
             secret: crate::secret::generate(),
             now: 1,
         })

@@ -723,8 +723,9 @@ impl Store {
         self.write(Durability::Full, |tx| {
             tx.execute(
                 "INSERT INTO endpoints (id, url, description, event_types, enabled, disabled_reason,
-                                        batch_max, batch_window_ms, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                                        batch_max, batch_window_ms, heartbeat_secs,
+                                        created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9, ?9)",
                 params![
                     new.id,
                     new.url,
@@ -735,6 +736,7 @@ impl Store {
                     new.batch_max,
                     new.batch_window_ms,
                     new.now,
+                    new.heartbeat_secs,
                 ],
             )?;
             let seq = tx.last_insert_rowid();
@@ -778,10 +780,20 @@ impl Store {
             let event_types = patch.event_types.as_ref().unwrap_or(&current.event_types).join(",");
             let batch_max = patch.batch_max.unwrap_or(current.batch_max);
             let batch_window_ms = patch.batch_window_ms.unwrap_or(current.batch_window_ms);
+            let heartbeat_secs = patch.heartbeat_secs.unwrap_or(current.heartbeat_secs);
             tx.execute(
                 "UPDATE endpoints SET url = ?2, description = ?3, event_types = ?4, batch_max = ?5,
-                        batch_window_ms = ?6, updated_at = ?7 WHERE seq = ?1",
-                params![current.seq, url, description, event_types, batch_max, batch_window_ms, now],
+                        batch_window_ms = ?6, updated_at = ?7, heartbeat_secs = ?8 WHERE seq = ?1",
+                params![
+                    current.seq,
+                    url,
+                    description,
+                    event_types,
+                    batch_max,
+                    batch_window_ms,
+                    now,
+                    heartbeat_secs
+                ],
             )?;
             match patch.enabled {
                 // Enabling clears the reason and the failure run, so that a long outage does
@@ -1327,7 +1339,7 @@ fn active_secrets(c: &Connection, endpoint_seq: i64, now: i64) -> Result<Vec<Str
 }
 
 const ENDPOINT_COLUMNS: &str = "seq, id, url, description, event_types, enabled, disabled_reason, batch_max, \
-     batch_window_ms, failures, failing_since, backoff_until, created_at, updated_at";
+     batch_window_ms, failures, failing_since, backoff_until, created_at, updated_at, heartbeat_secs";
 
 fn endpoint_by(
     c: &Connection,
@@ -1356,6 +1368,7 @@ fn endpoint_row(r: &rusqlite::Row) -> rusqlite::Result<EndpointRow> {
         backoff_until: r.get(11)?,
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
+        heartbeat_secs: r.get(14)?,
     })
 }
 
@@ -1425,6 +1438,8 @@ pub struct NewEndpoint {
     pub enabled: bool,
     pub batch_max: i64,
     pub batch_window_ms: i64,
+    /// Seconds without a request after which a heartbeat goes out (SPEC 4.7); `None` is off.
+    pub heartbeat_secs: Option<i64>,
     pub secret: String,
     pub now: i64,
 }
@@ -1437,6 +1452,8 @@ pub struct EndpointPatch {
     pub enabled: Option<bool>,
     pub batch_max: Option<i64>,
     pub batch_window_ms: Option<i64>,
+    /// `Some(None)` turns heartbeats off.
+    pub heartbeat_secs: Option<Option<i64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -1455,6 +1472,7 @@ pub struct EndpointRow {
     pub backoff_until: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    pub heartbeat_secs: Option<i64>,
 }
 
 #[derive(Debug, Default)]

@@ -20,6 +20,8 @@ pub struct DispatchEndpoint {
     pub failures: i64,
     pub failing_since: Option<i64>,
     pub backoff_until: Option<i64>,
+    /// Seconds without a request after which a heartbeat is due (SPEC 4.7); `None` is off.
+    pub heartbeat_secs: Option<i64>,
     /// Every secret that may still sign, newest first, with when it stops (None: current).
     pub secrets: Vec<(String, Option<i64>)>,
 }
@@ -78,7 +80,8 @@ pub struct RequestOutcome {
 }
 
 const DISPATCH_COLUMNS: &str =
-    "seq, id, url, enabled, batch_max, batch_window_ms, failures, failing_since, backoff_until";
+    "seq, id, url, enabled, batch_max, batch_window_ms, failures, failing_since, backoff_until,
+     heartbeat_secs";
 
 fn dispatch_row(c: &Connection, r: &rusqlite::Row, now: i64) -> rusqlite::Result<DispatchEndpoint> {
     let seq: i64 = r.get(0)?;
@@ -100,6 +103,7 @@ fn dispatch_row(c: &Connection, r: &rusqlite::Row, now: i64) -> rusqlite::Result
         failures: r.get(6)?,
         failing_since: r.get(7)?,
         backoff_until: r.get(8)?,
+        heartbeat_secs: r.get(9)?,
         secrets,
     })
 }
@@ -145,6 +149,24 @@ impl Store {
             Ok(c.prepare_cached(&sql)?
                 .query_row([seq], |r| dispatch_row(c, r, now))
                 .optional()?)
+        })
+    }
+
+    /// How many messages of an endpoint are pending, and when the oldest of them was
+    /// accepted: what a heartbeat reports (SPEC 4.7). The count is kept per endpoint
+    /// (`counts.rs`) and the oldest is the first through `messages_queue`, so neither reads
+    /// the backlog.
+    pub fn pending_summary(&self, endpoint_seq: i64) -> Result<(i64, Option<i64>)> {
+        self.read(|c| {
+            let [pending, ..] = counts::of_endpoint(c, endpoint_seq)?;
+            let oldest = c
+                .prepare_cached(
+                    "SELECT created_at FROM messages
+                     WHERE endpoint_seq = ?1 AND status = 'pending' ORDER BY seq LIMIT 1",
+                )?
+                .query_row([endpoint_seq], |r| r.get(0))
+                .optional()?;
+            Ok((pending, oldest))
         })
     }
 
@@ -313,6 +335,7 @@ mod tests {
                 enabled: true,
                 batch_max: 100,
                 batch_window_ms: 0,
+                heartbeat_secs: None,
                 secret: crate::secret::generate(),
                 now: 1,
             })

@@ -260,6 +260,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX monitors_by_push_token ON monitors(push_token_hash)
         WHERE push_token_hash IS NOT NULL;
     "#,
+    // 8: an endpoint may ask for a heartbeat after this many seconds without a request
+    // (SPEC 4.7); NULL is off.
+    r#"
+    ALTER TABLE endpoints ADD COLUMN heartbeat_secs INTEGER;
+    "#,
 ];
 
 /// The tables whose references a migration rebuilt, by the version it brings: checked after

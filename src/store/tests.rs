@@ -18,6 +18,7 @@ fn endpoint(store: &Store, types: &[&str]) -> EndpointRow {
             enabled: true,
             batch_max: 100,
             batch_window_ms: 0,
+            heartbeat_secs: None,
             secret: crate::secret::generate(),
             now: 1,
         })

@@ -508,6 +508,27 @@ async function steps(t, suffix) {
     assert.equal(ep.description, "Edited in the browser");
     assert.equal(ep.event_types.length, 3);
 
+    // A heartbeat is set in the delivery options, shown again on the next edit, and cleared.
+    const heartbeat = async (value) => {
+      await card().getByRole("button", { name: "Edit" }).click();
+      const options = dialog.locator("details");
+      if (!(await options.evaluate((d) => d.open))) {
+        await options.locator("summary").click();
+      }
+      const field = dialog.getByLabel("Heartbeat after (seconds)");
+      const shown = await field.inputValue();
+      await field.fill(value);
+      await dialog.getByRole("button", { name: "Save changes" }).click();
+      await dialog.waitFor({ state: "hidden" });
+      return shown;
+    };
+    assert.equal(await heartbeat("3600"), "");
+    ep = (await apiCall("GET", `/api/v1/endpoints/${endpointId}`)).json;
+    assert.equal(ep.heartbeat_secs, 3600);
+    assert.equal(await heartbeat(""), "3600");
+    ep = (await apiCall("GET", `/api/v1/endpoints/${endpointId}`)).json;
+    assert.equal(ep.heartbeat_secs, null);
+
     await card().getByRole("button", { name: "Disable" }).click();
     await textOf(card().locator(".state"), /^Disabled: disabled by a person$/, "disabled");
     ep = (await apiCall("GET", `/api/v1/endpoints/${endpointId}`)).json;
