@@ -364,11 +364,15 @@ pub fn delete(api: &Api, id: &str) -> Result<Reply> {
     Ok(Reply::empty(204))
 }
 
-/// A push monitor of that id, or 404 (an HTTP monitor has no ping URL).
+/// A push monitor of that id: 404 when there is no monitor of that id, 409 when it is an
+/// HTTP monitor (it exists, and has no ping URL: a 404 would say the monitor is gone).
 fn find_push(api: &Api, id: &str) -> Result<MonitorRow> {
     match find(api, id)? {
         m if m.settings.kind == Kind::Push && m.push_token.is_some() => Ok(m),
-        _ => Err(ApiError::not_found("push monitor")),
+        m => Err(ApiError::conflict(format!(
+            "monitor {} is an HTTP monitor; only a push monitor has a ping URL",
+            m.id
+        ))),
     }
 }
 

@@ -277,8 +277,12 @@ fn ping_routes_refuse_unknown_tokens_limit_each_monitor_and_follow_rotation() {
     assert_eq!(http["kind"], "http");
     assert_eq!(http["grace_secs"], Value::Null);
     let id = s(&http, "id");
-    let (status, _) = server.api("GET", &format!("/api/v1/monitors/{id}/ping-url"), None);
-    assert_eq!(status, 404);
+    // The monitor exists, so not 404: it is the wrong kind.
+    for (method, path) in [("GET", "ping-url"), ("POST", "rotate-ping-url")] {
+        let body = (method == "POST").then(|| json!({}));
+        let (status, reply) = server.api(method, &format!("/api/v1/monitors/{id}/{path}"), body);
+        assert_eq!(status, 409, "{method} {path}: {reply}");
+    }
     server.expect("DELETE", &format!("/api/v1/monitors/{a}"), None, 204);
     assert_eq!(ping(&server, "GET", &new_path).status, 404);
 }
