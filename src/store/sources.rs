@@ -2004,17 +2004,7 @@ mod tests {
     fn history_statements_read_one_monitors_range() {
         let (_dir, store) = store();
         let conn = store.writer.lock().unwrap();
-        let plan = |sql: &str| -> String {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let n = stmt.parameter_count();
-            stmt.query_map(rusqlite::params_from_iter(vec![1i64; n]), |r| {
-                r.get::<_, String>(3)
-            })
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect::<Vec<_>>()
-            .join("; ")
-        };
+        let plan = |sql: &str| crate::store::tests::query_plan(&conn, sql);
         let minutes = "SEARCH check_minutes USING PRIMARY KEY (monitor_seq=? AND minute";
         let hours = "SEARCH check_hours USING PRIMARY KEY (monitor_seq=? AND hour";
         let rows = [

@@ -2,6 +2,20 @@
 
 use super::*;
 
+/// The details of `EXPLAIN QUERY PLAN` for `sql`, with every parameter bound to 1, joined
+/// with "; ": what the plan tests compare with the index each statement must use.
+pub(super) fn query_plan(conn: &Connection, sql: &str) -> String {
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let n = stmt.parameter_count();
+    stmt.query_map(rusqlite::params_from_iter(vec![1i64; n]), |r| {
+        r.get::<_, String>(3)
+    })
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect::<Vec<_>>()
+    .join("; ")
+}
+
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.db"), None).unwrap();
@@ -528,17 +542,7 @@ fn the_integrity_check_after_the_open_refuses_writes_to_a_damaged_file() {
 fn a_page_of_each_list_reads_an_index_range() {
     let (_d, s) = store();
     let conn = s.writer.lock().unwrap();
-    let plan = |sql: &str| -> String {
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let n = stmt.parameter_count();
-        stmt.query_map(rusqlite::params_from_iter(vec![1i64; n]), |r| {
-            r.get::<_, String>(3)
-        })
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect::<Vec<_>>()
-        .join("; ")
-    };
+    let plan = |sql: &str| query_plan(&conn, sql);
     let endpoints =
         format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE seq > ?1 ORDER BY seq LIMIT ?2");
     let message = format!("{MESSAGE_SELECT} WHERE m.seq = ?1");
