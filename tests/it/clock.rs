@@ -494,7 +494,16 @@ struct Checks<'a> {
     last_recorded: Value,
 }
 
-impl Checks<'_> {
+impl<'a> Checks<'a> {
+    fn new(server: &'a Server, target: &'a Receiver, monitor: &str) -> Checks<'a> {
+        Checks {
+            server,
+            target,
+            monitor: monitor.to_string(),
+            last_recorded: Value::Null,
+        }
+    }
+
     /// Waits for check `n`, and that it is the only new one.
     fn wait(&mut self, n: usize) {
         let path = format!("/api/v1/monitors/{}", self.monitor);
@@ -549,12 +558,7 @@ fn the_sla_window_is_thirty_days() {
     target.script([Reply::status(500), Reply::status(500)]);
     target.reply_with(Reply::status(200));
     let monitor = sla_monitor(&server, &target);
-    let mut checks = Checks {
-        server: &server,
-        target: &target,
-        monitor: monitor.clone(),
-        last_recorded: Value::Null,
-    };
+    let mut checks = Checks::new(&server, &target, &monitor);
     checks.wait(1);
     clock.go_by(61 * Duration::from_secs(1));
     checks.wait(2);
@@ -622,12 +626,7 @@ fn check_history_becomes_minutes_at_six_hours_and_hours_at_a_day_and_the_sla_sta
     let hour = HOUR.as_millis() as i64;
     clock.go_to(clock.at_wall_ms(hour_of(wall_now) + hour + MINUTE.as_millis() as i64));
     let monitor = sla_monitor(&server, &target);
-    let mut checks = Checks {
-        server: &server,
-        target: &target,
-        monitor: monitor.clone(),
-        last_recorded: Value::Null,
-    };
+    let mut checks = Checks::new(&server, &target, &monitor);
     for n in 1..=12 {
         if n > 1 {
             clock.go_by(61 * Duration::from_secs(1));
@@ -701,12 +700,7 @@ fn the_sla_warning_re_arms_after_an_hour_and_not_before() {
     target.script([Reply::status(500)]);
     target.reply_with(Reply::status(200));
     let monitor = sla_monitor(&server, &target);
-    let mut checks = Checks {
-        server: &server,
-        target: &target,
-        monitor: monitor.clone(),
-        last_recorded: Value::Null,
-    };
+    let mut checks = Checks::new(&server, &target, &monitor);
     for n in 1..=10 {
         if n > 1 {
             clock.go_by(61 * Duration::from_secs(1));
