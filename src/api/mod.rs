@@ -12,6 +12,8 @@ mod incidents;
 mod monitors;
 mod openapi;
 mod ping;
+mod query;
+mod reply;
 mod signin;
 
 use std::io::Read;
@@ -26,6 +28,10 @@ use crate::delivery;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::store::Store;
+
+pub use query::Page;
+use query::{Plus, parse_query, percent_decode, whole_number};
+pub use reply::{ApiError, Reply, Req, Result};
 
 /// What every handler can reach.
 pub struct Api {
@@ -75,159 +81,6 @@ impl Api {
             sign_ins: signin::SignInLimiter::default(),
             pings: ping::PingLimiter::default(),
             listener: std::sync::OnceLock::new(),
-        }
-    }
-}
-
-/// A refusal, rendered as `{"error": {"code", "message", "field"}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: String,
-    pub field: Option<String>,
-    /// Seconds for a `Retry-After` header.
-    pub retry_after: Option<u64>,
-    /// The methods a route takes, for the `Allow` header of a 405.
-    pub allow: Option<&'static str>,
-}
-
-impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-            retry_after: None,
-            allow: None,
-        }
-    }
-
-    pub fn field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: 400,
-            code: "invalid_field",
-            message: message.into(),
-            field: Some(field.into()),
-            retry_after: None,
-            allow: None,
-        }
-    }
-
-    pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(404, "not_found", format!("no such {what}"))
-    }
-
-    pub fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError::new(409, "conflict", message)
-    }
-
-    pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(503, "unavailable", message)
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> ApiError {
-        if let crate::store::StoreError::Full = e {
-            return ApiError::new(507, "storage_full", e.to_string());
-        }
-        log::error!("store error while answering a request: {e}");
-        ApiError::unavailable("the store is not answering; try again")
-    }
-}
-
-impl From<crate::intake::PublishError> for ApiError {
-    fn from(e: crate::intake::PublishError) -> ApiError {
-        match e {
-            crate::intake::PublishError::Full => ApiError::new(507, "storage_full", e.to_string()),
-            other => ApiError::unavailable(other.to_string()),
-        }
-    }
-}
-
-/// A response before it is written.
-pub struct Reply {
-    pub status: u16,
-    pub body: Vec<u8>,
-    pub content_type: &'static str,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl Reply {
-    pub fn json(status: u16, value: &Value) -> Reply {
-        Reply {
-            status,
-            body: value.to_string().into_bytes(),
-            content_type: "application/json",
-            headers: Vec::new(),
-        }
-    }
-
-    pub fn empty(status: u16) -> Reply {
-        Reply {
-            status,
-            body: Vec::new(),
-            content_type: "application/json",
-            headers: Vec::new(),
-        }
-    }
-
-    fn error(e: &ApiError) -> Reply {
-        let mut error = json!({"code": e.code, "message": e.message});
-        if let Some(field) = &e.field {
-            error["field"] = Value::from(field.as_str());
-        }
-        let mut reply = Reply::json(e.status, &json!({ "error": error }));
-        if let Some(secs) = e.retry_after {
-            reply.headers.push(("Retry-After", secs.to_string()));
-        }
-        if let Some(methods) = e.allow {
-            reply.headers.push(("Allow", methods.to_string()));
-        }
-        reply
-    }
-}
-
-pub type Result<T> = std::result::Result<T, ApiError>;
-
-/// One request as the handlers see it: method, path segments, query and a parsed body.
-pub struct Req {
-    pub method: String,
-    pub segments: Vec<String>,
-    pub query: Vec<(String, String)>,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<Value>,
-}
-
-impl Req {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body of an action route, `{}` when none was sent.
-    pub fn body_object(&self) -> Result<&serde_json::Map<String, Value>> {
-        static EMPTY: std::sync::OnceLock<serde_json::Map<String, Value>> =
-            std::sync::OnceLock::new();
-        match &self.body {
-            None => Ok(EMPTY.get_or_init(serde_json::Map::new)),
-            Some(Value::Object(map)) => Ok(map),
-            Some(_) => Err(ApiError::new(
-                400,
-                "invalid_json",
-                "the request body must be a JSON object",
-            )),
         }
     }
 }
@@ -779,156 +632,9 @@ fn route(api: &Api, req: &Req) -> Result<Reply> {
     }
 }
 
-/// `?limit=` (1–500, default 50) and `?cursor=` (an opaque position from `next_cursor`).
-pub struct Page {
-    pub limit: usize,
-    pub cursor: Option<i64>,
-}
-
-impl Page {
-    pub fn from(req: &Req) -> Result<Page> {
-        let limit = match req.query("limit") {
-            None => 50,
-            Some(s) => match whole_number(s) {
-                Some(n @ 1..=500) => n as usize,
-                _ => {
-                    return Err(ApiError::field(
-                        "limit",
-                        "limit must be a whole number from 1 to 500",
-                    ));
-                }
-            },
-        };
-        let cursor = match req.query("cursor") {
-            None | Some("") => None,
-            Some(s) => Some(decode_cursor(s).ok_or_else(|| {
-                ApiError::field("cursor", "cursor is not one this server gave out")
-            })?),
-        };
-        Ok(Page { limit, cursor })
-    }
-
-    /// `{"data": [...], "next_cursor": ...}` from one more row than the page holds.
-    pub fn wrap<T>(
-        &self,
-        mut rows: Vec<T>,
-        seq: impl Fn(&T) -> i64,
-        render: impl Fn(&T) -> Result<Value>,
-    ) -> Result<Reply> {
-        let next = if rows.len() > self.limit {
-            rows.truncate(self.limit);
-            rows.last().map(|r| Value::from(encode_cursor(seq(r))))
-        } else {
-            None
-        };
-        let data = rows.iter().map(render).collect::<Result<Vec<Value>>>()?;
-        Ok(Reply::json(
-            200,
-            &json!({"data": data, "next_cursor": next.unwrap_or(Value::Null)}),
-        ))
-    }
-}
-
-fn encode_cursor(seq: i64) -> String {
-    format!("c{seq}")
-}
-
-fn decode_cursor(text: &str) -> Option<i64> {
-    whole_number(text.strip_prefix('c')?).filter(|n| *n > 0)
-}
-
-/// A whole number written as `encode_cursor` and `format!` write one: digits only, no sign, no
-/// leading zero, so that every number the API reads has one spelling (`+5` and `05` are not 5).
-pub(super) fn whole_number(text: &str) -> Option<i64> {
-    let canonical = !text.is_empty()
-        && text.bytes().all(|b| b.is_ascii_digit())
-        && (text == "0" || !text.starts_with('0'));
-    canonical.then(|| text.parse().ok()).flatten()
-}
-
-fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                percent_decode(k, Plus::Space),
-                percent_decode(v, Plus::Space),
-            )
-        })
-        .collect()
-}
-
-/// What a `+` means where it is decoded: a space in a query string
-/// (`application/x-www-form-urlencoded`), itself in a path segment (RFC 3986), so that a path
-/// parameter such as an id holding `+` reaches the handler as sent.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Plus {
-    Space,
-    Literal,
-}
-
-/// A query key or value, or a path segment: `%XX` is a byte, and `+` as `plus` says; a `%` not
-/// followed by two hex digits stays as it is, and invalid UTF-8 is replaced.
-fn percent_decode(s: &str, plus: Plus) -> String {
-    // `%2B` is a literal `+`, so spaces are put back before the escapes are read.
-    let spaced;
-    let s = match plus {
-        Plus::Space => {
-            spaced = s.replace('+', " ");
-            spaced.as_str()
-        }
-        Plus::Literal => s,
-    };
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        // Input, decoded in a query string, decoded in a path segment.
-        let rows = [
-            ("abc", "abc", "abc"),
-            (
-                "2023-10-27T14%3A30%3A00Z",
-                "2023-10-27T14:30:00Z",
-                "2023-10-27T14:30:00Z",
-            ),
-            ("a+b", "a b", "a+b"),
-            ("a%2Bb", "a+b", "a+b"),
-            ("a%20b", "a b", "a b"),
-            ("100%", "100%", "100%"),
-            ("%zz", "%zz", "%zz"),
-            ("%4", "%4", "%4"),
-        ];
-        for (input, query, path) in rows {
-            assert_eq!(
-                percent_decode(input, Plus::Space),
-                query,
-                "{input} in a query"
-            );
-            assert_eq!(
-                percent_decode(input, Plus::Literal),
-                path,
-                "{input} in a path"
-            );
-        }
-    }
-
-    #[test]
-    fn an_escaped_plus_stays_a_plus() {
-        assert_eq!(percent_decode("a%2Bb+c", Plus::Space), "a+b c");
-        assert_eq!(percent_decode("a%2Bb+c", Plus::Literal), "a+b+c");
-        assert_eq!(
-            percent_decode("%E2%9C%93%FF", Plus::Space),
-            "\u{2713}\u{FFFD}"
-        );
-    }
 
     #[test]
     fn hosts_are_matched_by_name_and_port() {
@@ -1016,24 +722,6 @@ mod tests {
         while accepting() {
             assert!(Instant::now() < deadline, "the accept loop still runs");
             std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    #[test]
-    fn cursors_round_trip_and_refuse_junk() {
-        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
-        for junk in [
-            "42",
-            "c",
-            "cx",
-            "c-1",
-            "c0",
-            "c+5",
-            "c05",
-            "c 5",
-            "c99999999999999999999",
-        ] {
-            assert_eq!(decode_cursor(junk), None, "{junk}");
         }
     }
 }
