@@ -15,13 +15,14 @@ mod ping;
 mod query;
 mod reply;
 mod signin;
+mod status;
 
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::config::Config;
 use crate::delivery;
@@ -251,10 +252,10 @@ fn handle(api: &Api, request: &mut tiny_http::Request) -> Result<Reply> {
         return Err(e);
     }
     if path == "/healthz" {
-        return health(api, &method);
+        return status::health(api, &method);
     }
     if path == "/metrics" {
-        return metrics(api, &method);
+        return status::metrics(api, &method);
     }
     if assets::owns(&path) {
         return Ok(assets::serve(&path, &method, &headers));
@@ -336,57 +337,6 @@ fn host_allowed(server: &crate::config::Server, headers: &[(String, String)]) ->
             .allowed_hosts
             .iter()
             .any(|allowed| *allowed == host || *allowed == name)
-}
-
-fn health(api: &Api, method: &str) -> Result<Reply> {
-    if method != "GET" && method != "HEAD" {
-        return Err(method_not_allowed("GET, HEAD"));
-    }
-    // Asked directly as well as through the supervisor's probe, so that /healthz fails at
-    // once rather than at the supervisor's next check.
-    if api.listener.get().is_some_and(|l| !l.running()) {
-        return Ok(Reply::json(
-            503,
-            &json!({"status": "unavailable", "reason": "listener stopped"}),
-        ));
-    }
-    if api.health.is_failing() {
-        return Ok(Reply::json(
-            503,
-            &json!({"status": "unavailable", "reason": "a long-lived thread stopped"}),
-        ));
-    }
-    if !api.dispatcher.is_alive() {
-        return Ok(Reply::json(
-            503,
-            &json!({"status": "unavailable", "reason": "dispatcher stopped"}),
-        ));
-    }
-    match api.store.health_check() {
-        Ok(()) => Ok(Reply::json(200, &json!({"status": "ok"}))),
-        Err(crate::store::StoreError::Corrupt(..)) => Ok(Reply::json(
-            503,
-            &json!({"status": "unavailable", "reason": "the database failed its integrity check; see the log"}),
-        )),
-        // The store logs when it starts failing and when it recovers, not once per probe.
-        Err(_) => Ok(Reply::json(
-            503,
-            &json!({"status": "unavailable", "reason": "store not answering"}),
-        )),
-    }
-}
-
-fn metrics(api: &Api, method: &str) -> Result<Reply> {
-    if method != "GET" && method != "HEAD" {
-        return Err(method_not_allowed("GET, HEAD"));
-    }
-    let gauges = api.store.gauges(crate::time::now_ms())?;
-    Ok(Reply {
-        status: 200,
-        body: api.metrics.render(&gauges).into_bytes(),
-        content_type: "text/plain; version=0.0.4; charset=utf-8",
-        headers: Vec::new(),
-    })
 }
 
 /// Checks the bearer token (SPEC 5). A request with the correct token is always served.
