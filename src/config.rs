@@ -57,6 +57,10 @@ pub struct Delivery {
     pub disable_after: Duration,
     pub batch_max: u32,
     pub batch_window: Duration,
+    /// How often an endpoint disabled for failing is probed (SPEC 4.4).
+    pub recovery_probe: Duration,
+    /// How long after it was disabled such an endpoint is probed; zero: never.
+    pub recovery_for: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +156,8 @@ struct RawDelivery {
     disable_after: Option<String>,
     batch_max: Option<u32>,
     batch_window: Option<String>,
+    recovery_probe: Option<String>,
+    recovery_for: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -343,6 +349,8 @@ impl Config {
             disable_after: duration("delivery.disable_after", d.disable_after, "120h")?,
             batch_max: d.batch_max.unwrap_or(100),
             batch_window: duration("delivery.batch_window", d.batch_window, "5s")?,
+            recovery_probe: duration("delivery.recovery_probe", d.recovery_probe, "1h")?,
+            recovery_for: duration("delivery.recovery_for", d.recovery_for, "30days")?,
         };
         if !(1..=256).contains(&delivery.workers) {
             return Err(ConfigError::Invalid {
@@ -366,6 +374,8 @@ impl Config {
             ("delivery.timeout", delivery.timeout),
             ("delivery.connect_timeout", delivery.connect_timeout),
             ("delivery.initial_backoff", delivery.initial_backoff),
+            // Zero would probe without pause; `recovery_for = "0s"` is how probing is turned off.
+            ("delivery.recovery_probe", delivery.recovery_probe),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Invalid {
@@ -480,6 +490,8 @@ impl Config {
                 disable_after: human(d.disable_after),
                 batch_max: d.batch_max,
                 batch_window: human(d.batch_window),
+                recovery_probe: human(d.recovery_probe),
+                recovery_for: human(d.recovery_for),
             },
             network: NetworkView {
                 allow_loopback: n.policy.allow_loopback,
@@ -548,6 +560,8 @@ struct DeliveryView {
     disable_after: String,
     batch_max: u32,
     batch_window: String,
+    recovery_probe: String,
+    recovery_for: String,
 }
 
 #[derive(Serialize)]

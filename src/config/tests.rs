@@ -33,6 +33,8 @@ fn embedded_defaults_match_the_spec() {
     assert_eq!(c.delivery.disable_after, Duration::from_secs(120 * 3600));
     assert_eq!(c.delivery.batch_max, 100);
     assert_eq!(c.delivery.batch_window, Duration::from_secs(5));
+    assert_eq!(c.delivery.recovery_probe, Duration::from_secs(3600));
+    assert_eq!(c.delivery.recovery_for, Duration::from_secs(30 * 24 * 3600));
     assert!(c.network.policy.allow_loopback && c.network.policy.allow_private);
     assert_eq!(c.monitors.region, "local");
     assert_eq!(c.monitors.checkers, 4);
@@ -48,6 +50,8 @@ fn refusals_name_the_key() {
         ("[delivery]\ntimeout = 5", "timeout"),
         ("[delivery]\nworkers = 0", "delivery.workers"),
         ("[delivery]\nbatch_max = 0", "delivery.batch_max"),
+        ("[delivery]\nrecovery_probe = \"0s\"", "delivery.recovery_probe"),
+        ("[delivery]\nrecovery_for = \"a while\"", "delivery.recovery_for"),
         (
             "[delivery]\ninitial_backoff = \"2h\"",
             "delivery.max_backoff",
@@ -119,6 +123,20 @@ fn sizes_parse() {
     for (text, want) in rows {
         assert_eq!(size("k", Some(text.into())).unwrap(), want, "{text}");
     }
+}
+
+#[test]
+fn recovery_settings_parse_render_and_turn_off() {
+    let c = load("[delivery]\nrecovery_probe = \"250ms\"\nrecovery_for = \"2s\"").unwrap();
+    assert_eq!(c.delivery.recovery_probe, Duration::from_millis(250));
+    assert_eq!(c.delivery.recovery_for, Duration::from_secs(2));
+    let text = c.render();
+    assert!(text.contains("recovery_probe = \"250ms\"\n"), "{text}");
+    assert!(text.contains("recovery_for = \"2s\"\n"), "{text}");
+    assert_eq!(load(&text).unwrap().delivery.recovery_for, Duration::from_secs(2));
+    // Zero turns probing off; it is not refused.
+    let off = load("[delivery]\nrecovery_for = \"0s\"").unwrap();
+    assert!(off.delivery.recovery_for.is_zero());
 }
 
 #[test]
