@@ -50,8 +50,14 @@ fn refusals_name_the_key() {
         ("[delivery]\ntimeout = 5", "timeout"),
         ("[delivery]\nworkers = 0", "delivery.workers"),
         ("[delivery]\nbatch_max = 0", "delivery.batch_max"),
-        ("[delivery]\nrecovery_probe = \"0s\"", "delivery.recovery_probe"),
-        ("[delivery]\nrecovery_for = \"a while\"", "delivery.recovery_for"),
+        (
+            "[delivery]\nrecovery_probe = \"0s\"",
+            "delivery.recovery_probe",
+        ),
+        (
+            "[delivery]\nrecovery_for = \"a while\"",
+            "delivery.recovery_for",
+        ),
         (
             "[delivery]\ninitial_backoff = \"2h\"",
             "delivery.max_backoff",
@@ -133,7 +139,10 @@ fn recovery_settings_parse_render_and_turn_off() {
     let text = c.render();
     assert!(text.contains("recovery_probe = \"250ms\"\n"), "{text}");
     assert!(text.contains("recovery_for = \"2s\"\n"), "{text}");
-    assert_eq!(load(&text).unwrap().delivery.recovery_for, Duration::from_secs(2));
+    assert_eq!(
+        load(&text).unwrap().delivery.recovery_for,
+        Duration::from_secs(2)
+    );
     // Zero turns probing off; it is not refused.
     let off = load("[delivery]\nrecovery_for = \"0s\"").unwrap();
     assert!(off.delivery.recovery_for.is_zero());

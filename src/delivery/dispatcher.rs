@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use super::Command;
 mod jobs;
+mod probe;
 mod slot;
 
 use super::heartbeat::{self, Backlog};
@@ -23,7 +24,7 @@ use super::worker::{Run, Sent};
 use crate::config::Delivery as DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::net::ErrorKind;
-use crate::store::{RequestOutcome, Store, Verdict};
+use crate::store::{RecoveryChange, RequestOutcome, Store, Verdict};
 use crate::supervise::{Beat, IDLE_WAKE, Supervisor, WRITER_BOUND};
 use crate::time::{mono, now_ms};
 use jobs::{build_job, heartbeat_job, jitter, with_payloads};
@@ -277,7 +278,16 @@ impl Dispatcher {
             };
             // A stale endpoint waits for its reload: its settings (enabled, URL, secrets,
             // batching) may have changed.
-            if !slot.ep.enabled || slot.in_flight.is_some() || slot.stale {
+            if slot.in_flight.is_some() || slot.stale {
+                continue;
+            }
+            // A disabled endpoint gets nothing but its recovery probes, if it is probed.
+            if !slot.ep.enabled {
+                if slot.unrecorded == 0
+                    && let Some(at) = self.probe(seq, now, now_mono)
+                {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
                 continue;
             }
             if slot.parked_stale && slot.unrecorded == 0 {
@@ -465,6 +475,7 @@ impl Dispatcher {
         slot.loaded_through = 0;
         slot.more = true;
         slot.parked_stale = true;
+        slot.probe_at = None;
         true
     }
 
@@ -499,6 +510,15 @@ impl Dispatcher {
             }
             Err(kind) => (None, None, None, Some(*kind)),
         };
+        if std::mem::take(&mut slot.probing) {
+            let heard = probe::Heard {
+                status,
+                retry_after,
+                body,
+                error,
+            };
+            return self.finish_probe(sent, heard, now, now_mono);
+        }
         if sent.job.heartbeat {
             // Never retried (the next one is due anyway) and no message's: its answer is
             // counted and changes nothing else; its end counts for flood control above.
@@ -567,11 +587,22 @@ impl Dispatcher {
                 }
             }
         }
+        let mut recovery = None;
         if decision.disable == Some(DisableReason::Failing) {
+            // Probed from now on (SPEC 4.4), unless `recovery_for` is zero.
+            ep.recovery =
+                super::recovery::start(now, self.config.recovery_probe, self.config.recovery_for);
+            slot.probe_at = ep.recovery.map(|_| now_mono + self.config.recovery_probe);
+            recovery = ep.recovery.map(RecoveryChange::Start);
             log::warn!(
-                "endpoint {} has failed since {} and is disabled",
+                "endpoint {} has failed since {} and is disabled{}",
                 ep.id,
-                crate::time::rfc3339(ep.failing_since.unwrap_or(now))
+                crate::time::rfc3339(ep.failing_since.unwrap_or(now)),
+                ep.recovery.map_or(String::new(), |r| format!(
+                    "; probing it every {} until {}",
+                    humantime::format_duration(self.config.recovery_probe),
+                    crate::time::rfc3339(r.until)
+                ))
             );
         }
         if decision.disable.is_some() {
@@ -634,6 +665,7 @@ impl Dispatcher {
             endpoint_failing_since: ep.failing_since,
             endpoint_backoff_until: ep.backoff_until,
             disable: decision.disable.map(DisableReason::as_str),
+            recovery,
         })
     }
 }

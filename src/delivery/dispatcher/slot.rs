@@ -45,6 +45,11 @@ pub(super) struct Slot {
     /// When the earliest parked message is due.
     pub(super) parked_due: Option<Instant>,
     pub(super) parked_stale: bool,
+    /// While the endpoint is disabled for failing: when its next recovery probe is due, as a
+    /// monotonic deadline; `None` until derived from `ep.recovery` (after a start or reload).
+    pub(super) probe_at: Option<Instant>,
+    /// The request in flight is a recovery probe.
+    pub(super) probing: bool,
 }
 
 impl Slot {
@@ -64,6 +69,8 @@ impl Slot {
             stale: false,
             parked_due: None,
             parked_stale: true,
+            probe_at: None,
+            probing: false,
         }
     }
 }

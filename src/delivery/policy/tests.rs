@@ -85,6 +85,7 @@ fn decisions_follow_the_outcome_table() {
         failing_since,
         backoff_until: None,
         heartbeat_secs: None,
+        recovery: None,
         secrets: Vec::new(),
     };
     // A message accepted `age` ms ago; `parked` with `failures` when Some.
@@ -418,6 +419,7 @@ fn each_backoff_draws_its_own_factor() {
         failing_since: None,
         backoff_until: None,
         heartbeat_secs: None,
+        recovery: None,
         secrets: Vec::new(),
     };
     let parked = QueuedMessage {
