@@ -551,12 +551,12 @@ async function steps(t, suffix) {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(list),
     }), { times: 1 });
-    await page.getByRole("button", { name: "Refresh" }).click();
+    await page.locator("#refresh").click();
     await textOf(card().locator(".state"),
       /^Disabled: its requests failed without a break since .+ · recovering: next probe at .+, 3 probes so far, until .+$/,
       "the recovery state");
     await page.unroute(listRoute);
-    await page.getByRole("button", { name: "Refresh" }).click();
+    await page.locator("#refresh").click();
     await textOf(card().locator(".state"), /^Disabled: disabled by a person$/, "disabled again");
     await card().getByRole("button", { name: "Enable" }).click();
     await textOf(card().locator(".state"), /^Enabled$/, "enabled again");
