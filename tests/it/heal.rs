@@ -110,7 +110,7 @@ fn a_failing_endpoint_is_probed_comes_back_and_gets_everything_it_missed_in_orde
         assert_signed(hit, &[&secret]);
         assert_eq!(
             hit.event_ids(),
-            [first.clone()],
+            std::slice::from_ref(&first),
             "a probe carries the oldest"
         );
     }
