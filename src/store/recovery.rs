@@ -109,6 +109,23 @@ pub(super) const CLEAR: &str =
     "recovery_next_at = NULL, recovery_probes = 0, recovery_until = NULL,
      missed_after_event = NULL";
 
+/// Queues for endpoint `?1` the events after `?2` that its filter `?5` (comma-separated, empty:
+/// every type) matches: those accepted before `?3` as `failed`, finished at `?4`. An event sent
+/// to one endpoint only (a test event) is not one it missed, nor is one it already has a
+/// message for. The events are a range of their primary key and each check one lookup
+/// through `messages_by_event`; a unit test checks the plan.
+const CATCH_UP: &str =
+    "INSERT INTO messages (event_seq, endpoint_seq, status, created_at, finished_at)
+     SELECT e.seq, ?1,
+            CASE WHEN e.created_at < ?3 THEN 'failed' ELSE 'pending' END,
+            e.created_at, CASE WHEN e.created_at < ?3 THEN ?4 END
+     FROM events e
+     WHERE e.seq > ?2 AND e.only_endpoint IS NULL
+       AND (?5 = '' OR instr(',' || ?5 || ',', ',' || e.type || ',') > 0)
+       AND NOT EXISTS (SELECT 1 FROM messages m
+                       WHERE m.event_seq = e.seq AND m.endpoint_seq = ?1)
+     ORDER BY e.seq";
+
 fn recover(tx: &Transaction, seq: i64, expired_before: i64, now: i64) -> Result<i64> {
     let found: Option<(i64, String)> = tx
         .prepare_cached(&format!(
@@ -129,22 +146,13 @@ fn recover(tx: &Transaction, seq: i64, expired_before: i64, now: i64) -> Result<
     let before: i64 = tx
         .prepare_cached("SELECT coalesce(max(seq), 0) FROM messages")?
         .query_row([], |r| r.get(0))?;
-    // An event sent to one endpoint only (a test event) is not one this endpoint missed; nor
-    // is one it already has a message for.
-    let queued = tx
-        .prepare_cached(
-            "INSERT INTO messages (event_seq, endpoint_seq, status, created_at, finished_at)
-             SELECT e.seq, ?1,
-                    CASE WHEN e.created_at < ?3 THEN 'failed' ELSE 'pending' END,
-                    e.created_at, CASE WHEN e.created_at < ?3 THEN ?4 END
-             FROM events e
-             WHERE e.seq > ?2 AND e.only_endpoint IS NULL
-               AND (?5 = '' OR instr(',' || ?5 || ',', ',' || e.type || ',') > 0)
-               AND NOT EXISTS (SELECT 1 FROM messages m
-                               WHERE m.event_seq = e.seq AND m.endpoint_seq = ?1)
-             ORDER BY e.seq",
-        )?
-        .execute(params![seq, missed_after, expired_before, now, event_types])?;
+    let queued = tx.prepare_cached(CATCH_UP)?.execute(params![
+        seq,
+        missed_after,
+        expired_before,
+        now,
+        event_types
+    ])?;
     if queued > 0 {
         let mut by_status = tx.prepare_cached(
             "SELECT status, count(*) FROM messages WHERE seq > ?1 AND endpoint_seq = ?2
@@ -295,6 +303,21 @@ mod tests {
         assert_eq!((stats.pending, stats.failed), (3, 1));
         // The message that failed at once can be replayed.
         assert_eq!(s.replay_failed(a, 0, 400).unwrap(), 1);
+    }
+
+    #[test]
+    fn the_catch_up_reads_a_range_of_events_and_looks_each_up_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db"), None).unwrap();
+        let plan = s
+            .read(|c| Ok(super::super::tests::query_plan(c, CATCH_UP)))
+            .unwrap();
+        assert!(
+            plan.contains("SEARCH e USING INTEGER PRIMARY KEY (rowid>?)"),
+            "{plan}"
+        );
+        assert!(plan.contains("messages_by_event"), "{plan}");
+        assert!(!plan.contains("SCAN"), "{plan}");
     }
 
     #[test]
