@@ -1,7 +1,8 @@
 //! Endpoints that heal (SPEC 4.4, last paragraph), seen from a loopback receiver: an endpoint
 //! disabled for failing is probed every `recovery_probe` with one signed request (its oldest
 //! pending message, else a heartbeat envelope), comes back on a 2xx and then receives every
-//! event it missed, in order; probing ends after `recovery_for` or on a 410, and its schedule
+//! event it missed, in order (those already past `retry_for` as `failed`, replayable);
+//! probing ends after `recovery_for`, on a 410 or on a person's PATCH, and its schedule
 //! survives a restart.
 
 use std::sync::Arc;
@@ -336,4 +337,42 @@ fn the_schedule_survives_a_restart() {
     wait_until(DEADLINE, "the endpoint to be enabled again", || {
         endpoint(&server, &id)["enabled"] == true
     });
+}
+
+#[test]
+fn missed_events_past_retry_for_fail_at_once_and_can_be_replayed() {
+    let retry_for = Duration::from_millis(1500);
+    let server = Server::start(&config(300, "60s", "retry_for = \"1500ms\"\n"));
+    let status = Arc::new(AtomicU16::new(500));
+    let receiver = receiver_answering(&status);
+    let (id, _, _, _) = disabled_endpoint(&server, &receiver);
+    let old = publish(&server, "incident.created", seed_data());
+    let old_id = s(&old, "id").to_string();
+    let accepted = parse_time(s(&old, "created_at"));
+    // Time itself is the condition: the event is past retry_for before the endpoint is back
+    // (created_at is to the second, so a second more).
+    wait_until(DEADLINE, "the missed event to be past retry_for", || {
+        accepted
+            .elapsed()
+            .is_ok_and(|e| e > retry_for + Duration::from_secs(1))
+    });
+    status.store(200, Ordering::SeqCst);
+    wait_until(DEADLINE, "the endpoint to be enabled again", || {
+        endpoint(&server, &id)["enabled"] == true
+    });
+    let message = message_for(&server, &old_id, &id).expect("the missed event is queued");
+    assert_eq!(message["status"], "failed", "{message}");
+    assert!(
+        !receiver.event_ids().contains(&old_id),
+        "an event past retry_for was sent"
+    );
+    let replayed = server.expect(
+        "POST",
+        &format!("/api/v1/endpoints/{id}/replay"),
+        Some(json!({"since": "2000-01-01T00:00:00Z"})),
+        200,
+    );
+    assert!(replayed["requeued"].as_i64() >= Some(1), "{replayed}");
+    wait_message_status(&server, &old_id, &id, "delivered", DEADLINE);
+    assert!(receiver.event_ids().contains(&old_id));
 }
