@@ -385,7 +385,13 @@
       if (ep.disabled_reason === "failing" && ep.failing_since) {
         why = `its requests failed without a break since ${formatTime(ep.failing_since)}`;
       }
-      return { kind: "off", text: why ? `Disabled: ${why}` : "Disabled" };
+      // An endpoint disabled for failing is probed until it answers (SPEC 4.4).
+      const r = ep.recovery;
+      const recovering = r
+        ? ` · recovering: next probe at ${formatTime(r.next_probe_at)}, ` +
+          `${plural(r.probes, "probe", "probes")} so far, until ${formatTime(r.until)}`
+        : "";
+      return { kind: "off", text: (why ? `Disabled: ${why}` : "Disabled") + recovering };
     }
     if (ep.backoff_until) {
       const failures = ep.consecutive_failures

@@ -75,6 +75,8 @@ pub struct Metrics {
     /// Heartbeat requests (SPEC 4.7), by the same outcomes: they are not delivery requests,
     /// so that the delivery counters stay about events.
     heartbeats: [AtomicU64; 10],
+    /// Recovery probes of endpoints disabled for failing (SPEC 4.4), by `RECOVERY_OUTCOMES`.
+    recovery_probes: [AtomicU64; 3],
     pub attempt_duration: Histogram,
     pub delivery_lag: Histogram,
     /// Admin connections refused at `server.max_connections`.
@@ -87,6 +89,7 @@ impl Default for Metrics {
             events_accepted: Default::default(),
             deliveries: Default::default(),
             heartbeats: Default::default(),
+            recovery_probes: Default::default(),
             attempt_duration: Histogram::new(&DURATION_BUCKETS),
             delivery_lag: Histogram::new(&LAG_BUCKETS),
             connections_refused: AtomicU64::new(0),
@@ -105,6 +108,10 @@ pub struct Gauges {
     /// Monitors by status: up, down. Empty until monitors exist.
     pub monitors: Vec<(&'static str, i64)>,
 }
+
+/// The outcomes of a recovery probe: the fixed label set of
+/// `statussentry_recovery_probes_total`.
+const RECOVERY_OUTCOMES: [&str; 3] = ["recovered", "failed", "gone"];
 
 /// The index in `OUTCOMES` of a request's outcome, from its status or error name.
 fn outcome(status: Option<u16>, error: Option<ErrorKind>) -> usize {
@@ -140,6 +147,14 @@ impl Metrics {
     /// Counts one heartbeat request under its outcome.
     pub fn heartbeat(&self, status: Option<u16>, error: Option<ErrorKind>) {
         self.heartbeats[outcome(status, error)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one recovery probe under its outcome (`delivery::recovery::Probe::as_str`);
+    /// `recovered` counts the endpoints enabled again.
+    pub fn recovery_probe(&self, outcome: &str) {
+        if let Some(i) = RECOVERY_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.recovery_probes[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts one admin connection refused because `server.max_connections` were open.
@@ -190,6 +205,18 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "statussentry_heartbeats_total{{outcome=\"{o}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP statussentry_recovery_probes_total Probes of endpoints disabled for failing (SPEC 4.4), by outcome; recovered: enabled again.\n\
+             # TYPE statussentry_recovery_probes_total counter"
+        );
+        for (o, n) in RECOVERY_OUTCOMES.iter().zip(&self.recovery_probes) {
+            let _ = writeln!(
+                out,
+                "statussentry_recovery_probes_total{{outcome=\"{o}\"}} {}",
                 n.load(Ordering::Relaxed)
             );
         }
@@ -281,6 +308,25 @@ mod tests {
                 "heartbeat {outcome} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn recovery_probes_have_a_fixed_label_set() {
+        let m = Metrics::default();
+        m.recovery_probe("failed");
+        m.recovery_probe("failed");
+        m.recovery_probe("recovered");
+        // An outcome outside the set is not a new label.
+        m.recovery_probe("bogus");
+        let text = m.render(&Gauges::default());
+        for line in [
+            "statussentry_recovery_probes_total{outcome=\"recovered\"} 1",
+            "statussentry_recovery_probes_total{outcome=\"failed\"} 2",
+            "statussentry_recovery_probes_total{outcome=\"gone\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("bogus"));
     }
 
     #[test]

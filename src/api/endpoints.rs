@@ -49,7 +49,22 @@ pub fn render(api: &Api, ep: &EndpointRow) -> Result<Value> {
             "failed": stats.failed,
         },
         "last_attempt": stats.last_request.as_ref().map(render_request),
+        "recovery": render_recovery(ep, now),
     }))
+}
+
+/// An endpoint disabled for failing while it is probed (SPEC 4.4): when the next probe goes
+/// out, how many went so far, and when probing ends; `null` otherwise, also once the schedule
+/// is over (which the dispatcher notices only when it next looks at the endpoint).
+pub(super) fn render_recovery(ep: &EndpointRow, now: i64) -> Value {
+    match ep.recovery {
+        Some(r) if !ep.enabled && crate::delivery::recovery::due(&r, now).is_some() => json!({
+            "next_probe_at": rfc3339(r.next_probe_at),
+            "probes": r.probes,
+            "until": rfc3339(r.until),
+        }),
+        _ => Value::Null,
+    }
 }
 
 /// One request in the attempt log (SPEC 4.5).

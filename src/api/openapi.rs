@@ -130,6 +130,79 @@ mod tests {
         assert!(id.starts_with("hb_") && id.len() == 19, "{id}");
     }
 
+    /// An endpoint's `recovery` is the object `endpoints::render_recovery` builds while it is
+    /// probed, with every key required, and `null` otherwise.
+    #[test]
+    fn its_endpoint_recovery_is_the_one_shown() {
+        use crate::store::{EndpointRow, Recovery};
+        let doc = document();
+        let now = 1_698_417_000_000;
+        let mut ep = EndpointRow {
+            seq: 1,
+            id: crate::id::new("ep"),
+            url: "http://127.0.0.1:9/".into(),
+            description: String::new(),
+            event_types: Vec::new(),
+            enabled: false,
+            disabled_reason: Some("failing".into()),
+            batch_max: 100,
+            batch_window_ms: 0,
+            failures: 9,
+            failing_since: Some(now - 1000),
+            backoff_until: None,
+            created_at: now,
+            updated_at: now,
+            heartbeat_secs: None,
+            recovery: Some(Recovery {
+                next_probe_at: now + 60_000,
+                probes: 3,
+                until: now + 3_600_000,
+            }),
+        };
+        let shown = super::super::endpoints::render_recovery(&ep, now);
+        let schema = &doc["components"]["schemas"]["Recovery"];
+        let keys: BTreeSet<&str> = shown
+            .as_object()
+            .expect("an object while probed")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let props: BTreeSet<&str> = schema["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let required: BTreeSet<&str> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(keys, props);
+        assert_eq!(keys, required);
+        assert_eq!(shown["probes"], 3);
+        assert_eq!(shown["next_probe_at"], "2023-10-27T14:31:00Z");
+        let endpoint = &doc["components"]["schemas"]["Endpoint"];
+        assert!(
+            endpoint["required"]
+                .as_array()
+                .expect("required")
+                .iter()
+                .any(|k| k == "recovery")
+        );
+        // Past its end, or enabled, it shows null.
+        assert_eq!(
+            super::super::endpoints::render_recovery(&ep, now + 3_600_001),
+            Value::Null
+        );
+        ep.enabled = true;
+        assert_eq!(
+            super::super::endpoints::render_recovery(&ep, now),
+            Value::Null
+        );
+    }
+
     /// Every route the router answers is in the document with the same methods, and nothing
     /// else is, apart from the routes outside `/api/v1/` that `handle` answers itself.
     #[test]

@@ -13,77 +13,25 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, select};
 
 use super::Command;
+mod jobs;
+mod probe;
+mod slot;
+
 use super::heartbeat::{self, Backlog};
 use super::policy::{self, Answer, Backoff, Class, DisableReason, Limits};
 use super::recorder::{self, Recorded};
-use super::worker::{Job, Run, Sent};
+use super::worker::{Run, Sent};
 use crate::config::Delivery as DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::net::ErrorKind;
-use crate::store::{DispatchEndpoint, QueuedMessage, RequestOutcome, Store, StoreError, Verdict};
+use crate::store::{RecoveryChange, RequestOutcome, Store, Verdict};
 use crate::supervise::{Beat, IDLE_WAKE, Supervisor, WRITER_BOUND};
 use crate::time::{mono, now_ms};
+use jobs::{build_job, heartbeat_job, jitter, with_payloads};
+use slot::Slot;
 
 /// How long the dispatcher sleeps when nothing is scheduled; it wakes earlier on any command.
 const IDLE_WAIT: Duration = Duration::from_secs(60);
-
-struct Slot {
-    ep: DispatchEndpoint,
-    /// The run in flight, if any: set its flag to stop it after its request in flight.
-    in_flight: Option<Arc<AtomicBool>>,
-    /// When the dispatcher learnt that the last request to this endpoint ended (on the
-    /// monotonic clock, like every deadline here). The window is counted from here rather than
-    /// from the start: the receiver may see a request later than we start it (a new
-    /// connection, a slow network), but never after its answer, so counting from the answer
-    /// guarantees starts at least `batch_window` apart as the receiver sees them.
-    last_end: Option<Instant>,
-    /// When the dispatcher began tracking the endpoint: a heartbeat's quiet time counts from
-    /// here until the endpoint's first request ends.
-    tracked_since: Instant,
-    /// When the endpoint's backoff ends: `ep.backoff_until` (wall ms, what the store shows) as
-    /// a monotonic deadline, so that a stepped wall clock neither stalls nor shortens it.
-    backoff_until: Option<Instant>,
-    /// Pending messages read from the store, oldest first, neither in flight nor finished:
-    /// their ids and counters only, never their envelopes, which are read when a request is
-    /// built. An endpoint that backs off for hours so holds a few hundred bytes per message.
-    queue: VecDeque<QueuedMessage>,
-    /// The highest message seq read into `queue`; new messages are read after it, and those
-    /// were never sent by this process, so their stored state is the truth even while
-    /// outcomes wait to be recorded.
-    loaded_through: i64,
-    /// The store may hold pending messages after `loaded_through`.
-    more: bool,
-    /// Outcomes of this endpoint decided but not yet recorded: reads whose answer depends on
-    /// recorded outcomes (parked messages, a reload) wait until there are none.
-    unrecorded: u32,
-    /// The endpoint or its queue changed in the store (an API action, a failed record):
-    /// re-read both once nothing is unrecorded.
-    stale: bool,
-    /// When the earliest parked message is due.
-    parked_due: Option<Instant>,
-    parked_stale: bool,
-}
-
-impl Slot {
-    fn new(ep: DispatchEndpoint) -> Slot {
-        Slot {
-            backoff_until: ep
-                .backoff_until
-                .map(|at| crate::time::deadline(at, BACKOFF_BOUND)),
-            ep,
-            in_flight: None,
-            last_end: None,
-            tracked_since: mono(),
-            queue: VecDeque::new(),
-            loaded_through: 0,
-            more: true,
-            unrecorded: 0,
-            stale: false,
-            parked_due: None,
-            parked_stale: true,
-        }
-    }
-}
 
 /// The longest an endpoint's stored backoff can ask (the most `Retry-After` honoured is longer
 /// than any `max_backoff` with its random factor that the rules let a config ask for): a
@@ -330,7 +278,16 @@ impl Dispatcher {
             };
             // A stale endpoint waits for its reload: its settings (enabled, URL, secrets,
             // batching) may have changed.
-            if !slot.ep.enabled || slot.in_flight.is_some() || slot.stale {
+            if slot.in_flight.is_some() || slot.stale {
+                continue;
+            }
+            // A disabled endpoint gets nothing but its recovery probes, if it is probed.
+            if !slot.ep.enabled {
+                if slot.unrecorded == 0
+                    && let Some(at) = self.probe(seq, now, now_mono)
+                {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
                 continue;
             }
             if slot.parked_stale && slot.unrecorded == 0 {
@@ -518,6 +475,7 @@ impl Dispatcher {
         slot.loaded_through = 0;
         slot.more = true;
         slot.parked_stale = true;
+        slot.probe_at = None;
         true
     }
 
@@ -552,6 +510,15 @@ impl Dispatcher {
             }
             Err(kind) => (None, None, None, Some(*kind)),
         };
+        if std::mem::take(&mut slot.probing) {
+            let heard = probe::Heard {
+                status,
+                retry_after,
+                body,
+                error,
+            };
+            return self.finish_probe(sent, heard, now, now_mono);
+        }
         if sent.job.heartbeat {
             // Never retried (the next one is due anyway) and no message's: its answer is
             // counted and changes nothing else; its end counts for flood control above.
@@ -620,11 +587,22 @@ impl Dispatcher {
                 }
             }
         }
+        let mut recovery = None;
         if decision.disable == Some(DisableReason::Failing) {
+            // Probed from now on (SPEC 4.4), unless `recovery_for` is zero.
+            ep.recovery =
+                super::recovery::start(now, self.config.recovery_probe, self.config.recovery_for);
+            slot.probe_at = ep.recovery.map(|_| now_mono + self.config.recovery_probe);
+            recovery = ep.recovery.map(RecoveryChange::Start);
             log::warn!(
-                "endpoint {} has failed since {} and is disabled",
+                "endpoint {} has failed since {} and is disabled{}",
                 ep.id,
-                crate::time::rfc3339(ep.failing_since.unwrap_or(now))
+                crate::time::rfc3339(ep.failing_since.unwrap_or(now)),
+                ep.recovery.map_or(String::new(), |r| format!(
+                    "; probing it every {} until {}",
+                    humantime::format_duration(self.config.recovery_probe),
+                    crate::time::rfc3339(r.until)
+                ))
             );
         }
         if decision.disable.is_some() {
@@ -687,113 +665,7 @@ impl Dispatcher {
             endpoint_failing_since: ep.failing_since,
             endpoint_backoff_until: ep.backoff_until,
             disable: decision.disable.map(DisableReason::as_str),
+            recovery,
         })
-    }
-}
-
-/// A request's messages, each with its event's envelope.
-type WithPayloads = Vec<(QueuedMessage, String)>;
-
-/// Pairs each message of these requests with its event's envelope, read in one statement on a
-/// reader connection. A message whose event is gone (deleted with its endpoint meanwhile) is
-/// left out, and so is a request left with none. On failure the requests come back unsent.
-fn with_payloads(
-    store: &Store,
-    requests: Vec<Vec<QueuedMessage>>,
-) -> Result<Vec<WithPayloads>, (StoreError, Vec<Vec<QueuedMessage>>)> {
-    let seqs: Vec<i64> = requests.iter().flatten().map(|m| m.event_seq).collect();
-    let payloads = match store.payloads(&seqs) {
-        Ok(p) if p.len() == seqs.len() => p,
-        Ok(p) => {
-            let why = format!("asked for {} envelopes, read {}", seqs.len(), p.len());
-            return Err((StoreError::Refused(why), requests));
-        }
-        Err(e) => return Err((e, requests)),
-    };
-    let mut payloads = payloads.into_iter();
-    Ok(requests
-        .into_iter()
-        .map(|messages| {
-            messages
-                .into_iter()
-                .filter_map(|m| payloads.next().flatten().map(|p| (m, p)))
-                .collect::<Vec<_>>()
-        })
-        .filter(|r| !r.is_empty())
-        .collect())
-}
-
-/// One request: a lone message as its own envelope, several as a batch envelope.
-fn build_job(ep: &DispatchEndpoint, messages: WithPayloads, now: i64) -> Job {
-    let secrets = signing_secrets(ep, now);
-    let (messages, mut payloads): (Vec<QueuedMessage>, Vec<String>) = messages.into_iter().unzip();
-    let (delivery_id, event_header, body) = match messages.as_slice() {
-        [m] => (
-            m.event_id.clone(),
-            m.event_type.clone(),
-            payloads.pop().unwrap_or_default(),
-        ),
-        _ => {
-            let id = crate::id::new("bat");
-            let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
-            let body = crate::event::batch_envelope(&id, now, &payloads);
-            (id, "batch".to_string(), body)
-        }
-    };
-    Job {
-        endpoint_seq: ep.seq,
-        url: ep.url.clone(),
-        secrets,
-        delivery_id,
-        event_header,
-        body,
-        messages,
-        heartbeat: false,
-    }
-}
-
-/// The secrets that sign a request made now, newest first.
-fn signing_secrets(ep: &DispatchEndpoint, now: i64) -> Vec<String> {
-    ep.secrets
-        .iter()
-        .filter(|(_, expires)| expires.is_none_or(|e| e > now))
-        .map(|(s, _)| s.clone())
-        .collect()
-}
-
-/// A heartbeat request: its own envelope, never with a message.
-fn heartbeat_job(ep: &DispatchEndpoint, backlog: Backlog, now: i64) -> Job {
-    let id = crate::id::new(heartbeat::ID_PREFIX);
-    let body = heartbeat::envelope(&id, now, &ep.id, backlog);
-    Job {
-        endpoint_seq: ep.seq,
-        url: ep.url.clone(),
-        secrets: signing_secrets(ep, now),
-        delivery_id: id,
-        event_header: heartbeat::TYPE.to_string(),
-        body,
-        messages: Vec::new(),
-        heartbeat: true,
-    }
-}
-
-/// A uniform random factor in [1.0, 1.2] from the operating system's generator: the random
-/// factor of each backoff (SPEC 4.4), drawn here so that the rules in `policy` stay pure.
-fn jitter() -> f64 {
-    let mut b = [0u8; 4];
-    crate::id::fill_random(&mut b);
-    1.0 + 0.2 * (u32::from_le_bytes(b) as f64 / u32::MAX as f64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..1000 {
-            let j = jitter();
-            assert!((1.0..=1.2).contains(&j), "{j}");
-        }
     }
 }

@@ -6,6 +6,7 @@ mod dispatcher;
 pub mod heartbeat;
 pub mod policy;
 mod recorder;
+pub mod recovery;
 mod worker;
 
 use std::sync::Arc;

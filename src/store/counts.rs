@@ -262,7 +262,37 @@ mod tests {
             endpoint_failing_since: None,
             endpoint_backoff_until: None,
             disable: None,
+            recovery: None,
         }
+    }
+
+    #[test]
+    fn counts_follow_an_endpoint_that_recovers() {
+        use super::super::{Recovery, RecoveryChange};
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db"), None).unwrap();
+        let a = endpoint(&s);
+        publish(&s, 2);
+        let mut disabled = outcome(a.seq, Vec::new());
+        disabled.disable = Some("failing");
+        disabled.recovery = Some(RecoveryChange::Start(Recovery {
+            next_probe_at: 30,
+            probes: 0,
+            until: 1000,
+        }));
+        s.record(&[disabled]).unwrap();
+        // Accepted while it is disabled: no messages for it yet.
+        publish(&s, 3);
+        assert_counts(&s, "publishing to a disabled endpoint");
+        let mut recovered = outcome(a.seq, Vec::new());
+        // All three were accepted at 10, before `expired_before`: failed at once.
+        recovered.recovery = Some(RecoveryChange::Recovered {
+            expired_before: 11,
+            now: 40,
+        });
+        s.record(&[recovered]).unwrap();
+        assert_counts(&s, "recovering: the missed events failed at once");
+        assert_eq!(s.message_counts.get()[3], ("failed", 3));
     }
 
     #[test]

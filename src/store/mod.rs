@@ -15,6 +15,7 @@ pub mod fixture;
 mod flush;
 mod health;
 mod queue;
+mod recovery;
 mod schema;
 mod sources;
 
@@ -30,6 +31,7 @@ use serde_json::Value;
 use crate::id::{EVENT_ID_KEY_LEN, EventIds};
 
 pub use queue::{DispatchEndpoint, QueuedMessage, RequestOutcome, Verdict};
+pub use recovery::{Recovery, RecoveryChange};
 pub use sources::{
     CheckContext, CheckRow, ComponentInput, ComponentRef, ComponentRow, Emitted, IncidentPatch,
     IncidentRow, MonitorPatch, MonitorRow, MonitorSettings, NewIncident, Refusal,
@@ -777,7 +779,11 @@ impl Store {
             };
             let url = patch.url.as_ref().unwrap_or(&current.url);
             let description = patch.description.as_ref().unwrap_or(&current.description);
-            let event_types = patch.event_types.as_ref().unwrap_or(&current.event_types).join(",");
+            let event_types = patch
+                .event_types
+                .as_ref()
+                .unwrap_or(&current.event_types)
+                .join(",");
             let batch_max = patch.batch_max.unwrap_or(current.batch_max);
             let batch_window_ms = patch.batch_window_ms.unwrap_or(current.batch_window_ms);
             let heartbeat_secs = patch.heartbeat_secs.unwrap_or(current.heartbeat_secs);
@@ -800,14 +806,22 @@ impl Store {
                 // not disable the endpoint again on its first new failure.
                 Some(true) if !current.enabled => {
                     tx.execute(
-                        "UPDATE endpoints SET enabled = 1, disabled_reason = NULL, failures = 0,
-                                failing_since = NULL, backoff_until = NULL WHERE seq = ?1",
+                        &format!(
+                            "UPDATE endpoints SET enabled = 1, disabled_reason = NULL, failures = 0,
+                                    failing_since = NULL, backoff_until = NULL, {} WHERE seq = ?1",
+                            recovery::CLEAR
+                        ),
                         [current.seq],
                     )?;
                 }
-                Some(false) if current.enabled => {
+                // A person's word ends the probing of an endpoint disabled for failing too.
+                Some(false) if current.enabled || current.recovery.is_some() => {
                     tx.execute(
-                        "UPDATE endpoints SET enabled = 0, disabled_reason = 'manual' WHERE seq = ?1",
+                        &format!(
+                            "UPDATE endpoints SET enabled = 0, disabled_reason = 'manual', {}
+                             WHERE seq = ?1",
+                            recovery::CLEAR
+                        ),
                         [current.seq],
                     )?;
                 }
@@ -1294,14 +1308,16 @@ fn publish_one(
         ));
     }
     tx.prepare_cached(
-        "INSERT INTO events (seq, id, type, created_at, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO events (seq, id, type, created_at, payload, only_endpoint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         event_seq,
         event_id,
         item.event_type,
         item.created_at,
-        item.payload
+        item.payload,
+        item.only_endpoint
     ])?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO messages (event_seq, endpoint_seq, status, created_at) VALUES (?1, ?2, 'pending', ?3)",
@@ -1339,7 +1355,8 @@ fn active_secrets(c: &Connection, endpoint_seq: i64, now: i64) -> Result<Vec<Str
 }
 
 const ENDPOINT_COLUMNS: &str = "seq, id, url, description, event_types, enabled, disabled_reason, batch_max, \
-     batch_window_ms, failures, failing_since, backoff_until, created_at, updated_at, heartbeat_secs";
+     batch_window_ms, failures, failing_since, backoff_until, created_at, updated_at, heartbeat_secs, \
+     recovery_next_at, recovery_probes, recovery_until";
 
 fn endpoint_by(
     c: &Connection,
@@ -1369,6 +1386,7 @@ fn endpoint_row(r: &rusqlite::Row) -> rusqlite::Result<EndpointRow> {
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
         heartbeat_secs: r.get(14)?,
+        recovery: Recovery::from_columns(r.get(15)?, r.get(16)?, r.get(17)?),
     })
 }
 
@@ -1473,6 +1491,8 @@ pub struct EndpointRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub heartbeat_secs: Option<i64>,
+    /// The probe schedule while it is disabled for failing (SPEC 4.4); `None` otherwise.
+    pub recovery: Option<Recovery>,
 }
 
 #[derive(Debug, Default)]

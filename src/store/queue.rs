@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::recovery::{self, Recovery, RecoveryChange};
 use super::{Durability, Result, Store, counts};
 
 /// An endpoint as the dispatcher needs it.
@@ -22,6 +23,8 @@ pub struct DispatchEndpoint {
     pub backoff_until: Option<i64>,
     /// Seconds without a request after which a heartbeat is due (SPEC 4.7); `None` is off.
     pub heartbeat_secs: Option<i64>,
+    /// The probe schedule while it is disabled for failing (SPEC 4.4).
+    pub recovery: Option<Recovery>,
     /// Every secret that may still sign, newest first, with when it stops (None: current).
     pub secrets: Vec<(String, Option<i64>)>,
 }
@@ -77,11 +80,13 @@ pub struct RequestOutcome {
     pub endpoint_backoff_until: Option<i64>,
     /// Set when this request disabled the endpoint (`gone`, `failing`).
     pub disable: Option<&'static str>,
+    /// What this request changes in the endpoint's recovery, applied after `disable`.
+    pub recovery: Option<RecoveryChange>,
 }
 
 const DISPATCH_COLUMNS: &str =
     "seq, id, url, enabled, batch_max, batch_window_ms, failures, failing_since, backoff_until,
-     heartbeat_secs";
+     heartbeat_secs, recovery_next_at, recovery_probes, recovery_until";
 
 fn dispatch_row(c: &Connection, r: &rusqlite::Row, now: i64) -> rusqlite::Result<DispatchEndpoint> {
     let seq: i64 = r.get(0)?;
@@ -104,6 +109,7 @@ fn dispatch_row(c: &Connection, r: &rusqlite::Row, now: i64) -> rusqlite::Result
         failing_since: r.get(7)?,
         backoff_until: r.get(8)?,
         heartbeat_secs: r.get(9)?,
+        recovery: Recovery::from_columns(r.get(10)?, r.get(11)?, r.get(12)?),
         secrets,
     })
 }
@@ -265,15 +271,20 @@ impl Store {
                 if !exists {
                     continue;
                 }
-                insert_request.execute(params![
-                    o.endpoint_seq,
-                    o.at,
-                    o.duration_ms,
-                    o.status_code,
-                    o.error,
-                    o.response_body
-                ])?;
-                let request_seq = tx.last_insert_rowid();
+                // A recovery probe's ping carries no message, so it leaves no attempt.
+                let request_seq = if o.messages.is_empty() {
+                    0
+                } else {
+                    insert_request.execute(params![
+                        o.endpoint_seq,
+                        o.at,
+                        o.duration_ms,
+                        o.status_code,
+                        o.error,
+                        o.response_body
+                    ])?;
+                    tx.last_insert_rowid()
+                };
                 let finished = o.at + o.duration_ms;
                 for &(seq, attempt, verdict) in &o.messages {
                     let (status, failures, next, finished_at) = match verdict {
@@ -302,6 +313,9 @@ impl Store {
                 }
                 if let Some(reason) = o.disable {
                     disable_endpoint.execute(params![o.endpoint_seq, reason])?;
+                }
+                if let Some(change) = o.recovery {
+                    recovery::apply(tx, o.endpoint_seq, change)?;
                 }
             }
             for (seq, (_, last)) in endpoints.into_iter().filter(|(_, (exists, _))| *exists) {

@@ -265,6 +265,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE endpoints ADD COLUMN heartbeat_secs INTEGER;
     "#,
+    // An endpoint disabled for failing is probed until it answers or `recovery_for` ends
+    // (SPEC 4.4): its schedule (wall ms), the probes sent, and the highest event seq when it
+    // was disabled, after which the events it missed are found when it comes back. An event
+    // sent to one endpoint only (a test event) names it, so that no other endpoint counts it
+    // as missed.
+    r#"
+    ALTER TABLE endpoints ADD COLUMN recovery_next_at INTEGER;
+    ALTER TABLE endpoints ADD COLUMN recovery_probes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE endpoints ADD COLUMN recovery_until INTEGER;
+    ALTER TABLE endpoints ADD COLUMN missed_after_event INTEGER;
+    ALTER TABLE events ADD COLUMN only_endpoint INTEGER;
+    "#,
 ];
 
 /// The tables whose references a migration rebuilt, by the version it brings: checked after

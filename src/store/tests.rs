@@ -193,6 +193,7 @@ fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
         endpoint_failing_since: None,
         endpoint_backoff_until: None,
         disable: None,
+        recovery: None,
     }])
     .unwrap();
 }

@@ -533,6 +533,31 @@ async function steps(t, suffix) {
     await textOf(card().locator(".state"), /^Disabled: disabled by a person$/, "disabled");
     ep = (await apiCall("GET", `/api/v1/endpoints/${endpointId}`)).json;
     assert.equal(ep.enabled, false);
+
+    // One disabled for failing and being probed (SPEC 4.4) says when the next probe goes.
+    // Failing for disable_after takes a while, so a route answers the list with that state.
+    const listRoute = `${server.base}/api/v1/endpoints?**`;
+    const list = (await apiCall("GET", "/api/v1/endpoints")).json;
+    for (const item of list.data) {
+      if (item.id !== endpointId) continue;
+      Object.assign(item, {
+        disabled_reason: "failing",
+        failing_since: "2026-01-05T10:00:00Z",
+        recovery: { next_probe_at: "2026-01-10T11:00:00Z", probes: 3, until: "2026-02-04T10:00:00Z" },
+      });
+    }
+    await page.route(listRoute, (route) => route.fulfill({
+      status: 200,
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(list),
+    }), { times: 1 });
+    await page.locator("#refresh").click();
+    await textOf(card().locator(".state"),
+      /^Disabled: its requests failed without a break since .+ · recovering: next probe at .+, 3 probes so far, until .+$/,
+      "the recovery state");
+    await page.unroute(listRoute);
+    await page.locator("#refresh").click();
+    await textOf(card().locator(".state"), /^Disabled: disabled by a person$/, "disabled again");
     await card().getByRole("button", { name: "Enable" }).click();
     await textOf(card().locator(".state"), /^Enabled$/, "enabled again");
   });

@@ -742,3 +742,81 @@ fn the_sla_warning_re_arms_after_an_hour_and_not_before() {
     }
     assert_eq!(warnings(&server), 2);
 }
+
+/// Endpoints that heal at their defaults (SPEC 4.4): an endpoint disabled for failing is
+/// probed an hour after it was disabled and hourly after that, never sooner; a probe that
+/// fell due while time jumped goes once, not once per hour missed; and probing ends 30 days
+/// after the endpoint was disabled, leaving it disabled. (`disable_after` is short here: its
+/// own default is `retry_for_and_disable_after_fire_at_their_defaults`'s.)
+#[test]
+fn recovery_probes_come_hourly_for_thirty_days() {
+    let mut clock = Clock::new();
+    let server = clock.server(
+        "[delivery]\nbatch_window = \"0ms\"\ninitial_backoff = \"50ms\"\nmax_backoff = \"100ms\"\ndisable_after = \"500ms\"\n",
+    );
+    let receiver = Receiver::start();
+    receiver.reply_with(Reply::status(500));
+    let ep = endpoint_with(&server, &receiver, json!({}));
+    publish(&server, "incident.created", incident("down all weekend"));
+    let shown = wait_for(REACT, "the endpoint to be disabled for failing", || {
+        let v = endpoint(&server, &ep);
+        if v["enabled"] == false {
+            Ok(v)
+        } else {
+            Err(format!("last seen: {v}"))
+        }
+    });
+    let wall_ms = |key: &str| {
+        parse_time(s(&shown["recovery"], key))
+            .duration_since(UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_millis() as i64
+    };
+    let (first_probe, until) = (wall_ms("next_probe_at"), wall_ms("until"));
+    // Shown to the second: the schedule is an hour on and 30 days on from the disabling.
+    assert!(
+        (until - first_probe - (30 * DAY - HOUR).as_millis() as i64).abs() <= 1000,
+        "{shown}"
+    );
+    let probes = |server: &Server| endpoint(server, &ep)["recovery"]["probes"].as_i64();
+    let n0 = receiver.count();
+    // An absence cannot be polled for: a moment of real time shows that nothing went.
+    let quiet = |n: usize, what: &str| {
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(receiver.count(), n, "{what}");
+    };
+
+    // Not before the hour, then at it; twice.
+    let mut next = clock.at_wall_ms(first_probe);
+    for k in 1..=2 {
+        clock.go_to(next - 2 * MINUTE);
+        quiet(n0 + k - 1, "a probe before its hour");
+        clock.go_to(next + MINUTE);
+        receiver.wait_hits(n0 + k, REACT);
+        wait_until(REACT, &format!("probe {k} to be recorded"), || {
+            probes(&server) == Some(k as i64)
+        });
+        let shown = endpoint(&server, &ep);
+        next = clock.at_wall_ms(
+            parse_time(s(&shown["recovery"], "next_probe_at"))
+                .duration_since(UNIX_EPOCH)
+                .expect("after the epoch")
+                .as_millis() as i64,
+        );
+    }
+
+    // Most of the month at once: one probe for the hours missed, not one per hour.
+    let end = clock.at_wall_ms(until);
+    clock.go_to(end - 30 * MINUTE);
+    receiver.wait_hits(n0 + 3, REACT);
+    quiet(n0 + 3, "one probe for the hours a jump skipped");
+    // Its next would come after the 30 days: probing ends, the endpoint stays disabled.
+    wait_until(REACT, "probing to end", || {
+        endpoint(&server, &ep)["recovery"].is_null()
+    });
+    clock.go_by(2 * HOUR);
+    quiet(n0 + 3, "a probe after recovery_for");
+    let shown = endpoint(&server, &ep);
+    assert_eq!(shown["enabled"], false, "{shown}");
+    assert_eq!(shown["disabled_reason"], "failing", "{shown}");
+}

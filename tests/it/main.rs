@@ -11,6 +11,7 @@ mod fullsize;
 mod guard;
 mod hardening;
 mod harness;
+mod heal;
 mod heartbeat;
 mod openapi;
 mod ops;
