@@ -2267,6 +2267,12 @@ fn full_month(ctx: &Ctx) -> Res<Line> {
             if let Some(ms) = number_before(" ms") {
                 line.insert("retention_longest_batch_ms".into(), json!(ms));
             }
+            // Logged since the batches' hold of the writer was told apart from their wait.
+            let hold = pass
+                .split("longest writer hold ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next()?.parse::<f64>().ok());
+            line.insert("retention_longest_hold_ms".into(), json!(hold));
         }
         None => {
             line.insert("retention_pass_s".into(), Value::Null);
