@@ -161,6 +161,24 @@ const PRUNE_KEYS_READ: &str =
 const PRUNE_KEYS: &str = "DELETE FROM idempotency_keys WHERE rowid IN (
        SELECT rowid FROM idempotency_keys WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)";
 
+/// While it lives, the writer's commits leave the log to be copied beside them
+/// (`Store::log_copied_beside`); dropped, SQLite's default is back.
+pub struct LogCopiedBeside<'a> {
+    store: &'a Store,
+}
+
+impl Drop for LogCopiedBeside<'_> {
+    fn drop(&mut self) {
+        let conn = self.store.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES) {
+            log::error!("cannot restore the automatic checkpoint: {e}");
+        }
+    }
+}
+
+/// SQLite's default automatic checkpoint, in pages of log.
+const AUTOCHECKPOINT_PAGES: i64 = 1000;
+
 /// What one batch of `Store::prune_batch` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
@@ -1252,6 +1270,20 @@ impl Store {
             done,
             held,
         })
+    }
+
+    /// Stops the writer from copying the log back into the file inside its commits (SQLite's
+    /// automatic checkpoint, at 1,000 pages of log) until the guard is dropped: for a
+    /// background task that writes many pages and copies the log beside the writer itself
+    /// (`checkpoint_beside`) between its batches. Beside a reader that holds the log (a
+    /// backup), the commit that crossed 1,000 pages synced the log and the file inside the
+    /// writer, 40-130 ms at month size (BENCHMARKS.md, "Retention at month size").
+    pub fn log_copied_beside(&self) -> Result<LogCopiedBeside<'_>> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(LogCopiedBeside { store: self })
     }
 
     /// Copies what it can of the WAL back into the database on a connection of its own, not

@@ -872,3 +872,21 @@ fn outcome(endpoint_seq: i64) -> RequestOutcome {
         disable: None,
     }
 }
+
+/// Retention turns the writer's automatic checkpoint off for its pass, and back on after.
+#[test]
+fn the_log_is_left_to_be_copied_beside_only_while_the_guard_lives() {
+    let (_d, s) = store();
+    let pages = |s: &Store| -> i64 {
+        s.writer
+            .lock()
+            .unwrap()
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(pages(&s), AUTOCHECKPOINT_PAGES);
+    let guard = s.log_copied_beside().unwrap();
+    assert_eq!(pages(&s), 0);
+    drop(guard);
+    assert_eq!(pages(&s), AUTOCHECKPOINT_PAGES);
+}
