@@ -26,11 +26,36 @@ const PAUSE: Duration = Duration::from_millis(20);
 const FOLD_BATCH: usize = 1800;
 /// Folding batches between two checkpoints beside the writer: each writes about 40 pages.
 const FOLD_CHECKPOINT: usize = 16;
+/// Pruning batches between two checkpoints beside the writer: each writes about 200 pages.
+const PRUNE_CHECKPOINT: usize = 2;
+
+/// How often the scan for events without messages starts over from the first event: events
+/// it passed because their messages were kept lose them when their endpoint is deleted, and a
+/// forward-only scan would never see them again.
+const EVENT_RESCAN: Duration = Duration::from_secs(24 * 3600);
+
+/// Where the scan for events without messages (`Store::prune_events`) goes on from: each
+/// pass goes on where the last stopped, so the events it passes over (kept by a failed
+/// message, which stays until its endpoint goes) are read once a day, not once a minute.
+struct EventCursor {
+    after: i64,
+    since: Instant,
+}
+
+impl EventCursor {
+    fn new() -> EventCursor {
+        EventCursor {
+            after: 0,
+            since: Instant::now(),
+        }
+    }
+}
 
 /// Runs passes until `stop` receives a message or is closed.
 ///
-/// The thread is restarted if it panics (`supervise.rs`): it holds nothing between passes,
-/// and a batch cut short rolls back, so the next pass simply deletes it again.
+/// The thread is restarted if it panics (`supervise.rs`): all it keeps between passes is
+/// where the scan for events without messages goes on, which a restart begins again from the
+/// start, and a batch cut short rolls back, so the next pass simply deletes it again.
 pub fn start(
     store: Arc<Store>,
     retention_days: u32,
@@ -39,6 +64,7 @@ pub fn start(
     supervisor: &Supervisor,
 ) -> std::io::Result<JoinHandle<()>> {
     supervisor.spawn_restarting("retention", WRITER_BOUND, move |beat| {
+        let mut events = EventCursor::new();
         loop {
             // Waits out the interval in short sleeps, beating between them. The interval runs
             // on the monotonic clock, and the test clock's jumps are seen within one wait.
@@ -55,7 +81,14 @@ pub fn start(
                 }
             }
             beat.work();
-            if let Err(e) = pass(&store, retention_days, checkpoints, &stop, beat) {
+            if let Err(e) = pass(
+                &store,
+                retention_days,
+                checkpoints,
+                &stop,
+                beat,
+                &mut events,
+            ) {
                 log::error!("retention pass failed: {e}");
             }
         }
@@ -68,32 +101,70 @@ fn pass(
     checkpoints: bool,
     stop: &Receiver<()>,
     beat: &Beat,
+    events: &mut EventCursor,
 ) -> crate::store::Result<()> {
     let now = crate::time::now_ms();
     let cutoff = now - i64::from(retention_days) * 24 * 3600 * 1000;
-    let mut total = 0;
+    let (mut messages, mut events_gone) = (0, 0);
     // What a pass costs is real time spent, so it is read on the real clock, not on
     // `time::mono`, which the test clock moves.
     let started = Instant::now();
-    // The longest batch, waiting for the writer included: what the pass cost other writers
-    // at most (the full-size benchmark reads it from this line).
-    let mut longest = Duration::ZERO;
+    // The longest batch, waiting for the writer and reading ahead included, and the longest
+    // hold of the writer by one batch: what the pass cost other writers at most (the
+    // full-size benchmark reads both from the log line).
+    let (mut longest, mut held) = (Duration::ZERO, Duration::ZERO);
+    let mut batches = 0;
+    // Beside Litestream (`checkpoints` off) the log is its to copy, never ours, and the
+    // writer's own checkpoints stay as they are.
+    let _log_copied_beside = checkpoints.then(|| store.log_copied_beside()).transpose()?;
     loop {
         beat.beat();
         let batch_started = Instant::now();
-        let n = store.prune(cutoff, now - IDEMPOTENCY_WINDOW_MS, BATCH)?;
+        let pruned = store.prune_batch(cutoff, now - IDEMPOTENCY_WINDOW_MS, BATCH)?;
         longest = longest.max(batch_started.elapsed());
-        total += n;
-        if n < BATCH || !stop.is_empty() {
+        held = held.max(pruned.held);
+        messages += pruned.messages;
+        events_gone += pruned.events;
+        if (pruned.messages < BATCH && pruned.keys < BATCH) || !stop.is_empty() {
             break;
+        }
+        // What the batches wrote is copied out of the log beside the writer, as folding does
+        // below, and the writer's commits meanwhile leave it alone (`log_copied_beside`): a
+        // batch writes about 200 pages, and the commit that took the log past 1,000 copied it
+        // back into the file and synced both inside the writer, which held it 45-135 ms
+        // beside a backup (BENCHMARKS.md, "Retention at month size").
+        batches += 1;
+        if checkpoints && batches % PRUNE_CHECKPOINT == 0 {
+            store.checkpoint_beside()?;
         }
         std::thread::sleep(PAUSE);
     }
-    if total > 0 {
+    // Events that have no message (none matched when they were accepted, or their endpoint
+    // was deleted), on from where the last pass stopped.
+    if events.since.elapsed() >= EVENT_RESCAN {
+        *events = EventCursor::new();
+    }
+    loop {
+        beat.beat();
+        let batch_started = Instant::now();
+        let scan = store.prune_events(cutoff, events.after, BATCH)?;
+        longest = longest.max(batch_started.elapsed());
+        held = held.max(scan.held);
+        events_gone += scan.deleted;
+        events.after = scan.next;
+        if scan.done || !stop.is_empty() {
+            break;
+        }
+        if scan.deleted > 0 {
+            std::thread::sleep(PAUSE);
+        }
+    }
+    if messages + events_gone > 0 {
         log::info!(
-            "retention: pruned {total} delivered messages older than {retention_days} days in {:.2} s, longest batch {:.1} ms",
+            "retention: pruned {messages} delivered messages and {events_gone} events older than {retention_days} days in {:.2} s, longest batch {:.1} ms, longest writer hold {:.1} ms",
             started.elapsed().as_secs_f64(),
-            longest.as_secs_f64() * 1000.0
+            longest.as_secs_f64() * 1000.0,
+            held.as_secs_f64() * 1000.0
         );
     }
     // Incidents resolved before the cutoff, with the copies of their components; open ones

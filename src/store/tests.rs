@@ -741,3 +741,153 @@ fn a_checkpoint_does_not_hold_the_writer_while_a_reader_stays() {
     // With the reader gone, the next one truncates as before.
     store.checkpoint().unwrap();
 }
+
+/// Retention finds which events to delete from the messages it deletes: an old event that a
+/// failed message keeps (kept until its endpoint goes) is not searched again by every batch,
+/// and events that have no message are found by a scan of their own that goes on from where
+/// it stopped and ends at the first event young enough to keep.
+#[test]
+fn retention_deletes_an_event_with_its_last_message_and_scans_for_lone_events() {
+    let (_d, s) = store();
+    let ep = endpoint(&s, &["incident.created"]);
+    let at = |t: &str, created_at: i64| NewEvent {
+        created_at,
+        ..event(t, None)
+    };
+    // Old: a failed incident, a status change nobody subscribed to, two delivered incidents.
+    // Young: a lone status change and an incident.
+    let ids: Vec<String> = s
+        .publish(
+            &mut [
+                at("incident.created", 10),
+                at("monitor.status_change", 10),
+                at("incident.created", 10),
+                at("incident.created", 10),
+                at("monitor.status_change", 500),
+                at("incident.created", 500),
+            ],
+            500,
+        )
+        .unwrap()
+        .iter()
+        .map(accepted_id)
+        .collect();
+    let seqs: Vec<i64> = ids
+        .iter()
+        .map(|id| s.event(id).unwrap().unwrap().seq)
+        .collect();
+    let seq = |i: usize| seqs[i];
+    let queued = s.pending_after(ep.seq, 0, 10).unwrap();
+    assert_eq!(queued.len(), 4);
+    s.record(&[RequestOutcome {
+        messages: vec![(queued[0].seq, 1, Verdict::Failed)],
+        status_code: Some(500),
+        ..outcome(ep.seq)
+    }])
+    .unwrap();
+    delivered_in_one_request(&s, ep.seq, &[queued[1].seq, queued[2].seq]);
+
+    let pruned = s.prune_batch(100, 0, 100).unwrap();
+    assert_eq!((pruned.messages, pruned.events), (2, 2), "{pruned:?}");
+    let left = |s: &Store| -> Vec<i64> {
+        let mut seqs: Vec<i64> = s
+            .list_events(None, None, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    };
+    assert_eq!(
+        left(&s),
+        vec![seq(0), seq(1), seq(4), seq(5)],
+        "the batch deleted the events of its messages only"
+    );
+
+    // One event a batch: the failed one's is passed over, the lone one deleted, and the
+    // young lone one ends the scan.
+    let scan = s.prune_events(100, 0, 1).unwrap();
+    assert_eq!((scan.deleted, scan.next, scan.done), (0, seq(0), false));
+    let scan = s.prune_events(100, scan.next, 1).unwrap();
+    assert_eq!((scan.deleted, scan.next, scan.done), (1, seq(1), false));
+    let scan = s.prune_events(100, scan.next, 1).unwrap();
+    assert_eq!((scan.deleted, scan.next, scan.done), (0, seq(1), true));
+    assert_eq!(left(&s), vec![seq(0), seq(4), seq(5)]);
+    // From the start again (the daily rescan), the scan ends at the same young event.
+    let scan = s.prune_events(100, 0, 10).unwrap();
+    assert_eq!((scan.deleted, scan.next, scan.done), (0, seq(0), true));
+}
+
+/// Expired idempotency keys go a batch at a time, like everything retention deletes: a day's
+/// keys after a long stop must not be one long hold of the writer.
+#[test]
+fn retention_deletes_idempotency_keys_a_batch_at_a_time() {
+    let (_d, s) = store();
+    for i in 0..3 {
+        s.publish(
+            &mut [event(
+                "incident.created",
+                Some((&format!("k{i}"), serde_json::json!(i))),
+            )],
+            10,
+        )
+        .unwrap();
+    }
+    assert_eq!(s.prune_batch(5, 100, 2).unwrap().keys, 2);
+    assert_eq!(s.prune_batch(5, 100, 2).unwrap().keys, 1);
+    assert_eq!(s.prune_batch(5, 100, 2).unwrap().keys, 0);
+}
+
+/// Each event retention deletes is one lookup by `seq` and one probe of `messages_by_event`.
+#[test]
+fn retention_deletes_each_event_through_its_key() {
+    let (_d, s) = store();
+    let conn = s.writer.lock().unwrap();
+    let plan = query_plan(&conn, PRUNE_EVENT);
+    assert!(
+        plan.contains("USING INTEGER PRIMARY KEY (rowid=?)"),
+        "{plan}"
+    );
+    assert!(plan.contains("messages_by_event (event_seq=?)"), "{plan}");
+    let keys = query_plan(&conn, PRUNE_KEYS);
+    assert!(
+        keys.contains("idempotency_by_time (created_at<?)"),
+        "{keys}"
+    );
+}
+
+/// An outcome of `endpoint_seq` with nothing in it, for tests to fill in.
+fn outcome(endpoint_seq: i64) -> RequestOutcome {
+    RequestOutcome {
+        endpoint_seq,
+        at: 20,
+        duration_ms: 1,
+        status_code: None,
+        error: None,
+        response_body: None,
+        messages: Vec::new(),
+        endpoint_failures: 0,
+        endpoint_failing_since: None,
+        endpoint_backoff_until: None,
+        disable: None,
+    }
+}
+
+/// Retention turns the writer's automatic checkpoint off for its pass, and back on after.
+#[test]
+fn the_log_is_left_to_be_copied_beside_only_while_the_guard_lives() {
+    let (_d, s) = store();
+    let pages = |s: &Store| -> i64 {
+        s.writer
+            .lock()
+            .unwrap()
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(pages(&s), AUTOCHECKPOINT_PAGES);
+    let guard = s.log_copied_beside().unwrap();
+    assert_eq!(pages(&s), 0);
+    drop(guard);
+    assert_eq!(pages(&s), AUTOCHECKPOINT_PAGES);
+}
