@@ -17,6 +17,7 @@ mod health;
 mod queue;
 mod schema;
 mod sources;
+mod tx;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -31,9 +32,12 @@ use crate::id::{EVENT_ID_KEY_LEN, EventIds};
 
 pub use queue::{DispatchEndpoint, QueuedMessage, RequestOutcome, Verdict};
 pub use sources::{
-    CheckContext, CheckRow, ComponentInput, ComponentRef, ComponentRow, Emitted, IncidentPatch,
-    IncidentRow, MonitorPatch, MonitorRow, MonitorSettings, NewIncident, Refusal,
+    CheckCounts, CheckHistory, CheckRow, ComponentInput, ComponentRef, ComponentRow, IncidentPatch,
+    IncidentRow, IncidentStatus, MINUTE_ROWS_MS, MonitorKind, MonitorPatch, MonitorRow,
+    MonitorSettings, MonitorState, MonitorStateUpdate, MonitorStatus, NewCheck, NewIncident,
+    RAW_CHECKS_MS, Refusal, Refused, SlaArming, history_ms,
 };
+pub use tx::{Emitted, Tx};
 
 /// Why the store could not do what was asked.
 #[derive(Debug)]
@@ -585,9 +589,9 @@ impl Store {
     /// The store's side of `/metrics`: messages by status (from memory), the oldest pending
     /// message's age (one step down `messages_by_status`), endpoints by state and monitors by
     /// status (a pass over those tables, which hold what an operator configured).
-    pub fn gauges(&self, now: i64) -> Result<crate::metrics::Gauges> {
+    pub fn gauges(&self, now: i64) -> Result<Gauges> {
         self.read(|c| {
-            let mut g = crate::metrics::Gauges {
+            let mut g = Gauges {
                 // Kept in memory: a scrape counts no message (`counts.rs`).
                 messages: self.message_counts.get(),
                 endpoints: [("enabled", 0), ("backing_off", 0), ("disabled", 0)],
@@ -1429,6 +1433,18 @@ fn attempt_row(r: &rusqlite::Row) -> rusqlite::Result<AttemptRow> {
 }
 
 // ---- rows ----
+
+/// Values read from the store at scrape time, for `/metrics` (`metrics.rs` renders them).
+#[derive(Default)]
+pub struct Gauges {
+    /// Messages by status: pending, parked, delivered, failed.
+    pub messages: [(&'static str, i64); 4],
+    pub oldest_pending_age_secs: f64,
+    /// Endpoints by state: enabled, backing_off, disabled.
+    pub endpoints: [(&'static str, i64); 3],
+    /// Monitors by status: up, down. Empty until monitors exist.
+    pub monitors: Vec<(&'static str, i64)>,
+}
 
 pub struct NewEndpoint {
     pub id: String,

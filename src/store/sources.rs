@@ -1,8 +1,8 @@
-//! The event sources' tables: components, incidents, monitors and their check history. Every
-//! state change that emits an event writes the event and its messages in the same
-//! transaction (through the store's one fan-out, `publish_one`), so a crash never leaves an
-//! incident without its event or an event without its incident. The rules themselves
-//! (lifecycle, thresholds, SLA) are pure functions elsewhere; this file applies them to rows.
+//! The event sources' tables: components, incidents, monitors and their check history, and
+//! the table operations a `Tx` offers over them. The rules that decide what to write (the
+//! incident lifecycle, UP/DOWN thresholds, the SLA warning) live with their domain
+//! (`incident.rs`, `monitor/record.rs`, `sla.rs`), which writes through a `Tx`, so that every
+//! event it emits is committed in the same transaction as the change that causes it.
 //!
 //! Check history: raw checks for the last six hours (enough for the SLA's recent ratios and
 //! for `GET /monitors/{id}/checks`), then per-minute rows until a day old, then per-hour rows
@@ -12,17 +12,18 @@
 //! minutes a few rows at a time, in the transaction that records each check; minutes into
 //! hours by retention (`fold_check_hours`), in batches of bounded size.
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
-use super::{Durability, NewEvent, PublishResult, Result, Store};
-use crate::event::EventType;
-use crate::id::EventIds;
-use crate::monitor::rules::{self, Kind, Outcome, State, Status};
-use crate::sla;
+use super::{Durability, Result, Store, Tx};
 
 /// Raw checks younger than this are kept as they are; older ones become minute aggregates.
-pub const RAW_CHECKS_MS: i64 = sla::RECENT_LONG_MS;
+/// The SLA rule's longest recent period (`sla::RECENT_LONG_MS`) reads raw checks only, and a
+/// constant assertion in `sla.rs` holds it within this.
+pub const RAW_CHECKS_MS: i64 = 6 * HOUR_MS;
+/// Minute rows younger than this are kept; retention folds older ones into hour rows.
+pub const MINUTE_ROWS_MS: i64 = 24 * HOUR_MS;
 const HOUR_MS: i64 = 3600 * 1000;
 /// Monitors looked at per folding transaction, at most.
 const FOLD_MONITORS: i64 = 256;
@@ -64,7 +65,10 @@ pub enum Refusal {
     /// The incident is resolved, which is final.
     Final,
     /// The incident's lifecycle only moves forward.
-    Backward { from: String, to: String },
+    Backward {
+        from: IncidentStatus,
+        to: IncidentStatus,
+    },
     /// A setting breaks a rule that ties it to another.
     Invalid { field: String, message: String },
 }
@@ -72,16 +76,138 @@ pub enum Refusal {
 /// What a write that may be refused returns inside the store's own `Result`.
 pub type Refused<T> = std::result::Result<T, Refusal>;
 
-/// An incident as written, with the events the write emitted.
-pub type IncidentChange = (IncidentRow, Vec<Emitted>);
+// ---- the closed vocabularies of these rows ----
 
-/// One event a write produced: its type (for metrics) and the endpoints that got messages
-/// (for the dispatcher).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Emitted {
-    pub event_id: String,
-    pub event_type: EventType,
-    pub endpoints: Vec<i64>,
+/// Where an incident is in its lifecycle, in the order it moves (SPEC 7); stored as its
+/// name. The lifecycle itself is `incident::transition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IncidentStatus {
+    Investigating,
+    Identified,
+    Monitoring,
+    /// Final: nothing about the incident changes any more.
+    Resolved,
+}
+
+impl IncidentStatus {
+    pub const ALL: [IncidentStatus; 4] = [
+        IncidentStatus::Investigating,
+        IncidentStatus::Identified,
+        IncidentStatus::Monitoring,
+        IncidentStatus::Resolved,
+    ];
+
+    /// The name stored and shown in the API and in events.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Investigating => "investigating",
+            IncidentStatus::Identified => "identified",
+            IncidentStatus::Monitoring => "monitoring",
+            IncidentStatus::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<IncidentStatus> {
+        IncidentStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl rusqlite::ToSql for IncidentStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for IncidentStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        IncidentStatus::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown incident status {text:?}").into()))
+    }
+}
+
+/// What a monitor watches: a URL it requests (`http`), or pings it is sent (`push`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorKind {
+    Http,
+    Push,
+}
+
+impl MonitorKind {
+    pub const ALL: [MonitorKind; 2] = [MonitorKind::Http, MonitorKind::Push];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonitorKind::Http => "http",
+            MonitorKind::Push => "push",
+        }
+    }
+
+    /// The stored or sent word; `None` for any other.
+    pub fn parse(text: &str) -> Option<MonitorKind> {
+        MonitorKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// A monitor's state. A new monitor starts `Up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorStatus {
+    Up,
+    Down,
+}
+
+impl MonitorStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MonitorStatus::Up => "UP",
+            MonitorStatus::Down => "DOWN",
+        }
+    }
+
+    /// `DOWN` is down; anything else (only `UP` is ever stored) is up.
+    pub fn parse(text: &str) -> MonitorStatus {
+        if text == "DOWN" {
+            MonitorStatus::Down
+        } else {
+            MonitorStatus::Up
+        }
+    }
+}
+
+/// The state that decides transitions (`monitor::rules::step`), persisted with the monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonitorState {
+    pub status: MonitorStatus,
+    /// Failed checks in a row (0 after a success).
+    pub failures: i64,
+    /// Successful checks in a row (0 after a failure).
+    pub successes: i64,
+}
+
+/// Whether the SLA warning may fire (`sla::arm`), persisted per monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlaArming {
+    pub armed: bool,
+    /// While disarmed: since when (ms) the condition has been false without a break.
+    pub false_since: Option<i64>,
+}
+
+/// Checks and failures over some period.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CheckCounts {
+    pub checks: i64,
+    pub failures: i64,
+}
+
+/// What one monitor's history says, as of now: what the SLA rule reads (`sla::assess`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CheckHistory {
+    /// Every check in the window.
+    pub window: CheckCounts,
+    /// The seconds of budget the window's failed checks spent: each its interval.
+    pub spent_secs: f64,
+    pub last_1h: CheckCounts,
+    pub last_6h: CheckCounts,
 }
 
 // ---- rows ----
@@ -117,7 +243,7 @@ pub struct IncidentRow {
     pub seq: i64,
     pub id: String,
     pub title: String,
-    pub status: String,
+    pub status: IncidentStatus,
     pub severity: String,
     pub components: Vec<ComponentRef>,
     pub source: String,
@@ -131,7 +257,7 @@ pub struct NewIncident {
     pub id: String,
     pub title: String,
     pub severity: String,
-    pub status: String,
+    pub status: IncidentStatus,
     pub components: Vec<ComponentInput>,
     pub now: i64,
 }
@@ -140,7 +266,7 @@ pub struct NewIncident {
 pub struct IncidentPatch {
     pub title: Option<String>,
     pub severity: Option<String>,
-    pub status: Option<String>,
+    pub status: Option<IncidentStatus>,
     pub components: Option<Vec<ComponentInput>>,
 }
 
@@ -161,7 +287,7 @@ pub struct MonitorSettings {
     pub sla_target: Option<f64>,
     pub sla_window_days: f64,
     pub enabled: bool,
-    pub kind: Kind,
+    pub kind: MonitorKind,
     /// How long past its interval a push monitor waits for a ping; 0 for HTTP monitors.
     pub grace_ms: i64,
 }
@@ -171,10 +297,10 @@ pub struct MonitorRow {
     pub seq: i64,
     pub id: String,
     pub settings: MonitorSettings,
-    pub state: State,
+    pub state: MonitorState,
     /// The open incident this monitor opened, if any.
     pub incident_id: Option<String>,
-    pub arming: sla::Arming,
+    pub arming: SlaArming,
     pub last_checked_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -241,57 +367,6 @@ pub struct CheckRow {
     pub error: Option<String>,
 }
 
-/// What recording a check needs besides the check.
-pub struct CheckContext<'a> {
-    /// `monitors.region`, carried in `monitor.status_change`.
-    pub region: &'a str,
-    /// History is kept at least this long (`retention_days`), longer for a longer SLA window.
-    pub keep_ms: i64,
-    /// When the check ended.
-    pub now: i64,
-}
-
-// ---- helpers shared by the operations below ----
-
-/// Stores one event and its messages in `tx` through the store's fan-out.
-fn emit(
-    tx: &Transaction,
-    ids: &EventIds,
-    event_type: EventType,
-    data: &Value,
-    now: i64,
-    out: &mut Vec<Emitted>,
-) -> Result<()> {
-    debug_assert_eq!(crate::event::validate(event_type, data), Ok(()));
-    let mut item = NewEvent {
-        payload: crate::event::envelope(
-            crate::event::UNASSIGNED_ID,
-            event_type.as_str(),
-            now,
-            data,
-        ),
-        event_type: event_type.as_str().to_string(),
-        created_at: now,
-        only_endpoint: None,
-        idempotency: None,
-    };
-    let subscribers = super::subscribers(tx)?;
-    let mut seqs = super::EventSeqs::default();
-    match super::publish_one(tx, ids, &mut seqs, &mut item, &subscribers, now)? {
-        PublishResult::Accepted {
-            event_id,
-            endpoints,
-        } => out.push(Emitted {
-            event_id,
-            event_type,
-            endpoints,
-        }),
-        // Without an idempotency key every event is accepted.
-        PublishResult::Repeated { .. } | PublishResult::Conflict => {}
-    }
-    Ok(())
-}
-
 const COMPONENT_COLUMNS: &str = "seq, id, name, status, created_at, updated_at";
 
 fn component_row(r: &rusqlite::Row) -> rusqlite::Result<ComponentRow> {
@@ -342,8 +417,15 @@ fn resolve_components(
     Ok(Ok(out))
 }
 
-fn components_to_text(components: &[ComponentRef]) -> String {
-    crate::incident::components_json(components).to_string()
+/// An incident's components as stored: `[{id, name, status}]`, the shape its events carry.
+pub(super) fn components_to_text(components: &[ComponentRef]) -> String {
+    Value::Array(
+        components
+            .iter()
+            .map(|c| serde_json::json!({"id": c.id, "name": c.name, "status": c.status}))
+            .collect(),
+    )
+    .to_string()
 }
 
 fn components_from_text(text: &str) -> Vec<ComponentRef> {
@@ -447,62 +529,6 @@ fn update_incident_row(tx: &Transaction, inc: &IncidentRow) -> Result<()> {
     Ok(())
 }
 
-/// The status a component falls back to when incident `except` stops naming it: the worst
-/// status any other open incident gives it, else operational.
-fn fallback_status(tx: &Transaction, component_id: &str, except: i64) -> Result<&'static str> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT components FROM incidents WHERE status != 'resolved' AND seq != ?1",
-    )?;
-    let rows = stmt.query_map([except], |r| r.get::<_, String>(0))?;
-    let mut statuses = Vec::new();
-    for text in rows {
-        for c in components_from_text(&text?) {
-            if c.id == component_id {
-                statuses.push(c.status);
-            }
-        }
-    }
-    Ok(crate::incident::worst(statuses.iter().map(String::as_str)))
-}
-
-/// Marks `inc` resolved now (with `components` when given, else each of its components at
-/// its fallback status), writes it and emits `incident.resolved`.
-fn resolve(
-    tx: &Transaction,
-    ids: &EventIds,
-    inc: &mut IncidentRow,
-    components: Option<Vec<ComponentRef>>,
-    now: i64,
-    out: &mut Vec<Emitted>,
-) -> Result<()> {
-    let components = match components {
-        Some(given) => given,
-        None => {
-            let mut restored = inc.components.clone();
-            for c in &mut restored {
-                c.status = fallback_status(tx, &c.id, inc.seq)?.to_string();
-            }
-            restored
-        }
-    };
-    for c in &components {
-        set_component_status(tx, &c.id, &c.status, now)?;
-    }
-    inc.components = components;
-    inc.status = "resolved".into();
-    inc.resolved_at = Some(now);
-    inc.updated_at = now;
-    update_incident_row(tx, inc)?;
-    emit(
-        tx,
-        ids,
-        EventType::IncidentResolved,
-        &crate::incident::event_data(inc),
-        now,
-        out,
-    )
-}
-
 const MONITOR_COLUMNS: &str = "seq, id, name, url, method, interval_ms, timeout_ms, expected_status, \
      failures_before_down, successes_before_up, component_id, auto_incident, severity, sla_target, \
      sla_window_days, enabled, status, consecutive_failures, consecutive_successes, incident_id, \
@@ -529,16 +555,16 @@ fn monitor_row(r: &rusqlite::Row) -> rusqlite::Result<MonitorRow> {
             enabled: r.get(15)?,
             // A kind this binary does not know cannot be stored by it; reading one as HTTP
             // keeps the row listable.
-            kind: Kind::parse(&r.get::<_, String>(25)?).unwrap_or(Kind::Http),
+            kind: MonitorKind::parse(&r.get::<_, String>(25)?).unwrap_or(MonitorKind::Http),
             grace_ms: r.get(26)?,
         },
-        state: State {
-            status: Status::parse(&r.get::<_, String>(16)?),
+        state: MonitorState {
+            status: MonitorStatus::parse(&r.get::<_, String>(16)?),
             failures: r.get(17)?,
             successes: r.get(18)?,
         },
         incident_id: r.get(19)?,
-        arming: sla::Arming {
+        arming: SlaArming {
             armed: r.get(20)?,
             false_since: r.get(21)?,
         },
@@ -579,7 +605,7 @@ fn check_row(r: &rusqlite::Row) -> rusqlite::Result<CheckRow> {
 }
 
 /// How long a monitor's history is kept: its SLA window, and at least `keep_ms`.
-fn history_ms(settings: &MonitorSettings, keep_ms: i64) -> i64 {
+pub fn history_ms(settings: &MonitorSettings, keep_ms: i64) -> i64 {
     ((settings.sla_window_days * 86_400_000.0) as i64).max(keep_ms)
 }
 
@@ -587,7 +613,7 @@ fn history_ms(settings: &MonitorSettings, keep_ms: i64) -> i64 {
 /// is in exactly one of them; a row counts when it begins at or after `since`, which
 /// `sla::window_start` puts on a boundary of the rows it falls in), and the budget the
 /// failures spent. Read in one transaction: retention may move minutes into hours meanwhile.
-fn history_since(c: &Connection, monitor_seq: i64, since: i64) -> Result<(sla::Counts, f64)> {
+fn history_since(c: &Connection, monitor_seq: i64, since: i64) -> Result<(CheckCounts, f64)> {
     let (checks, failures, spent): (i64, i64, i64) = c
         .prepare_cached(
             "SELECT count(*), coalesce(sum(ok = 0), 0),
@@ -597,7 +623,7 @@ fn history_since(c: &Connection, monitor_seq: i64, since: i64) -> Result<(sla::C
         .query_row(params![monitor_seq, since], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
-    let mut total = sla::Counts { checks, failures };
+    let mut total = CheckCounts { checks, failures };
     let mut spent_ms = spent;
     for sql in [MINUTES_SINCE, HOURS_SINCE] {
         let (checks, failures, spent): (i64, i64, i64) = c
@@ -612,13 +638,13 @@ fn history_since(c: &Connection, monitor_seq: i64, since: i64) -> Result<(sla::C
     Ok((total, spent_ms as f64 / 1000.0))
 }
 
-fn recent(c: &Connection, monitor_seq: i64, since: i64) -> Result<sla::Counts> {
+fn recent(c: &Connection, monitor_seq: i64, since: i64) -> Result<CheckCounts> {
     let (checks, failures) = c
         .prepare_cached(
             "SELECT count(*), coalesce(sum(ok = 0), 0) FROM checks WHERE monitor_seq = ?1 AND at >= ?2",
         )?
         .query_row(params![monitor_seq, since], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(sla::Counts { checks, failures })
+    Ok(CheckCounts { checks, failures })
 }
 
 /// Folds raw checks older than six hours into minute aggregates and drops history older
@@ -691,6 +717,147 @@ pub(super) fn monitor_counts(c: &Connection) -> Result<Vec<(&'static str, i64)>>
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok(vec![("up", up), ("down", down)])
+}
+
+/// What recording a check writes into `checks`.
+pub struct NewCheck<'a> {
+    pub monitor_seq: i64,
+    /// Wall-clock start, ms since the epoch.
+    pub at: i64,
+    pub ok: bool,
+    pub status_code: Option<u16>,
+    pub response_time_ms: i64,
+    pub first_byte_ms: Option<i64>,
+    pub error: Option<&'a str>,
+    /// The monitor's interval when it was made: the budget a failure spends.
+    pub interval_ms: i64,
+}
+
+/// A monitor's state after a check, as `Tx::set_monitor_state` writes it.
+pub struct MonitorStateUpdate<'a> {
+    pub state: MonitorState,
+    /// The open incident the monitor opened, if any.
+    pub incident_id: Option<&'a str>,
+    pub arming: SlaArming,
+    pub last_checked_at: i64,
+}
+
+/// The table operations of components, incidents, monitors and checks, for the rules that
+/// write through a `Tx`.
+impl Tx<'_> {
+    pub fn component(&self, id: &str) -> Result<Option<ComponentRow>> {
+        component_by_id(self.conn(), id)
+    }
+
+    /// Sets a component's status (and `updated_at`, when it changes).
+    pub fn set_component_status(&self, id: &str, status: &str, now: i64) -> Result<()> {
+        set_component_status(self.conn(), id, status, now)
+    }
+
+    /// Names and checks the components a request gives; `field` prefixes refusals' fields.
+    pub fn resolve_components(
+        &self,
+        inputs: &[ComponentInput],
+        field: &str,
+    ) -> Result<Refused<Vec<ComponentRef>>> {
+        resolve_components(self.conn(), inputs, field)
+    }
+
+    pub fn incident(&self, id: &str) -> Result<Option<IncidentRow>> {
+        incident_by_id(self.conn(), id)
+    }
+
+    /// Inserts `inc` (its `seq` is ignored) and returns its `seq`.
+    pub fn insert_incident(&self, inc: &IncidentRow) -> Result<i64> {
+        insert_incident(self.conn(), inc)
+    }
+
+    /// Writes `inc`'s title, status, severity, components and times over its row.
+    pub fn update_incident(&self, inc: &IncidentRow) -> Result<()> {
+        update_incident_row(self.conn(), inc)
+    }
+
+    /// The statuses the open incidents other than `except` (a `seq`) give component
+    /// `component_id`.
+    pub fn component_statuses_elsewhere(
+        &self,
+        component_id: &str,
+        except: i64,
+    ) -> Result<Vec<String>> {
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT components FROM incidents WHERE status != 'resolved' AND seq != ?1",
+        )?;
+        let rows = stmt.query_map([except], |r| r.get::<_, String>(0))?;
+        let mut statuses = Vec::new();
+        for text in rows {
+            for c in components_from_text(&text?) {
+                if c.id == component_id {
+                    statuses.push(c.status);
+                }
+            }
+        }
+        Ok(statuses)
+    }
+
+    /// Makes every monitor that names incident `incident_id` as its open one name none.
+    pub fn release_incident(&self, incident_id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE monitors SET incident_id = NULL WHERE incident_id = ?1",
+            [incident_id],
+        )?;
+        Ok(())
+    }
+
+    pub fn monitor_by_seq(&self, seq: i64) -> Result<Option<MonitorRow>> {
+        monitor_by(self.conn(), "seq", &seq)
+    }
+
+    pub fn insert_check(&self, check: &NewCheck) -> Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO checks (monitor_seq, at, ok, status_code, response_time_ms,
+                                     first_byte_ms, error, interval_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                check.monitor_seq,
+                check.at,
+                check.ok,
+                check.status_code,
+                check.response_time_ms,
+                check.first_byte_ms,
+                check.error,
+                check.interval_ms,
+            ])?;
+        Ok(())
+    }
+
+    pub fn set_monitor_state(&self, monitor_seq: i64, u: &MonitorStateUpdate) -> Result<()> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE monitors SET status = ?2, consecutive_failures = ?3,
+                        consecutive_successes = ?4, incident_id = ?5, sla_armed = ?6,
+                        sla_false_since = ?7, last_checked_at = ?8
+                 WHERE seq = ?1",
+            )?
+            .execute(params![
+                monitor_seq,
+                u.state.status.as_str(),
+                u.state.failures,
+                u.state.successes,
+                u.incident_id,
+                u.arming.armed,
+                u.arming.false_since,
+                u.last_checked_at,
+            ])?;
+        Ok(())
+    }
+
+    /// Folds a monitor's raw checks older than six hours into minute rows and drops its
+    /// history older than `history_ms` (`history_ms()`).
+    pub fn compact_history(&self, monitor_seq: i64, now: i64, history_ms: i64) -> Result<()> {
+        compact(self.conn(), monitor_seq, now, history_ms)
+    }
 }
 
 impl Store {
@@ -781,44 +948,6 @@ impl Store {
 
     // ---- incidents ----
 
-    /// Opens a manual incident, sets its components' statuses and emits `incident.created`.
-    pub fn create_incident(&self, new: &NewIncident) -> Result<Refused<IncidentChange>> {
-        self.write(Durability::Full, |tx| {
-            let components = match resolve_components(tx, &new.components, "components")? {
-                Ok(c) => c,
-                Err(refusal) => return Ok(Err(refusal)),
-            };
-            let mut inc = IncidentRow {
-                seq: 0,
-                id: new.id.clone(),
-                title: new.title.clone(),
-                status: new.status.clone(),
-                severity: new.severity.clone(),
-                components,
-                source: "manual".into(),
-                monitor_id: None,
-                started_at: new.now,
-                resolved_at: None,
-                updated_at: new.now,
-            };
-            inc.seq = insert_incident(tx, &inc)?;
-            for c in &inc.components {
-                set_component_status(tx, &c.id, &c.status, new.now)?;
-            }
-            let mut emitted = Vec::new();
-            emit(
-                tx,
-                &self.event_ids,
-                EventType::IncidentCreated,
-                &crate::incident::event_data(&inc),
-                new.now,
-                &mut emitted,
-            )?;
-            self.ensure_room(tx, &emitted)?;
-            Ok(Ok((inc, emitted)))
-        })
-    }
-
     pub fn incident(&self, id: &str) -> Result<Option<IncidentRow>> {
         self.read(|c| incident_by_id(c, id))
     }
@@ -826,7 +955,7 @@ impl Store {
     /// Incidents newest first, optionally of one status, before `cursor` (a `seq`).
     pub fn list_incidents(
         &self,
-        status: Option<&str>,
+        status: Option<IncidentStatus>,
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<IncidentRow>> {
@@ -856,77 +985,6 @@ impl Store {
             Ok(tx
                 .prepare_cached(PRUNE_INCIDENTS)?
                 .execute(params![cutoff, batch as i64])?)
-        })
-    }
-
-    /// Applies `patch`; the move to resolved emits `incident.resolved`, once: a resolved
-    /// incident refuses every later change. `None` when there is no such incident.
-    pub fn update_incident(
-        &self,
-        id: &str,
-        patch: &IncidentPatch,
-        now: i64,
-    ) -> Result<Option<Refused<IncidentChange>>> {
-        self.write(Durability::Full, |tx| {
-            let Some(mut inc) = incident_by_id(tx, id)? else {
-                return Ok(None);
-            };
-            let to = patch.status.clone().unwrap_or_else(|| inc.status.clone());
-            match crate::incident::check_transition(&inc.status, &to) {
-                Ok(()) => {}
-                Err(crate::incident::TransitionError::Final) => {
-                    return Ok(Some(Err(Refusal::Final)));
-                }
-                Err(crate::incident::TransitionError::Backward) => {
-                    return Ok(Some(Err(Refusal::Backward {
-                        from: inc.status.clone(),
-                        to,
-                    })));
-                }
-            }
-            let components = match &patch.components {
-                None => None,
-                Some(inputs) => match resolve_components(tx, inputs, "components")? {
-                    Ok(c) => Some(c),
-                    Err(refusal) => return Ok(Some(Err(refusal))),
-                },
-            };
-            if let Some(t) = &patch.title {
-                inc.title = t.clone();
-            }
-            if let Some(s) = &patch.severity {
-                inc.severity = s.clone();
-            }
-            let mut emitted = Vec::new();
-            if to == "resolved" {
-                resolve(tx, &self.event_ids, &mut inc, components, now, &mut emitted)?;
-                // A monitor whose incident a person resolved opens a new one on its next
-                // transition to DOWN.
-                tx.execute(
-                    "UPDATE monitors SET incident_id = NULL WHERE incident_id = ?1",
-                    [&inc.id],
-                )?;
-            } else {
-                if let Some(components) = components {
-                    // Components the incident no longer names fall back to what other open
-                    // incidents say about them.
-                    for old in &inc.components {
-                        if !components.iter().any(|c| c.id == old.id) {
-                            let status = fallback_status(tx, &old.id, inc.seq)?;
-                            set_component_status(tx, &old.id, status, now)?;
-                        }
-                    }
-                    for c in &components {
-                        set_component_status(tx, &c.id, &c.status, now)?;
-                    }
-                    inc.components = components;
-                }
-                inc.status = to;
-                inc.updated_at = now;
-                update_incident_row(tx, &inc)?;
-            }
-            self.ensure_room(tx, &emitted)?;
-            Ok(Some(Ok((inc, emitted))))
         })
     }
 
@@ -1127,25 +1185,25 @@ impl Store {
         })
     }
 
-    /// A monitor's history as the SLA rule reads it, as of `now`, over `window_days`.
-    pub fn sla_history(
+    /// A monitor's history as the SLA rule reads it: the checks since `window_since` (a
+    /// boundary of the rows it falls in, `sla::window_start`) with the budget their failures
+    /// spent, and the raw checks since each of `recent` (the last hour, the last six).
+    pub fn check_history(
         &self,
         monitor_seq: i64,
-        window_days: f64,
-        now: i64,
-    ) -> Result<sla::History> {
+        window_since: i64,
+        recent_since: [i64; 2],
+    ) -> Result<CheckHistory> {
         self.read(|c| {
-            let window_ms = (window_days * 86_400_000.0) as i64;
             // One snapshot for every table: retention may fold minutes into hours between
             // two statements, which would count those checks twice or not at all.
             let tx = c.unchecked_transaction()?;
-            let (window, spent_secs) =
-                history_since(&tx, monitor_seq, sla::window_start(now, window_ms))?;
-            let history = sla::History {
+            let (window, spent_secs) = history_since(&tx, monitor_seq, window_since)?;
+            let history = CheckHistory {
                 window,
                 spent_secs,
-                last_1h: recent(&tx, monitor_seq, now - sla::RECENT_SHORT_MS)?,
-                last_6h: recent(&tx, monitor_seq, now - sla::RECENT_LONG_MS)?,
+                last_1h: recent(&tx, monitor_seq, recent_since[0])?,
+                last_6h: recent(&tx, monitor_seq, recent_since[1])?,
             };
             tx.commit()?;
             Ok(history)
@@ -1168,7 +1226,7 @@ impl Store {
         after: i64,
         budget: usize,
     ) -> Result<(usize, Option<i64>, std::time::Duration)> {
-        let hour_cutoff = now - sla::MINUTE_ROWS_MS;
+        let hour_cutoff = now - MINUTE_ROWS_MS;
         let cutoff = hour_cutoff - hour_cutoff.rem_euclid(HOUR_MS);
         // The minute rows the batch will fold, read first on a reader connection, as the
         // transaction will find them: it then finds their pages in the operating system's
@@ -1232,230 +1290,37 @@ impl Store {
         })?;
         Ok((done.0, done.1, started.elapsed()))
     }
-
-    /// Records one check of a monitor and everything it causes, in one transaction: the new
-    /// UP/DOWN state, `monitor.status_change` on a transition, the auto incident opened on
-    /// DOWN or resolved on UP, the SLA warning, and the folding of old history. `history`
-    /// is the SLA history before this check (read beforehand, outside the writer lock).
-    /// `None` when the monitor is gone.
-    pub fn record_check(
-        &self,
-        monitor_seq: i64,
-        check: &Outcome,
-        history: Option<sla::History>,
-        ctx: &CheckContext,
-    ) -> Result<Option<Vec<Emitted>>> {
-        // A check that changes nothing is bookkeeping and commits like delivery outcomes; one
-        // that emits an event is made durable like everything the API acknowledges. The
-        // guess comes from a read; the transaction decides again on the row it locks.
-        let durability = match self.monitor_by_seq(monitor_seq)? {
-            None => return Ok(None),
-            Some(m) => {
-                let s = &m.settings;
-                let next = rules::step(
-                    m.state,
-                    check.ok,
-                    s.failures_before_down,
-                    s.successes_before_up,
-                );
-                let may_warn = !check.ok && s.sla_target.is_some();
-                if next.status != m.state.status || may_warn {
-                    Durability::Full
-                } else {
-                    Durability::Normal
-                }
-            }
-        };
-        self.write(durability, |tx| {
-            let Some(m) = monitor_by(tx, "seq", &monitor_seq)? else {
-                return Ok(None);
-            };
-            let s = &m.settings;
-            let now = ctx.now;
-            tx.prepare_cached(
-                "INSERT INTO checks (monitor_seq, at, ok, status_code, response_time_ms,
-                                     first_byte_ms, error, interval_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                monitor_seq,
-                check.at,
-                check.ok,
-                check.status_code,
-                check.response_time_ms,
-                check.first_byte_ms,
-                check.error,
-                s.interval_ms,
-            ])?;
-            let next = rules::step(
-                m.state,
-                check.ok,
-                s.failures_before_down,
-                s.successes_before_up,
-            );
-            let mut emitted = Vec::new();
-            let mut incident_id = m.incident_id.clone();
-            if next.status != m.state.status {
-                let data = rules::status_change_data(&rules::Change {
-                    monitor_id: &m.id,
-                    monitor_name: &s.name,
-                    url: &s.url,
-                    region: ctx.region,
-                    previous: m.state.status,
-                    current: next.status,
-                    checked_at_ms: check.at,
-                    status_code: check.status_code.map(i64::from),
-                    response_time_ms: check.response_time_ms,
-                    error: check.error,
-                    consecutive_failures: next.failures,
-                });
-                emit(
-                    tx,
-                    &self.event_ids,
-                    EventType::MonitorStatusChange,
-                    &data,
-                    now,
-                    &mut emitted,
-                )?;
-                let open = match &m.incident_id {
-                    Some(id) => incident_by_id(tx, id)?.filter(|i| i.status != "resolved"),
-                    None => None,
-                };
-                match (next.status, open) {
-                    (Status::Down, None) if s.auto_incident => {
-                        incident_id = Some(open_monitor_incident(
-                            tx,
-                            &self.event_ids,
-                            &m,
-                            now,
-                            &mut emitted,
-                        )?);
-                    }
-                    (Status::Up, Some(mut inc)) => {
-                        resolve(tx, &self.event_ids, &mut inc, None, now, &mut emitted)?;
-                        incident_id = None;
-                    }
-                    (Status::Up, None) => incident_id = None,
-                    _ => {}
-                }
-            }
-            let mut arming = m.arming;
-            if let (Some(target), Some(history)) = (s.sla_target, history) {
-                let h = history.with_check(check.ok, s.interval_ms as f64 / 1000.0);
-                let a = sla::assess(target, s.sla_window_days, &h);
-                let (next_arming, warn) = sla::arm(m.arming, a.at_risk, now);
-                arming = next_arming;
-                if warn {
-                    let data =
-                        sla::warning_data(&m.id, &s.name, target, s.sla_window_days, &a, now);
-                    emit(
-                        tx,
-                        &self.event_ids,
-                        EventType::SlaBreachWarning,
-                        &data,
-                        now,
-                        &mut emitted,
-                    )?;
-                }
-            }
-            tx.prepare_cached(
-                "UPDATE monitors SET status = ?2, consecutive_failures = ?3,
-                        consecutive_successes = ?4, incident_id = ?5, sla_armed = ?6,
-                        sla_false_since = ?7, last_checked_at = ?8
-                 WHERE seq = ?1",
-            )?
-            .execute(params![
-                monitor_seq,
-                next.status.as_str(),
-                next.failures,
-                next.successes,
-                incident_id,
-                arming.armed,
-                arming.false_since,
-                check.at,
-            ])?;
-            compact(tx, monitor_seq, now, history_ms(s, ctx.keep_ms))?;
-            self.ensure_room(tx, &emitted)?;
-            Ok(Some(emitted))
-        })
-    }
 }
 
-/// Opens the incident for a monitor that went DOWN, its component (if any) at
-/// `major_outage`, and emits `incident.created`; returns the incident's id.
-fn open_monitor_incident(
-    tx: &Transaction,
-    ids: &EventIds,
-    m: &MonitorRow,
-    now: i64,
-    out: &mut Vec<Emitted>,
-) -> Result<String> {
-    let components = match &m.settings.component_id {
-        Some(id) => component_by_id(tx, id)?
-            .map(|c| ComponentRef {
-                id: c.id,
-                name: c.name,
-                status: "major_outage".into(),
-            })
-            .into_iter()
-            .collect(),
-        None => Vec::new(),
-    };
-    let mut inc = IncidentRow {
-        seq: 0,
-        id: crate::id::new("inc"),
-        title: crate::incident::monitor_title(&m.settings.name),
-        status: "investigating".into(),
-        severity: m.settings.severity.clone(),
-        components,
-        source: "monitor".into(),
-        monitor_id: Some(m.id.clone()),
-        started_at: now,
-        resolved_at: None,
-        updated_at: now,
-    };
-    inc.seq = insert_incident(tx, &inc)?;
-    for c in &inc.components {
-        set_component_status(tx, &c.id, &c.status, now)?;
+impl Store {
+    /// Rows of each resolution one monitor holds: raw checks, minutes, hours.
+    #[cfg(test)]
+    pub fn history_rows(&self, monitor_seq: i64) -> Result<[i64; 3]> {
+        self.read(|c| {
+            let mut out = [0; 3];
+            for (i, table) in ["checks", "check_minutes", "check_hours"]
+                .iter()
+                .enumerate()
+            {
+                out[i] = c.query_row(
+                    &format!("SELECT count(*) FROM {table} WHERE monitor_seq = ?1"),
+                    [monitor_seq],
+                    |r| r.get(0),
+                )?;
+            }
+            Ok(out)
+        })
     }
-    emit(
-        tx,
-        ids,
-        EventType::IncidentCreated,
-        &crate::incident::event_data(&inc),
-        now,
-        out,
-    )?;
-    Ok(inc.id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewEndpoint;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db"), None).unwrap();
         (dir, store)
-    }
-
-    fn endpoint(store: &Store) -> i64 {
-        store
-            .create_endpoint(&NewEndpoint {
-                id: crate::id::new("ep"),
-                url: "http://127.0.0.1:9/".into(),
-                description: String::new(),
-                event_types: Vec::new(),
-                enabled: true,
-                batch_max: 100,
-                batch_window_ms: 0,
-                heartbeat_secs: None,
-                secret: crate::secret::generate(),
-                now: 1,
-            })
-            .unwrap()
-            .seq
     }
 
     fn settings(component: Option<&str>) -> MonitorSettings {
@@ -1474,102 +1339,9 @@ mod tests {
             sla_target: None,
             sla_window_days: 30.0,
             enabled: true,
-            kind: Kind::Http,
+            kind: MonitorKind::Http,
             grace_ms: 0,
         }
-    }
-
-    fn outcome(at: i64, ok: bool) -> Outcome {
-        Outcome {
-            at,
-            ok,
-            status_code: Some(if ok { 200 } else { 503 }),
-            response_time_ms: 12,
-            first_byte_ms: Some(10),
-            error: (!ok).then_some("unexpected_status"),
-        }
-    }
-
-    fn record(store: &Store, m: &MonitorRow, at: i64, ok: bool) -> Vec<EventType> {
-        let history = m.settings.sla_target.map(|_| {
-            store
-                .sla_history(m.seq, m.settings.sla_window_days, at)
-                .unwrap()
-        });
-        let ctx = CheckContext {
-            region: "test",
-            keep_ms: 86_400_000,
-            now: at,
-        };
-        store
-            .record_check(m.seq, &outcome(at, ok), history, &ctx)
-            .unwrap()
-            .unwrap()
-            .into_iter()
-            .map(|e| e.event_type)
-            .collect()
-    }
-
-    fn events(store: &Store, t: EventType) -> Vec<Value> {
-        store
-            .list_events(None, Some(t.as_str()), 100)
-            .unwrap()
-            .iter()
-            .map(|e| serde_json::from_str(&e.payload).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn down_opens_one_incident_and_up_resolves_it() {
-        let (_dir, store) = store();
-        let ep = endpoint(&store);
-        store
-            .create_component("comp_api", "API", "operational", 1)
-            .unwrap()
-            .unwrap();
-        let m = store
-            .create_monitor("mon_a", &settings(Some("comp_api")), None, 1)
-            .unwrap()
-            .unwrap();
-        assert_eq!(record(&store, &m, 1000, false), []);
-        assert_eq!(
-            record(&store, &m, 2000, false),
-            [EventType::MonitorStatusChange, EventType::IncidentCreated]
-        );
-        // Further failures change nothing.
-        assert_eq!(record(&store, &m, 3000, false), []);
-        let down = store.monitor("mon_a").unwrap().unwrap();
-        assert_eq!(down.state.status, Status::Down);
-        let inc_id = down.incident_id.clone().unwrap();
-        let inc = store.incident(&inc_id).unwrap().unwrap();
-        assert_eq!(inc.title, "API is down");
-        assert_eq!(inc.source, "monitor");
-        assert_eq!(inc.components[0].status, "major_outage");
-        assert_eq!(
-            store.component("comp_api").unwrap().unwrap().status,
-            "major_outage"
-        );
-        let change = &events(&store, EventType::MonitorStatusChange)[0]["data"];
-        assert_eq!(change["metrics"]["consecutive_failures"], 2);
-        assert_eq!(change["metrics"]["status_code"], 503);
-        assert_eq!(change["region"], "test");
-
-        assert_eq!(
-            record(&store, &m, 4000, true),
-            [EventType::MonitorStatusChange, EventType::IncidentResolved]
-        );
-        let up = store.monitor("mon_a").unwrap().unwrap();
-        assert_eq!((up.state.status, up.incident_id), (Status::Up, None));
-        let resolved = &events(&store, EventType::IncidentResolved)[0]["data"];
-        assert_eq!(resolved["incident_id"], inc_id.as_str());
-        assert_eq!(resolved["components"][0]["status"], "operational");
-        assert_eq!(
-            store.component("comp_api").unwrap().unwrap().status,
-            "operational"
-        );
-        // Every event got its message, in the same transaction.
-        let stats = store.endpoint_stats(ep).unwrap();
-        assert_eq!(stats.pending, 4);
     }
 
     #[test]
@@ -1577,14 +1349,14 @@ mod tests {
         let (_dir, store) = store();
         let mut s = settings(None);
         s.url = String::new();
-        s.kind = Kind::Push;
+        s.kind = MonitorKind::Push;
         s.grace_ms = 5_000;
         let token = crate::secret::generate_ping_token();
         let m = store
             .create_monitor("mon_p", &s, Some(&token), 1)
             .unwrap()
             .unwrap();
-        assert_eq!(m.settings.kind, Kind::Push);
+        assert_eq!(m.settings.kind, MonitorKind::Push);
         assert_eq!(m.push_token.as_deref(), Some(token.as_str()));
         let found = store.monitor_by_push_token(&token).unwrap().unwrap();
         assert_eq!((found.seq, found.settings.grace_ms), (m.seq, 5_000));
@@ -1626,145 +1398,7 @@ mod tests {
         );
         assert_eq!(
             store.monitor("mon_h").unwrap().unwrap().settings.kind,
-            Kind::Http
-        );
-    }
-
-    #[test]
-    fn a_deleted_monitor_records_nothing() {
-        let (_dir, store) = store();
-        let m = store
-            .create_monitor("mon_a", &settings(None), None, 1)
-            .unwrap()
-            .unwrap();
-        store.delete_monitor("mon_a").unwrap();
-        let ctx = CheckContext {
-            region: "test",
-            keep_ms: 1,
-            now: 5,
-        };
-        assert_eq!(
-            store
-                .record_check(m.seq, &outcome(5, false), None, &ctx)
-                .unwrap(),
-            None
-        );
-    }
-
-    #[test]
-    fn manual_incidents_resolve_once_and_refuse_bad_changes() {
-        let (_dir, store) = store();
-        store
-            .create_component("comp_db", "Database", "operational", 1)
-            .unwrap()
-            .unwrap();
-        let input = |id: &str| ComponentInput {
-            id: id.into(),
-            name: None,
-            status: "degraded_performance".into(),
-        };
-        let new = |components| NewIncident {
-            id: crate::id::new("inc"),
-            title: "Slow queries".into(),
-            severity: "minor".into(),
-            status: "identified".into(),
-            components,
-            now: 10,
-        };
-        assert_eq!(
-            store
-                .create_incident(&new(vec![input("comp_db"), input("comp_nope")]))
-                .unwrap()
-                .err(),
-            Some(Refusal::UnknownComponent {
-                field: "components[1].id".into()
-            })
-        );
-        assert!(store.list_incidents(None, None, 10).unwrap().is_empty());
-        assert!(events(&store, EventType::IncidentCreated).is_empty());
-
-        let (inc, emitted) = store
-            .create_incident(&new(vec![input("comp_db")]))
-            .unwrap()
-            .unwrap();
-        assert_eq!(emitted.len(), 1);
-        assert_eq!(inc.components[0].name, "Database");
-        assert_eq!(
-            store.component("comp_db").unwrap().unwrap().status,
-            "degraded_performance"
-        );
-        let back = IncidentPatch {
-            status: Some("investigating".into()),
-            ..IncidentPatch::default()
-        };
-        assert!(matches!(
-            store.update_incident(&inc.id, &back, 20).unwrap(),
-            Some(Err(Refusal::Backward { .. }))
-        ));
-        let resolve = IncidentPatch {
-            status: Some("resolved".into()),
-            ..IncidentPatch::default()
-        };
-        let (done, emitted) = store
-            .update_incident(&inc.id, &resolve, 30)
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (done.status.as_str(), done.resolved_at, emitted.len()),
-            ("resolved", Some(30), 1)
-        );
-        assert_eq!(
-            store.update_incident(&inc.id, &resolve, 40).unwrap(),
-            Some(Err(Refusal::Final))
-        );
-        assert_eq!(events(&store, EventType::IncidentResolved).len(), 1);
-        assert_eq!(
-            store.component("comp_db").unwrap().unwrap().status,
-            "operational"
-        );
-    }
-
-    #[test]
-    fn a_component_falls_back_to_what_other_open_incidents_say() {
-        let (_dir, store) = store();
-        store
-            .create_component("comp_db", "Database", "operational", 1)
-            .unwrap()
-            .unwrap();
-        let open = |status: &str| {
-            store
-                .create_incident(&NewIncident {
-                    id: crate::id::new("inc"),
-                    title: status.into(),
-                    severity: "minor".into(),
-                    status: "investigating".into(),
-                    components: vec![ComponentInput {
-                        id: "comp_db".into(),
-                        name: None,
-                        status: status.into(),
-                    }],
-                    now: 10,
-                })
-                .unwrap()
-                .unwrap()
-                .0
-        };
-        let _partial = open("partial_outage");
-        let major = open("major_outage");
-        let resolve = IncidentPatch {
-            status: Some("resolved".into()),
-            ..IncidentPatch::default()
-        };
-        let (done, _) = store
-            .update_incident(&major.id, &resolve, 20)
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(done.components[0].status, "partial_outage");
-        assert_eq!(
-            store.component("comp_db").unwrap().unwrap().status,
-            "partial_outage"
+            MonitorKind::Http
         );
     }
 
@@ -1806,198 +1440,6 @@ mod tests {
         assert_eq!(store.delete_component("comp_api").unwrap(), Some(Ok(())));
     }
 
-    #[test]
-    fn old_checks_fold_into_minutes_and_still_count() {
-        let (_dir, store) = store();
-        let mut s = settings(None);
-        s.failures_before_down = 100;
-        s.sla_window_days = 1.0;
-        let m = store.create_monitor("mon_a", &s, None, 1).unwrap().unwrap();
-        let t0 = 1_000_000_000_000;
-        // Two checks a minute for an hour, every fourth failing.
-        for i in 0..120 {
-            record(&store, &m, t0 + i * 30_000, i % 4 != 0);
-        }
-        // Seven hours later one more check folds the first hour into aggregates.
-        let later = t0 + 7 * 3600 * 1000;
-        record(&store, &m, later, true);
-        let raw = store.list_checks(m.seq, None, 500).unwrap();
-        assert_eq!(raw.len(), 1);
-        let h = store.sla_history(m.seq, 1.0, later).unwrap();
-        assert_eq!(
-            h.window,
-            sla::Counts {
-                checks: 121,
-                failures: 30
-            }
-        );
-        assert_eq!(h.spent_secs, 30.0 * 60.0);
-        assert_eq!(h.last_6h.checks, 1);
-        // Past the history's end (the one-day window, which is also `keep_ms`) it is gone.
-        let much_later = later + 2 * 86_400_000;
-        record(&store, &m, much_later, true);
-        let h = store.sla_history(m.seq, 30.0, much_later).unwrap();
-        assert_eq!(h.window.checks, 1);
-    }
-
-    /// Rows of each resolution one monitor holds: raw checks, minutes, hours.
-    fn rows_of(store: &Store, monitor_seq: i64) -> [i64; 3] {
-        store
-            .read(|c| {
-                let mut out = [0; 3];
-                for (i, table) in ["checks", "check_minutes", "check_hours"]
-                    .iter()
-                    .enumerate()
-                {
-                    out[i] = c.query_row(
-                        &format!("SELECT count(*) FROM {table} WHERE monitor_seq = ?1"),
-                        [monitor_seq],
-                        |r| r.get(0),
-                    )?;
-                }
-                Ok(out)
-            })
-            .unwrap()
-    }
-
-    /// Issue 17: the SLA figures from downsampled history against the same figures computed
-    /// from every raw check, for windows whose old end falls in each resolution and between
-    /// boundaries. They must be exactly those of the window `sla::window_start` describes,
-    /// and within the error it states of the exact window: fewer than an hour's checks (a
-    /// minute's for a window of a day or less), budget spent short by less than an hour and
-    /// an interval, uptime off by at most k / (n − k); the recent ratios exact.
-    #[test]
-    fn downsampled_history_gives_the_raw_sla_figures_within_the_stated_bound() {
-        let (_dir, store) = store();
-        let mut s = settings(None);
-        s.sla_target = Some(99.9);
-        let m = store.create_monitor("mon_a", &s, None, 1).unwrap().unwrap();
-        // 31 days of 60 s checks, started up to a second late, 3 % failing at random, and
-        // an outage of every check for two hours around the 30-day window's old end (the
-        // worst place for the hour rows there).
-        let hour = 3_600_000;
-        let now = 1_800_000_000_000 + 17 * 60_000 + 23_456;
-        let outage = (now - 30 * 86_400_000 - hour)..(now - 30 * 86_400_000 + hour);
-        let mut rng = 0x5eed_u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        let raw: Vec<(i64, bool)> = (0..31 * 1440)
-            .map(|i| {
-                let at = now - 31 * 86_400_000 + i * 60_000 + (next() % 1000) as i64;
-                (at, !outage.contains(&at) && next() % 100 >= 3)
-            })
-            .collect();
-        store
-            .write(Durability::Normal, |tx| {
-                let mut insert = tx.prepare(
-                    "INSERT INTO checks (monitor_seq, at, ok, response_time_ms, interval_ms)
-                     VALUES (?1, ?2, ?3, 12, 60000)",
-                )?;
-                for (at, ok) in &raw {
-                    insert.execute(params![m.seq, at, ok])?;
-                }
-                // As the last check's record does: older than 6 h into minutes.
-                compact(tx, m.seq, now, 30 * 86_400_000)
-            })
-            .unwrap();
-        // Then retention, in batches; each folds or drops at most its budget and an hour.
-        let mut batches = 0;
-        let mut after = 0;
-        loop {
-            let (n, next, _) = store
-                .fold_check_hours(now, 86_400_000, after, 1800)
-                .unwrap();
-            assert!(n <= 1800 + 60, "a batch of {n} rows");
-            batches += 1;
-            match next {
-                Some(seq) => after = seq,
-                None => break,
-            }
-        }
-        assert!(batches > 20, "{batches} batches for 29 days of minutes");
-        // Bounded: six hours raw, minutes from the hour before a day ago, then hours.
-        let [checks, minutes, hours] = rows_of(&store, m.seq);
-        assert!(checks <= 361, "{checks} raw checks");
-        assert!(minutes <= 19 * 60, "{minutes} minute rows");
-        assert!(hours <= 30 * 24 + 1, "{hours} hour rows");
-
-        let exact = |since: i64| {
-            let mut h = sla::History::default();
-            for (at, ok) in &raw {
-                let periods = [
-                    (*at >= since).then_some(&mut h.window),
-                    (*at >= now - sla::RECENT_SHORT_MS).then_some(&mut h.last_1h),
-                    (*at >= now - sla::RECENT_LONG_MS).then_some(&mut h.last_6h),
-                ];
-                for c in periods.into_iter().flatten() {
-                    c.checks += 1;
-                    c.failures += i64::from(!ok);
-                }
-                if !ok && *at >= since {
-                    h.spent_secs += 60.0;
-                }
-            }
-            h
-        };
-        let days = [30.0, 29.987, 7.3, 1.5, 1.0, 20.0 / 24.0, 0.2, 0.01];
-        for days in days {
-            let window_ms = (days * 86_400_000.0) as i64;
-            let got = store.sla_history(m.seq, days, now).unwrap();
-            // Exactly the window that `window_start` describes.
-            let start = sla::window_start(now, window_ms);
-            assert_eq!(got, exact(start), "{days} days");
-            // Within the stated error of the exact window.
-            let want = exact(now - window_ms);
-            let bucket = if window_ms > sla::MINUTE_ROWS_MS {
-                hour
-            } else if window_ms > sla::RECENT_LONG_MS {
-                60_000
-            } else {
-                0
-            };
-            assert!(start - (now - window_ms) < bucket.max(1), "{days} days");
-            let k = want.window.checks - got.window.checks;
-            assert!(
-                (0..=bucket / 59_000 + 1).contains(&k),
-                "{days} days: {k} checks missed"
-            );
-            let short = want.spent_secs - got.spent_secs;
-            assert!(
-                (0.0..(bucket / 1000 + 60) as f64).contains(&short),
-                "{days} days: budget spent short by {short} s"
-            );
-            let (a, b) = (
-                sla::assess(99.9, days, &want),
-                sla::assess(99.9, days, &got),
-            );
-            let n = want.window.checks as f64;
-            let uptime_bound = 100.0 * k as f64 / (n - k as f64);
-            let off = (a.uptime_pct.unwrap() - b.uptime_pct.unwrap()).abs();
-            assert!(off <= uptime_bound + 1e-9, "{days} days: uptime off {off}");
-            assert!(
-                (b.budget_left_secs - a.budget_left_secs - short).abs() < 1e-6,
-                "{days} days"
-            );
-            assert_eq!(
-                (a.ratio_1h, a.ratio_6h, a.burn_rate),
-                (b.ratio_1h, b.ratio_6h, b.burn_rate),
-                "{days} days: the recent ratios are exact"
-            );
-            if days == 30.0 {
-                // The figures ARCHITECTURE.md and the README state for 30 days of 60 s checks.
-                assert!(off < 0.14, "uptime off {off} points");
-                assert!(
-                    k > 0 && short > 0.0,
-                    "the outage is at the window's old end"
-                );
-            }
-        }
-    }
-
     /// Folding, expiry and the window's sums each read one monitor's range of a primary key,
     /// never a table (retention runs them for every monitor, every minute).
     #[test]
@@ -2032,97 +1474,12 @@ mod tests {
         }
     }
 
+    /// Retention's search for incidents to delete reads only what it deletes: resolved ones
+    /// before the cutoff, through `incidents_by_resolution` (what it deletes is tested in
+    /// `incident::tests::retention_prunes_incidents_…`).
     #[test]
-    fn the_sla_warning_fires_once() {
+    fn incident_pruning_reads_only_what_it_deletes() {
         let (_dir, store) = store();
-        let mut s = settings(None);
-        s.interval_ms = 1000;
-        s.timeout_ms = 500;
-        s.failures_before_down = 3;
-        s.sla_target = Some(99.9);
-        s.sla_window_days = 1.0;
-        let m = store.create_monitor("mon_a", &s, None, 1).unwrap().unwrap();
-        let t0 = 1_000_000_000_000;
-        let mut warnings = Vec::new();
-        // Every fifth check fails: the tenth check is the first with a ratio that counts.
-        for i in 1..=40 {
-            let types = record(&store, &m, t0 + i * 1000, i % 5 != 0);
-            if types.contains(&EventType::SlaBreachWarning) {
-                warnings.push(i);
-            }
-        }
-        assert_eq!(warnings, [10]);
-        let w = &events(&store, EventType::SlaBreachWarning)[0]["data"];
-        assert_eq!(w["burn_rate"], 200);
-        assert_eq!(w["window_days"], 1);
-        assert!(!store.monitor("mon_a").unwrap().unwrap().arming.armed);
-    }
-
-    /// Retention deletes incidents resolved before its cutoff, with the copies of their
-    /// components, in batches; an open incident stays however old, and a young resolved one
-    /// stays. Its search reads only what it deletes (a plan through `incidents_by_resolution`).
-    #[test]
-    fn retention_prunes_incidents_resolved_before_the_cutoff_and_never_open_ones() {
-        let (_dir, store) = store();
-        store
-            .create_component("comp_db", "Database", "operational", 1)
-            .unwrap()
-            .unwrap();
-        let open = |now: i64| {
-            store
-                .create_incident(&NewIncident {
-                    id: crate::id::new("inc"),
-                    title: "outage".into(),
-                    severity: "minor".into(),
-                    status: "investigating".into(),
-                    components: vec![ComponentInput {
-                        id: "comp_db".into(),
-                        name: None,
-                        status: "major_outage".into(),
-                    }],
-                    now,
-                })
-                .unwrap()
-                .unwrap()
-                .0
-        };
-        let resolve = |id: &str, now: i64| {
-            let patch = IncidentPatch {
-                status: Some("resolved".into()),
-                ..IncidentPatch::default()
-            };
-            store
-                .update_incident(id, &patch, now)
-                .unwrap()
-                .unwrap()
-                .unwrap();
-        };
-        let old_open = open(10);
-        let old_resolved: Vec<_> = (0..5).map(|_| open(10)).collect();
-        for inc in &old_resolved {
-            resolve(&inc.id, 20);
-        }
-        // Opened long ago, resolved after the cutoff.
-        let late = open(10);
-        resolve(&late.id, 200);
-
-        assert_eq!(store.prune_incidents(100, 2).unwrap(), 2, "a batch at most");
-        assert_eq!(store.prune_incidents(100, 2).unwrap(), 2);
-        assert_eq!(store.prune_incidents(100, 2).unwrap(), 1);
-        assert_eq!(store.prune_incidents(100, 2).unwrap(), 0);
-        let left: Vec<String> = store
-            .list_incidents(None, None, 50)
-            .unwrap()
-            .into_iter()
-            .map(|i| i.id)
-            .collect();
-        assert_eq!(left, [late.id.clone(), old_open.id.clone()]);
-        assert_eq!(
-            store.component("comp_db").unwrap().unwrap().status,
-            "major_outage",
-            "the open incident still says so"
-        );
-
         let conn = store.writer.lock().unwrap();
         let plan: String = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_INCIDENTS}"))
