@@ -521,7 +521,7 @@ mod tests {
     /// Retention deletes incidents resolved before its cutoff, with the copies of their
     /// components, in batches; an open incident stays however old, and a young resolved one
     /// stays. Its search reads only what it deletes (the plan is checked beside the
-    /// statement, `store::sources::tests::incident_pruning_reads_only_what_it_deletes`).
+    /// statement, `store::components_incidents::tests::incident_pruning_reads_only_what_it_deletes`).
     #[test]
     fn retention_prunes_incidents_resolved_before_the_cutoff_and_never_open_ones() {
         let (_dir, store) = store();

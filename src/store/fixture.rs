@@ -488,7 +488,7 @@ fn fleet(
                 format!("Incident {i}"),
                 if open { "investigating" } else { "resolved" },
                 ["minor", "major", "critical"][(i % 3) as usize],
-                super::sources::components_to_text(&refs),
+                super::components_incidents::components_to_text(&refs),
                 if by_monitor { "monitor" } else { "manual" },
                 by_monitor.then(|| &monitor_ids[(i as usize) % monitor_ids.len()]),
                 started,

@@ -10,13 +10,15 @@
 //! (`flush.rs`) after the writer is released, so that other writers go on while the disk
 //! works; the caller answers only after the flush. See ARCHITECTURE.md.
 
+mod checks;
+mod components_incidents;
 mod counts;
 pub mod fixture;
 mod flush;
 mod health;
+mod monitors;
 mod queue;
 mod schema;
-mod sources;
 mod tx;
 
 use std::path::{Path, PathBuf};
@@ -30,13 +32,18 @@ use serde_json::Value;
 
 use crate::id::{EVENT_ID_KEY_LEN, EventIds};
 
-pub use queue::{DispatchEndpoint, QueuedMessage, RequestOutcome, Verdict};
-pub use sources::{
-    CheckCounts, CheckHistory, CheckRow, ComponentInput, ComponentRef, ComponentRow, IncidentPatch,
-    IncidentRow, IncidentStatus, MINUTE_ROWS_MS, MonitorKind, MonitorPatch, MonitorRow,
-    MonitorSettings, MonitorState, MonitorStateUpdate, MonitorStatus, NewCheck, NewIncident,
-    RAW_CHECKS_MS, Refusal, Refused, SlaArming, history_ms,
+pub use checks::{
+    CheckCounts, CheckHistory, CheckRow, MINUTE_ROWS_MS, NewCheck, RAW_CHECKS_MS, history_ms,
 };
+pub use components_incidents::{
+    ComponentInput, ComponentRef, ComponentRow, IncidentPatch, IncidentRow, IncidentStatus,
+    NewIncident, Refusal, Refused,
+};
+pub use monitors::{
+    MonitorKind, MonitorPatch, MonitorRow, MonitorSettings, MonitorState, MonitorStateUpdate,
+    MonitorStatus, SlaArming,
+};
+pub use queue::{DispatchEndpoint, QueuedMessage, RequestOutcome, Verdict};
 pub use tx::{Emitted, Tx};
 
 /// Why the store could not do what was asked.
@@ -613,7 +620,7 @@ impl Store {
                 ("backing_off", backing_off),
                 ("disabled", disabled),
             ];
-            g.monitors = sources::monitor_counts(c)?;
+            g.monitors = monitors::monitor_counts(c)?;
             Ok(g)
         })
     }

@@ -546,8 +546,8 @@ fn a_page_of_each_list_reads_an_index_range() {
     let endpoints =
         format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE seq > ?1 ORDER BY seq LIMIT ?2");
     let message = format!("{MESSAGE_SELECT} WHERE m.seq = ?1");
-    let incidents_of_status = sources::incidents_page(true);
-    let incidents = sources::incidents_page(false);
+    let incidents_of_status = components_incidents::incidents_page(true);
+    let incidents = components_incidents::incidents_page(false);
     let rows: [(&str, &str, &str); 10] = [
         (
             "events",
