@@ -1,6 +1,12 @@
 //! Unit tests of the store against a real SQLite file in a temporary directory.
 
+use super::endpoints::ENDPOINT_COLUMNS;
+use super::events::{
+    EVENTS_OF_TYPE, EVENTS_PAGE, MESSAGE_SELECT, MESSAGES_OF_ENDPOINT_STATUS, MESSAGES_OF_EVENT,
+    MESSAGES_PAGE,
+};
 use super::*;
+use serde_json::Value;
 
 /// The details of `EXPLAIN QUERY PLAN` for `sql`, with every parameter bound to 1, joined
 /// with "; ": what the plan tests compare with the index each statement must use.

@@ -12,7 +12,8 @@
 use rusqlite::Transaction;
 use serde_json::Value;
 
-use super::{Durability, EventSeqs, NewEvent, PublishResult, Result, Store};
+use super::events::{EventSeqs, publish_one, subscribers};
+use super::{Durability, NewEvent, PublishResult, Result, Store};
 use crate::event::EventType;
 use crate::id::EventIds;
 
@@ -61,9 +62,9 @@ impl Tx<'_> {
         };
         let subscribers = match self.subscribers.take() {
             Some(s) => s,
-            None => super::subscribers(self.tx)?,
+            None => subscribers(self.tx)?,
         };
-        let published = super::publish_one(
+        let published = publish_one(
             self.tx,
             self.event_ids,
             &mut self.seqs,
