@@ -8,6 +8,10 @@ use super::events::{
 use super::*;
 use serde_json::Value;
 
+mod endpoints;
+mod events;
+mod retention;
+
 /// The details of `EXPLAIN QUERY PLAN` for `sql`, with every parameter bound to 1, joined
 /// with "; ": what the plan tests compare with the index each statement must use.
 pub(super) fn query_plan(conn: &Connection, sql: &str) -> String {
@@ -75,113 +79,6 @@ fn migrations_apply_once_and_newer_databases_are_refused() {
     }
 }
 
-#[test]
-fn fan_out_follows_filters_and_enabled() {
-    let (_d, s) = store();
-    let all = endpoint(&s, &[]);
-    let incidents = endpoint(&s, &["incident.created"]);
-    let disabled = endpoint(&s, &[]);
-    s.update_endpoint(
-        &disabled.id,
-        &EndpointPatch {
-            enabled: Some(false),
-            ..Default::default()
-        },
-        2,
-    )
-    .unwrap();
-    let results = s
-        .publish(
-            &mut [
-                event("incident.created", None),
-                event("sla.breach_warning", None),
-            ],
-            10,
-        )
-        .unwrap();
-    let targets: Vec<&Vec<i64>> = results
-        .iter()
-        .map(|r| match r {
-            PublishResult::Accepted { endpoints, .. } => endpoints,
-            other => panic!("expected Accepted, got {other:?}"),
-        })
-        .collect();
-    assert_eq!(targets, [&vec![all.seq, incidents.seq], &vec![all.seq]]);
-    assert_eq!(s.endpoint_stats(all.seq).unwrap().pending, 2);
-    assert_eq!(s.endpoint_stats(disabled.seq).unwrap().pending, 0);
-}
-
-#[test]
-fn idempotency_repeats_or_conflicts_within_one_group() {
-    let (_d, s) = store();
-    endpoint(&s, &[]);
-    let body = serde_json::json!({"type": "incident.created", "data": {"a": 1}});
-    let other = serde_json::json!({"type": "incident.created", "data": {"a": 2}});
-    let results = s
-        .publish(
-            &mut [
-                event("incident.created", Some(("k", body.clone()))),
-                event("incident.created", Some(("k", body))),
-                event("incident.created", Some(("k", other))),
-            ],
-            10,
-        )
-        .unwrap();
-    let first_id = accepted_id(&results[0]);
-    assert_eq!(
-        results[1],
-        PublishResult::Repeated {
-            event_id: first_id,
-            messages: 1
-        }
-    );
-    assert_eq!(results[2], PublishResult::Conflict);
-    assert_eq!(s.list_events(None, None, 10).unwrap().len(), 1);
-}
-
-#[test]
-fn rotation_keeps_the_old_secret_for_its_grace() {
-    let (_d, s) = store();
-    let ep = endpoint(&s, &[]);
-    let old = s.active_secrets(ep.seq, 1).unwrap();
-    s.rotate_secret(ep.seq, "whsec_new", 100, 50).unwrap();
-    let during = s.active_secrets(ep.seq, 120).unwrap();
-    assert_eq!(during, vec!["whsec_new".to_string(), old[0].clone()]);
-    assert_eq!(
-        s.active_secrets(ep.seq, 150).unwrap(),
-        vec!["whsec_new".to_string()]
-    );
-}
-
-#[test]
-fn delete_takes_messages_with_it() {
-    let (_d, s) = store();
-    let ep = endpoint(&s, &[]);
-    s.publish(&mut [event("incident.created", None)], 10)
-        .unwrap();
-    assert!(s.delete_endpoint(&ep.id).unwrap().is_some());
-    assert!(
-        s.list_messages(&MessageFilter::default(), None, 10)
-            .unwrap()
-            .is_empty()
-    );
-    assert!(s.delete_endpoint(&ep.id).unwrap().is_none());
-}
-
-#[test]
-fn a_full_store_refuses_events_and_keeps_what_it_has() {
-    let (dir, s) = store();
-    let ep = endpoint(&s, &[]);
-    s.publish(&mut [event("incident.created", None)], 10)
-        .unwrap();
-    let full = Store::open(&dir.path().join("t.db"), Some(1)).unwrap();
-    match full.publish(&mut [event("incident.created", None)], 10) {
-        Err(StoreError::Full) => {}
-        other => panic!("expected Full, got {other:?}"),
-    }
-    assert_eq!(full.endpoint_stats(ep.seq).unwrap().pending, 1);
-}
-
 /// Records one 200 that delivered `messages` together.
 fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
     s.record(&[RequestOutcome {
@@ -203,164 +100,11 @@ fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
     .unwrap();
 }
 
-#[test]
-fn prune_removes_old_delivered_messages_and_what_only_they_used() {
-    let (_d, s) = store();
-    let ep = endpoint(&s, &[]);
-    let results = s
-        .publish(
-            &mut [
-                event("incident.created", None),
-                event("incident.created", None),
-            ],
-            10,
-        )
-        .unwrap();
-    assert_eq!(results.len(), 2);
-    let queued = s.pending_after(ep.seq, 0, 10).unwrap();
-    // The first message is delivered, the second still pending.
-    delivered_in_one_request(&s, ep.seq, &[queued[0].seq]);
-    // Nothing is old enough yet.
-    assert_eq!(s.prune(5, 0, 100).unwrap(), 0);
-    assert_eq!(s.prune(1_000, 0, 100).unwrap(), 1);
-    let left = s
-        .list_messages(&MessageFilter::default(), None, 10)
-        .unwrap();
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0].status, "pending");
-    assert_eq!(
-        s.list_events(None, None, 10).unwrap().len(),
-        1,
-        "the delivered event went with its message"
-    );
-    assert!(
-        s.endpoint_stats(ep.seq).unwrap().last_request.is_none(),
-        "its request went too"
-    );
-}
-
-#[test]
-fn prune_keeps_a_batch_request_until_its_last_message_goes() {
-    let (_d, s) = store();
-    let ep = endpoint(&s, &[]);
-    let (mut old, mut young) = (
-        event("incident.created", None),
-        event("incident.created", None),
-    );
-    (old.created_at, young.created_at) = (10, 30);
-    s.publish(&mut [old, young], 30).unwrap();
-    let queued = s.pending_after(ep.seq, 0, 10).unwrap();
-    delivered_in_one_request(&s, ep.seq, &[queued[0].seq, queued[1].seq]);
-
-    assert_eq!(s.prune(20, 0, 100).unwrap(), 1, "only the old message");
-    let left = s
-        .list_messages(&MessageFilter::default(), None, 10)
-        .unwrap();
-    assert_eq!(left.len(), 1);
-    assert_eq!(
-        left[0].attempts.len(),
-        1,
-        "the young message's attempt, and so the request, stay"
-    );
-    assert!(s.endpoint_stats(ep.seq).unwrap().last_request.is_some());
-
-    assert_eq!(s.prune(100, 0, 100).unwrap(), 1);
-    assert!(
-        s.endpoint_stats(ep.seq).unwrap().last_request.is_none(),
-        "the request went with its last message"
-    );
-}
-
-/// Retention's search must end at the cutoff: an index range on `(status, created_at)`, not a
-/// walk through every delivered message (ARCHITECTURE.md, Storage).
-#[test]
-fn retention_and_the_oldest_pending_message_are_found_through_the_time_index() {
-    let (_d, s) = store();
-    let conn = s.writer.lock().unwrap();
-    let plan = |sql: &str, values: &[i64]| -> String {
-        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map(rusqlite::params_from_iter(values), |r| {
-                r.get::<_, String>(3)
-            })
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    let prune = plan(PRUNE_DELIVERED, &[5, 500]);
-    assert!(
-        prune.contains("messages_by_status (status=? AND created_at<?)"),
-        "{prune}"
-    );
-    let oldest = plan(OLDEST_PENDING, &[]);
-    assert!(oldest.contains("messages_by_status"), "{oldest}");
-}
-
-#[test]
-fn a_version_3_database_gets_the_time_index() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    {
-        let conn = Connection::open(&path).unwrap();
-        for sql in &schema::MIGRATIONS[..3] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 3).unwrap();
-    }
-    let s = Store::open(&path, None).unwrap();
-    let conn = s.writer.lock().unwrap();
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_index_info('messages_by_status') ORDER BY seqno")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect();
-    assert_eq!(columns, ["status", "created_at"]);
-}
-
 fn accepted_id(result: &PublishResult) -> String {
     match result {
         PublishResult::Accepted { event_id, .. } => event_id.clone(),
         other => panic!("expected Accepted, got {other:?}"),
     }
-}
-
-#[test]
-fn event_ids_are_written_into_the_envelope_found_again_and_never_reused() {
-    let (_d, s) = store();
-    endpoint(&s, &[]);
-    let mut events = [
-        event("incident.created", None),
-        event("incident.created", None),
-    ];
-    let results = s.publish(&mut events, 10).unwrap();
-    let ids: Vec<String> = results.iter().map(accepted_id).collect();
-    assert_ne!(ids[0], ids[1]);
-    for (id, e) in ids.iter().zip(&events) {
-        assert!(crate::id::is_valid("evt", id), "{id}");
-        assert_eq!(e.payload, format!("{{\"id\":\"{id}\"}}"));
-        let row = s.event(id).unwrap().expect("found by its id");
-        assert_eq!((&row.id, &row.payload), (id, &e.payload));
-    }
-    // A well-formed id that no event has, and a malformed one, find nothing.
-    assert!(s.event(&crate::id::new("evt")).unwrap().is_none());
-    assert!(s.event("evt_nope").unwrap().is_none());
-
-    // Retention empties the table; the next event still gets a seq, and an id, of its own.
-    let last_seq = s.event(&ids[1]).unwrap().unwrap().seq;
-    let queued = s.pending_after(1, 0, 10).unwrap();
-    let seqs: Vec<i64> = queued.iter().map(|m| m.seq).collect();
-    delivered_in_one_request(&s, 1, &seqs);
-    assert_eq!(s.prune(1_000, 0, 100).unwrap(), 2);
-    assert!(s.list_events(None, None, 10).unwrap().is_empty());
-    let next = accepted_id(
-        &s.publish(&mut [event("incident.created", None)], 30)
-            .unwrap()[0],
-    );
-    assert!(!ids.contains(&next));
-    assert!(s.event(&next).unwrap().unwrap().seq > last_seq);
 }
 
 #[test]
@@ -412,39 +156,6 @@ fn a_version_2_database_keeps_its_events_their_ids_and_messages() {
     let s = Store::open(&path, None).unwrap();
     assert_eq!(s.event(&new).unwrap().unwrap().seq, 42, "the key is kept");
     assert_eq!(s.event(legacy).unwrap().unwrap().seq, 41);
-}
-
-#[test]
-fn a_database_restored_from_a_backup_gives_its_next_events_new_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let (live, backup) = (dir.path().join("live.db"), dir.path().join("backup.db"));
-    let s = Store::open(&live, None).unwrap();
-    s.publish(&mut [event("incident.created", None)], 10)
-        .unwrap();
-    drop(s); // the last connection folds the log into the file
-    std::fs::copy(&live, &backup).unwrap();
-
-    // The live database goes on; then it is lost and the backup restored.
-    let s = Store::open(&live, None).unwrap();
-    let seen = accepted_id(
-        &s.publish(&mut [event("incident.created", None)], 20)
-            .unwrap()[0],
-    );
-    let restored = Store::open(&backup, None).unwrap();
-    let next = accepted_id(
-        &restored
-            .publish(&mut [event("incident.created", None)], 30)
-            .unwrap()[0],
-    );
-    let (a, b) = (
-        s.event(&seen).unwrap().unwrap(),
-        restored.event(&next).unwrap().unwrap(),
-    );
-    assert_eq!(
-        a.seq, b.seq,
-        "the restored database hands out the same seq again"
-    );
-    assert_ne!(seen, next, "but not the id consumers have already seen");
 }
 
 #[test]
@@ -541,81 +252,6 @@ fn the_integrity_check_after_the_open_refuses_writes_to_a_damaged_file() {
     );
 }
 
-/// Every list route's statement reads an index range that ends at its page, never the whole
-/// table and never a sort of everything that matches (issue 17: at 26 million messages a
-/// filter matching nothing read them all). One row per statement: the index it must use.
-#[test]
-fn a_page_of_each_list_reads_an_index_range() {
-    let (_d, s) = store();
-    let conn = s.writer.lock().unwrap();
-    let plan = |sql: &str| query_plan(&conn, sql);
-    let endpoints =
-        format!("SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE seq > ?1 ORDER BY seq LIMIT ?2");
-    let message = format!("{MESSAGE_SELECT} WHERE m.seq = ?1");
-    let incidents_of_status = components_incidents::incidents_page(true);
-    let incidents = components_incidents::incidents_page(false);
-    let rows: [(&str, &str, &str); 10] = [
-        (
-            "events",
-            EVENTS_PAGE,
-            "events USING INTEGER PRIMARY KEY (rowid<?)",
-        ),
-        (
-            "events?type=",
-            EVENTS_OF_TYPE,
-            "events USING INDEX events_by_type (type=? AND seq<?)",
-        ),
-        (
-            "messages",
-            MESSAGES_PAGE,
-            "messages USING INTEGER PRIMARY KEY (rowid<?)",
-        ),
-        (
-            "messages?event_id=",
-            MESSAGES_OF_EVENT,
-            "messages USING INDEX messages_by_event (event_seq=? AND rowid<?)",
-        ),
-        (
-            "messages?endpoint_id=&status= (and each part of the other filters)",
-            MESSAGES_OF_ENDPOINT_STATUS,
-            "messages USING COVERING INDEX messages_queue (endpoint_seq=? AND status=? AND seq<?)",
-        ),
-        (
-            "a message of a page",
-            &message,
-            "m USING INTEGER PRIMARY KEY (rowid=?)",
-        ),
-        (
-            "endpoints",
-            &endpoints,
-            "endpoints USING INTEGER PRIMARY KEY (rowid>?)",
-        ),
-        (
-            "an endpoint's counts",
-            "SELECT status, n FROM message_counts WHERE endpoint_seq = ?1",
-            "message_counts USING PRIMARY KEY (endpoint_seq=?)",
-        ),
-        (
-            "incidents?status=",
-            &incidents_of_status,
-            "incidents USING INDEX incidents_by_status (status=? AND seq<?)",
-        ),
-        (
-            "incidents",
-            &incidents,
-            "incidents USING INTEGER PRIMARY KEY (rowid<?)",
-        ),
-    ];
-    let mut wrong = Vec::new();
-    for (route, sql, index) in rows {
-        let plan = plan(sql);
-        if !plan.contains(&format!("SEARCH {index}")) || plan.contains("TEMP B-TREE") {
-            wrong.push(format!("{route}: {plan}\n  wanted SEARCH {index}"));
-        }
-    }
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-}
-
 /// Schema version 5 fills each endpoint's counts from the messages a version 4 database
 /// holds; after that the open reads only the counts.
 #[test]
@@ -710,41 +346,6 @@ fn an_existing_database_others_may_read_is_narrowed_to_its_owner() {
         let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
     }
-}
-
-#[test]
-fn a_checkpoint_does_not_hold_the_writer_while_a_reader_stays() {
-    // A reader that keeps a transaction open (a backup, Litestream) keeps the log from being
-    // truncated; the checkpoint used to wait the whole busy timeout (5 s) for it, holding the
-    // writer, so every publish behind it waited as long.
-    let (dir, store) = store();
-    let _endpoint = endpoint(&store, &[]);
-    for _ in 0..20 {
-        store
-            .publish(&mut [event("incident.created", None)], 10)
-            .unwrap();
-    }
-    let reader = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
-    reader.execute_batch("BEGIN").unwrap();
-    let n: i64 = reader
-        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-        .unwrap();
-    assert!(n >= 20);
-    for _ in 0..20 {
-        store
-            .publish(&mut [event("incident.created", None)], 10)
-            .unwrap();
-    }
-    let started = std::time::Instant::now();
-    store.checkpoint().unwrap();
-    let took = started.elapsed();
-    reader.execute_batch("COMMIT").unwrap();
-    assert!(
-        took < std::time::Duration::from_secs(2),
-        "the checkpoint held the writer {took:?} for a reader"
-    );
-    // With the reader gone, the next one truncates as before.
-    store.checkpoint().unwrap();
 }
 
 /// The layering rule of ARCHITECTURE.md: the store depends on no domain module, only on the
