@@ -206,6 +206,7 @@ pub struct NewCheck<'a> {
     pub interval_ms: i64,
 }
 
+/// The table operations of check history, for what a check records (`monitor/record.rs`).
 impl Tx<'_> {
     pub fn insert_check(&self, check: &NewCheck) -> Result<()> {
         self.conn()

@@ -32,7 +32,7 @@ pub enum Refusal {
 /// What a write that may be refused returns inside the store's own `Result`.
 pub type Refused<T> = std::result::Result<T, Refusal>;
 
-// ---- the closed vocabularies of these rows ----
+// ---- the closed vocabulary of an incident's status ----
 
 /// Where an incident is in its lifecycle, in the order it moves (SPEC 7); stored as its
 /// name. The lifecycle itself is `incident::transition`.
@@ -304,8 +304,8 @@ fn update_incident_row(tx: &Transaction, inc: &IncidentRow) -> Result<()> {
     Ok(())
 }
 
-/// The table operations of components, incidents, monitors and checks, for the rules that
-/// write through a `Tx`.
+/// The table operations of components and incidents, for the incident lifecycle, which writes
+/// through a `Tx` (`incident.rs`).
 impl Tx<'_> {
     pub fn component(&self, id: &str) -> Result<Option<ComponentRow>> {
         component_by_id(self.conn(), id)

@@ -243,6 +243,7 @@ pub struct MonitorStateUpdate<'a> {
     pub last_checked_at: i64,
 }
 
+/// The table operations of monitors, for what a check records (`monitor/record.rs`).
 impl Tx<'_> {
     pub fn monitor_by_seq(&self, seq: i64) -> Result<Option<MonitorRow>> {
         monitor_by(self.conn(), "seq", &seq)
