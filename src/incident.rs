@@ -8,10 +8,10 @@
 use serde_json::{Map, Value};
 
 use crate::event::{COMPONENT_STATUSES, EventType};
-pub use crate::store::IncidentStatus;
 use crate::store::{
     ComponentRef, IncidentPatch, IncidentRow, MonitorRow, NewIncident, Refusal, Refused, Tx,
 };
+pub use crate::store::{IncidentSource, IncidentStatus};
 
 /// Why a status change is refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -111,7 +111,7 @@ pub fn open(tx: &mut Tx, new: &NewIncident) -> crate::store::Result<Refused<Inci
         status: new.status,
         severity: new.severity.clone(),
         components,
-        source: "manual".into(),
+        source: IncidentSource::Manual,
         monitor_id: None,
         started_at: new.now,
         resolved_at: None,
@@ -238,7 +238,7 @@ pub fn open_for_monitor(tx: &mut Tx, m: &MonitorRow, now: i64) -> crate::store::
         status: IncidentStatus::Investigating,
         severity: m.settings.severity.clone(),
         components,
-        source: "monitor".into(),
+        source: IncidentSource::Monitor,
         monitor_id: Some(m.id.clone()),
         started_at: now,
         resolved_at: None,
@@ -330,7 +330,7 @@ mod tests {
                 name: "API".into(),
                 status: "major_outage".into(),
             }],
-            source: "monitor".into(),
+            source: IncidentSource::Monitor,
             monitor_id: Some("mon_0123456789abcdef".into()),
             started_at: 1_698_417_000_000,
             resolved_at: None,
@@ -360,7 +360,7 @@ mod tests {
         inc.status = IncidentStatus::Resolved;
         inc.resolved_at = Some(1_698_417_060_000);
         inc.monitor_id = None;
-        inc.source = "manual".into();
+        inc.source = IncidentSource::Manual;
         let resolved = event_data(&inc);
         assert_eq!(resolved["resolved_at"], "2023-10-27T14:31:00Z");
         assert!(resolved.get("monitor_id").is_none());

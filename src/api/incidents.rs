@@ -29,7 +29,7 @@ pub fn render(inc: &IncidentRow) -> Value {
         "status": inc.status.as_str(),
         "severity": inc.severity,
         "components": crate::incident::components_json(&inc.components),
-        "source": inc.source,
+        "source": inc.source.as_str(),
         "monitor_id": inc.monitor_id,
         "started_at": rfc3339(inc.started_at),
         "resolved_at": inc.resolved_at.map(rfc3339),

@@ -275,7 +275,7 @@ mod tests {
         let inc_id = down.incident_id.clone().unwrap();
         let inc = store.incident(&inc_id).unwrap().unwrap();
         assert_eq!(inc.title, "API is down");
-        assert_eq!(inc.source, "monitor");
+        assert_eq!(inc.source, crate::incident::IncidentSource::Monitor);
         assert_eq!(inc.components[0].status, "major_outage");
         assert_eq!(
             store.component("comp_api").unwrap().unwrap().status,

@@ -32,7 +32,7 @@ pub enum Refusal {
 /// What a write that may be refused returns inside the store's own `Result`.
 pub type Refused<T> = std::result::Result<T, Refusal>;
 
-// ---- the closed vocabulary of an incident's status ----
+// ---- the closed vocabularies of an incident ----
 
 /// Where an incident is in its lifecycle, in the order it moves (SPEC 7); stored as its
 /// name. The lifecycle itself is `incident::transition`.
@@ -65,6 +65,44 @@ impl IncidentStatus {
 
     pub fn parse(text: &str) -> Option<IncidentStatus> {
         IncidentStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// Who opened an incident: a person through the API, or a monitor that went DOWN (SPEC 7);
+/// stored as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentSource {
+    Manual,
+    Monitor,
+}
+
+impl IncidentSource {
+    pub const ALL: [IncidentSource; 2] = [IncidentSource::Manual, IncidentSource::Monitor];
+
+    /// The name stored and shown in the API and in events.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            IncidentSource::Manual => "manual",
+            IncidentSource::Monitor => "monitor",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<IncidentSource> {
+        IncidentSource::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl rusqlite::ToSql for IncidentSource {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for IncidentSource {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        IncidentSource::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown incident source {text:?}").into()))
     }
 }
 
@@ -118,7 +156,7 @@ pub struct IncidentRow {
     pub status: IncidentStatus,
     pub severity: String,
     pub components: Vec<ComponentRef>,
-    pub source: String,
+    pub source: IncidentSource,
     pub monitor_id: Option<String>,
     pub started_at: i64,
     pub resolved_at: Option<i64>,

@@ -38,8 +38,8 @@ pub use checks::{
     CheckCounts, CheckHistory, CheckRow, MINUTE_ROWS_MS, NewCheck, RAW_CHECKS_MS, history_ms,
 };
 pub use components_incidents::{
-    ComponentInput, ComponentRef, ComponentRow, IncidentPatch, IncidentRow, IncidentStatus,
-    NewIncident, Refusal, Refused,
+    ComponentInput, ComponentRef, ComponentRow, IncidentPatch, IncidentRow, IncidentSource,
+    IncidentStatus, NewIncident, Refusal, Refused,
 };
 pub use endpoints::{EndpointPatch, EndpointRow, NewEndpoint};
 pub use events::{

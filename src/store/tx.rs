@@ -134,7 +134,7 @@ mod tests {
             status: IncidentStatus::Investigating,
             severity: "major".into(),
             components: Vec::new(),
-            source: "manual".into(),
+            source: crate::store::IncidentSource::Manual,
             monitor_id: None,
             started_at: 10,
             resolved_at: None,
