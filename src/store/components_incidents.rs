@@ -570,4 +570,58 @@ mod tests {
             "{plan}"
         );
     }
+
+    /// An incident's status and source are stored as their names and read back as the
+    /// enums; a word this binary does not know is an error naming it, not a default.
+    #[test]
+    fn incident_vocabularies_are_stored_as_their_names() {
+        let (_dir, store) = store();
+        for (i, (status, source)) in IncidentStatus::ALL
+            .into_iter()
+            .zip(IncidentSource::ALL.into_iter().cycle())
+            .enumerate()
+        {
+            let id = format!("inc_{i}");
+            store
+                .transact(Durability::Full, |tx| {
+                    tx.insert_incident(&IncidentRow {
+                        seq: 0,
+                        id: id.clone(),
+                        title: "t".into(),
+                        status,
+                        severity: "minor".into(),
+                        components: Vec::new(),
+                        source,
+                        monitor_id: None,
+                        started_at: 1,
+                        resolved_at: None,
+                        updated_at: 1,
+                    })
+                })
+                .unwrap();
+            let stored: (String, String) = store
+                .read(|c| {
+                    Ok(c.query_row(
+                        "SELECT status, source FROM incidents WHERE id = ?1",
+                        [&id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?)
+                })
+                .unwrap();
+            assert_eq!(stored, (status.as_str().into(), source.as_str().into()));
+            let read = store.incident(&id).unwrap().unwrap();
+            assert_eq!((read.status, read.source), (status, source));
+        }
+        store
+            .write(Durability::Full, |tx| {
+                tx.execute(
+                    "UPDATE incidents SET status = 'closed' WHERE id = 'inc_0'",
+                    [],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let err = store.incident("inc_0").unwrap_err().to_string();
+        assert!(err.contains("unknown incident status \"closed\""), "{err}");
+    }
 }
