@@ -14,7 +14,7 @@ pub const REARM_MS: i64 = 3600 * 1000;
 pub const RECENT_SHORT_MS: i64 = 3600 * 1000;
 pub const RECENT_LONG_MS: i64 = 6 * 3600 * 1000;
 
-/// Check history is kept at three resolutions as it ages (the store's check history): every check
+/// Check history is kept at three resolutions as it ages (`store/checks.rs`): every check
 /// for `RECENT_LONG_MS` (what the recent ratios read, so they are exact), then one row per
 /// minute until `MINUTE_ROWS_MS`, then one row per hour for the rest of the window.
 pub const MINUTE_ROWS_MS: i64 = crate::store::MINUTE_ROWS_MS;
