@@ -97,17 +97,8 @@ impl Default for Metrics {
     }
 }
 
-/// Values read from the store at scrape time.
-#[derive(Default)]
-pub struct Gauges {
-    /// Messages by status: pending, parked, delivered, failed.
-    pub messages: [(&'static str, i64); 4],
-    pub oldest_pending_age_secs: f64,
-    /// Endpoints by state: enabled, backing_off, disabled.
-    pub endpoints: [(&'static str, i64); 3],
-    /// Monitors by status: up, down. Empty until monitors exist.
-    pub monitors: Vec<(&'static str, i64)>,
-}
+/// Values read from the store at scrape time: plain data the store fills in.
+pub use crate::store::Gauges;
 
 /// The outcomes of a recovery probe: the fixed label set of
 /// `statussentry_recovery_probes_total`.

@@ -14,10 +14,12 @@ pub const REARM_MS: i64 = 3600 * 1000;
 pub const RECENT_SHORT_MS: i64 = 3600 * 1000;
 pub const RECENT_LONG_MS: i64 = 6 * 3600 * 1000;
 
-/// Check history is kept at three resolutions as it ages (`store/sources.rs`): every check
+/// Check history is kept at three resolutions as it ages (`store/checks.rs`): every check
 /// for `RECENT_LONG_MS` (what the recent ratios read, so they are exact), then one row per
 /// minute until `MINUTE_ROWS_MS`, then one row per hour for the rest of the window.
-pub const MINUTE_ROWS_MS: i64 = 24 * 3600 * 1000;
+pub const MINUTE_ROWS_MS: i64 = crate::store::MINUTE_ROWS_MS;
+// The recent ratios are exact only while the store keeps raw checks at least that long.
+const _: () = assert!(RECENT_LONG_MS <= crate::store::RAW_CHECKS_MS);
 const MINUTE_MS: i64 = 60 * 1000;
 const HOUR_MS: i64 = 3600 * 1000;
 
@@ -53,29 +55,15 @@ fn ceil_to(t: i64, step: i64) -> i64 {
     t.div_euclid(step) * step + if t.rem_euclid(step) == 0 { 0 } else { step }
 }
 
-/// Checks and failures over some period.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Counts {
-    pub checks: i64,
-    pub failures: i64,
-}
+/// The counts and history the rule reads, and the warning's arming, are plain data of the
+/// monitor's rows, kept by the store; the rule below decides over them.
+pub use crate::store::{CheckCounts as Counts, CheckHistory as History, SlaArming as Arming};
 
 impl Counts {
     /// The failure ratio, when enough checks back it.
     fn ratio(self) -> Option<f64> {
         (self.checks >= MIN_CHECKS).then(|| self.failures as f64 / self.checks as f64)
     }
-}
-
-/// What one monitor's history says, as of now.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct History {
-    /// Every check in the window.
-    pub window: Counts,
-    /// The seconds of budget the window's failed checks spent: each its interval.
-    pub spent_secs: f64,
-    pub last_1h: Counts,
-    pub last_6h: Counts,
 }
 
 impl History {
@@ -147,14 +135,6 @@ pub fn assess(target_pct: f64, window_days: f64, h: &History) -> Assessment {
         breach_in_secs,
         at_risk,
     }
-}
-
-/// Whether the warning may fire, persisted per monitor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Arming {
-    pub armed: bool,
-    /// While disarmed: since when (ms) the condition has been false without a break.
-    pub false_since: Option<i64>,
 }
 
 impl Arming {

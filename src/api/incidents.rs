@@ -1,13 +1,17 @@
 //! `/api/v1/incidents`: open, list, show and update incidents (SPEC 7). Creating one emits
-//! `incident.created`, resolving it `incident.resolved`; the store writes each event in the
-//! transaction that changes the incident. The incident's wire shape is defined here.
+//! `incident.created`, resolving it `incident.resolved`; `incident::open` and `update` write each
+//! event through a `store::Tx`, in the transaction that changes the incident. The incident's
+//! wire shape is defined here.
 
 use serde_json::{Value, json};
 
 use super::fields::{self, Object};
 use super::{Api, ApiError, Page, Reply, Req, Result};
 use crate::event::{INCIDENT_STATUSES, SEVERITIES};
-use crate::store::{ComponentInput, Emitted, IncidentPatch, IncidentRow, NewIncident, Refusal};
+use crate::incident::{self, IncidentStatus};
+use crate::store::{
+    ComponentInput, Durability, Emitted, IncidentPatch, IncidentRow, NewIncident, Refusal,
+};
 use crate::time::{now_ms, rfc3339};
 
 const MAX_TITLE: usize = 500;
@@ -22,10 +26,10 @@ pub fn render(inc: &IncidentRow) -> Value {
     json!({
         "id": inc.id,
         "title": inc.title,
-        "status": inc.status,
+        "status": inc.status.as_str(),
         "severity": inc.severity,
         "components": crate::incident::components_json(&inc.components),
-        "source": inc.source,
+        "source": inc.source.as_str(),
         "monitor_id": inc.monitor_id,
         "started_at": rfc3339(inc.started_at),
         "resolved_at": inc.resolved_at.map(rfc3339),
@@ -54,6 +58,11 @@ fn one_of(obj: &Object, key: &str, allowed: &[&str]) -> Result<Option<String>> {
         )),
         other => Ok(other.map(str::to_string)),
     }
+}
+
+/// `status`, one of the lifecycle's words.
+fn incident_status(obj: &Object) -> Result<Option<IncidentStatus>> {
+    Ok(one_of(obj, "status", &INCIDENT_STATUSES)?.and_then(|s| IncidentStatus::parse(&s)))
 }
 
 fn title(obj: &Object, required: bool) -> Result<Option<String>> {
@@ -148,8 +157,10 @@ fn refused(r: Refusal) -> ApiError {
         Refusal::Backward { from, to } => ApiError::field(
             "status",
             format!(
-                "an incident moves forward through {}; it cannot go from {from} back to {to}",
-                INCIDENT_STATUSES.join(" → ")
+                "an incident moves forward through {}; it cannot go from {} back to {}",
+                INCIDENT_STATUSES.join(" → "),
+                from.as_str(),
+                to.as_str()
             ),
         ),
         Refusal::Invalid { field, message } => ApiError::field(field, message),
@@ -163,9 +174,8 @@ pub fn create(api: &Api, req: &Req) -> Result<Reply> {
     let title = title(obj, true)?.unwrap_or_default();
     let severity = one_of(obj, "severity", &SEVERITIES)?
         .ok_or_else(|| ApiError::field("severity", "severity is required"))?;
-    let status =
-        one_of(obj, "status", &INCIDENT_STATUSES)?.unwrap_or_else(|| "investigating".to_string());
-    if status == "resolved" {
+    let status = incident_status(obj)?.unwrap_or(IncidentStatus::Investigating);
+    if status == IncidentStatus::Resolved {
         return Err(ApiError::field(
             "status",
             "an incident is created open (investigating, identified or monitoring); resolve it with PATCH",
@@ -180,7 +190,10 @@ pub fn create(api: &Api, req: &Req) -> Result<Reply> {
         components,
         now: now_ms(),
     };
-    let (inc, emitted) = api.store.create_incident(&new)?.map_err(refused)?;
+    let (inc, emitted) = api
+        .store
+        .transact(Durability::Full, |tx| incident::open(tx, &new))?;
+    let inc = inc.map_err(refused)?;
     announce(api, emitted);
     log::info!("incident {} opened ({})", inc.id, inc.severity);
     Ok(Reply::json(201, &render(&inc)))
@@ -190,13 +203,12 @@ pub fn list(api: &Api, req: &Req) -> Result<Reply> {
     let page = Page::from(req)?;
     let status = match req.query("status") {
         None | Some("") => None,
-        Some(s) if INCIDENT_STATUSES.contains(&s) => Some(s),
-        Some(_) => {
-            return Err(ApiError::field(
+        Some(s) => Some(IncidentStatus::parse(s).ok_or_else(|| {
+            ApiError::field(
                 "status",
                 format!("status must be one of {}", INCIDENT_STATUSES.join(", ")),
-            ));
-        }
+            )
+        })?),
     };
     let rows = api
         .store
@@ -218,12 +230,14 @@ pub fn patch(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     let patch = IncidentPatch {
         title: title(obj, false)?,
         severity: one_of(obj, "severity", &SEVERITIES)?,
-        status: one_of(obj, "status", &INCIDENT_STATUSES)?,
+        status: incident_status(obj)?,
         components: components(obj)?,
     };
+    let now = now_ms();
     let (inc, emitted) = api
         .store
-        .update_incident(id, &patch, now_ms())?
+        .transact(Durability::Full, |tx| incident::update(tx, id, &patch, now))?;
+    let inc = inc
         .ok_or_else(|| ApiError::not_found("incident"))?
         .map_err(refused)?;
     if !emitted.is_empty() {

@@ -419,7 +419,7 @@ pub fn sla(api: &Api, id: &str) -> Result<Reply> {
     let m = find(api, id)?;
     let s = &m.settings;
     let now = now_ms();
-    let h = api.store.sla_history(m.seq, s.sla_window_days, now)?;
+    let h = crate::monitor::record::sla_history(&api.store, m.seq, s.sla_window_days, now)?;
     let mut v = json!({
         "monitor_id": m.id,
         "sla_target": s.sla_target.map(sla::number),

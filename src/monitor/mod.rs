@@ -15,6 +15,7 @@
 //! while no ping comes. No thread waits on any one push monitor.
 
 mod check;
+pub mod record;
 pub mod rules;
 
 use std::cmp::Reverse;
@@ -28,8 +29,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::config::Config;
 use crate::delivery;
 use crate::metrics::Metrics;
-use crate::store::{CheckContext, MonitorRow, Store, StoreError};
+use crate::store::{MonitorRow, Store, StoreError};
 use crate::supervise::{Beat, IDLE_WAKE, READER_BOUND, Supervisor, WRITER_BOUND};
+use record::CheckContext;
 use rules::{Kind, Outcome};
 
 /// What the rest of the program tells the scheduler.
@@ -455,7 +457,7 @@ pub fn record(r: &Recorder, m: &MonitorRow, outcome: &Outcome) -> Result<(), Sto
     let now = crate::time::now_ms();
     let history = match s.sla_target {
         None => None,
-        Some(_) => match r.store.sla_history(m.seq, s.sla_window_days, now) {
+        Some(_) => match record::sla_history(r.store, m.seq, s.sla_window_days, now) {
             Ok(h) => Some(h),
             Err(e) => {
                 log::error!("monitor {}: cannot read its SLA history: {e}", m.id);
@@ -468,7 +470,7 @@ pub fn record(r: &Recorder, m: &MonitorRow, outcome: &Outcome) -> Result<(), Sto
         keep_ms: r.keep_ms,
         now,
     };
-    match r.store.record_check(m.seq, outcome, history, &ctx) {
+    match record::record_check(r.store, m.seq, outcome, history, &ctx) {
         Ok(Some(emitted)) => {
             let mut woken = Vec::new();
             let target = match s.kind {

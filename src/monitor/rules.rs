@@ -4,40 +4,9 @@
 
 use serde_json::{Value, json};
 
-/// A monitor's state. A new monitor starts `Up`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Up,
-    Down,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Up => "UP",
-            Status::Down => "DOWN",
-        }
-    }
-
-    /// `DOWN` is down; anything else (only `UP` is ever stored) is up.
-    pub fn parse(text: &str) -> Status {
-        if text == "DOWN" {
-            Status::Down
-        } else {
-            Status::Up
-        }
-    }
-}
-
-/// The state that decides transitions, persisted with the monitor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct State {
-    pub status: Status,
-    /// Failed checks in a row (0 after a success).
-    pub failures: i64,
-    /// Successful checks in a row (0 after a failure).
-    pub successes: i64,
-}
+/// The monitor's stored vocabulary and state are plain data of its row, kept by the store;
+/// the rules below decide over them.
+pub use crate::store::{MonitorKind as Kind, MonitorState as State, MonitorStatus as Status};
 
 impl State {
     /// A new monitor's state; the store's column defaults say the same.
@@ -160,29 +129,6 @@ pub fn check_timeout(timeout_ms: i64, interval_ms: i64) -> Result<(), String> {
         ))
     } else {
         Ok(())
-    }
-}
-
-/// What a monitor watches: a URL it requests (`http`), or pings it is sent (`push`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Http,
-    Push,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Http, Kind::Push];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Http => "http",
-            Kind::Push => "push",
-        }
-    }
-
-    /// The stored or sent word; `None` for any other.
-    pub fn parse(text: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == text)
     }
 }
 

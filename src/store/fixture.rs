@@ -388,10 +388,10 @@ fn fleet(
         monitor_ids.push(id);
         out.monitors += 1;
         // Six hours of raw checks (what the 1 h and 6 h ratios read), then one row a minute
-        // until a day old, as `record_check` folds them, then one row an hour for the rest of
+        // until a day old, as recording a check folds them, then one row an hour for the rest of
         // the window, as retention folds those (`Store::fold_check_hours`).
-        let raw_from = now - crate::sla::RECENT_LONG_MS;
-        let minutes_from = now - crate::sla::MINUTE_ROWS_MS;
+        let raw_from = now - super::RAW_CHECKS_MS;
+        let minutes_from = now - super::MINUTE_ROWS_MS;
         let minutes_from = minutes_from - minutes_from % HOUR;
         let mut hour = tx.prepare_cached(
             "INSERT INTO check_hours (monitor_seq, hour, checks, failures, failed_ms, response_ms)
@@ -488,7 +488,7 @@ fn fleet(
                 format!("Incident {i}"),
                 if open { "investigating" } else { "resolved" },
                 ["minor", "major", "critical"][(i % 3) as usize],
-                crate::incident::components_json(&refs).to_string(),
+                super::components_incidents::components_to_text(&refs),
                 if by_monitor { "monitor" } else { "manual" },
                 by_monitor.then(|| &monitor_ids[(i as usize) % monitor_ids.len()]),
                 started,
@@ -585,10 +585,14 @@ mod tests {
             2 * ((SPAN_MS / MINUTE - 360 - minutes + 59) / 60)
         );
         let s = Store::open_existing(&path, None).unwrap();
-        let open = s.list_incidents(Some("investigating"), None, 50).unwrap();
+        let open = s
+            .list_incidents(Some(crate::store::IncidentStatus::Investigating), None, 50)
+            .unwrap();
         assert_eq!(open.len(), 1);
         let monitor = &s.list_monitors(None, 1).unwrap()[0];
-        let history = s.sla_history(monitor.seq, 30.0, now).unwrap();
+        let history = s
+            .check_history(monitor.seq, now - 30 * DAY, [now - HOUR, now - 6 * HOUR])
+            .unwrap();
         assert!(
             history.window.checks > 40_000,
             "{:?}",
