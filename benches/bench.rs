@@ -2296,7 +2296,8 @@ fn full_month(ctx: &Ctx) -> Res<Line> {
 /// no batch window, as `ten_endpoints` has), the one that backs off and the disabled one keep
 /// their state; the empty database gets the same ten: eight at the receiver, one at a closed
 /// port, one disabled. Runs empty, month, empty, month on the same working copy (the
-/// month's events from the first run stay in it) and reports each side's median.
+/// month's events from the first run stay in it) and reports each side's median. The month's
+/// runs begin once the integrity check after the start has passed.
 fn full_month_rates(ctx: &Ctx) -> Res<Line> {
     let (fixture, _) = fixture(ctx, "month")?;
     let (_dir, db) = working_copy(&fixture)?;
@@ -2359,9 +2360,17 @@ fn full_month_rates(ctx: &Ctx) -> Res<Line> {
 fn rates_run(month: Option<&Path>, n: usize) -> Res<(f64, f64)> {
     const AT_RECEIVER: u32 = 8;
     let receiver = Receiver::start(None)?;
-    let (server, _) = Server::start_on(month, "", "warn,statussentry::serve=info")?;
+    let (server, _) = Server::start_on(month, "", FULL_LOG)?;
     match month {
         Some(_) => {
+            // The integrity check reads the whole file once after each start, on the other
+            // core: a month's rates are those of the months after it, not of its first minute.
+            if server
+                .wait_log("passed its integrity check", Duration::from_secs(600))
+                .is_none()
+            {
+                return Err("the integrity check gave no verdict within 600 s".into());
+            }
             let endpoints: Value =
                 serde_json::from_str(&server.get_ok("/api/v1/endpoints?limit=500")?)
                     .map_err(|e| format!("endpoints: {e}"))?;
