@@ -17,6 +17,7 @@ mod health;
 mod queue;
 mod schema;
 mod sources;
+mod timings;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -848,10 +849,11 @@ impl Store {
             // Kept per endpoint as messages change (`counts.rs`): no message is counted here.
             let [pending, parked, delivered, failed] = counts::of_endpoint(c, seq)?;
             let last_request = c
-                .prepare_cached(
-                    "SELECT at, 0, duration_ms, status_code, error, response_body FROM requests
-                     WHERE endpoint_seq = ?1 ORDER BY seq DESC LIMIT 1",
-                )?
+                .prepare_cached(&format!(
+                    "SELECT at, 0, duration_ms, status_code, error, response_body, {}
+                         FROM requests WHERE endpoint_seq = ?1 ORDER BY seq DESC LIMIT 1",
+                    timings::COLUMNS
+                ))?
                 .query_row([seq], attempt_row)
                 .optional()?;
             Ok(EndpointStats {
@@ -1404,11 +1406,12 @@ pub const ATTEMPTS_IN_LIST: usize = 5;
 
 /// A message's attempts, oldest first: the newest `limit` of them, or all.
 fn attempts_of(c: &Connection, message_seq: i64, limit: Option<usize>) -> Result<Vec<AttemptRow>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT r.at, a.attempt, r.duration_ms, r.status_code, r.error, r.response_body
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT r.at, a.attempt, r.duration_ms, r.status_code, r.error, r.response_body, {}
          FROM attempts a JOIN requests r ON r.seq = a.request_seq
          WHERE a.message_seq = ?1 ORDER BY a.attempt DESC LIMIT ?2",
-    )?;
+        timings::COLUMNS
+    ))?;
     // A negative LIMIT is none.
     let limit = limit.map_or(-1, |n| n as i64);
     let rows = stmt.query_map(params![message_seq, limit], attempt_row)?;
@@ -1425,6 +1428,7 @@ fn attempt_row(r: &rusqlite::Row) -> rusqlite::Result<AttemptRow> {
         status_code: r.get(3)?,
         error: r.get(4)?,
         response_body: r.get(5)?,
+        timings: timings::read(r, 6)?,
     })
 }
 
@@ -1548,6 +1552,8 @@ pub struct AttemptRow {
     pub status_code: Option<i64>,
     pub error: Option<String>,
     pub response_body: Option<String>,
+    /// Its phases (SPEC 4.5); `None` for a request recorded before phases were timed.
+    pub timings: Option<crate::net::Timings>,
 }
 
 #[cfg(test)]

@@ -265,6 +265,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE endpoints ADD COLUMN heartbeat_secs INTEGER;
     "#,
+    // 9: each request's and each check's phases (SPEC 4.5), in microseconds, and whether the
+    // request reused a pooled connection (0/1); NULL in rows written before (`timings.rs`).
+    r#"
+    ALTER TABLE requests ADD COLUMN dns_us INTEGER;
+    ALTER TABLE requests ADD COLUMN connect_us INTEGER;
+    ALTER TABLE requests ADD COLUMN tls_us INTEGER;
+    ALTER TABLE requests ADD COLUMN ttfb_us INTEGER;
+    ALTER TABLE requests ADD COLUMN total_us INTEGER;
+    ALTER TABLE requests ADD COLUMN reused INTEGER;
+    ALTER TABLE checks ADD COLUMN dns_us INTEGER;
+    ALTER TABLE checks ADD COLUMN connect_us INTEGER;
+    ALTER TABLE checks ADD COLUMN tls_us INTEGER;
+    ALTER TABLE checks ADD COLUMN ttfb_us INTEGER;
+    ALTER TABLE checks ADD COLUMN total_us INTEGER;
+    ALTER TABLE checks ADD COLUMN reused INTEGER;
+    "#,
 ];
 
 /// The tables whose references a migration rebuilt, by the version it brings: checked after

@@ -239,6 +239,8 @@ pub struct CheckRow {
     pub response_time_ms: i64,
     pub first_byte_ms: Option<i64>,
     pub error: Option<String>,
+    /// The check's phases (SPEC 4.5); `None` for a push check or one recorded before.
+    pub timings: Option<crate::net::Timings>,
 }
 
 /// What recording a check needs besides the check.
@@ -575,6 +577,7 @@ fn check_row(r: &rusqlite::Row) -> rusqlite::Result<CheckRow> {
         response_time_ms: r.get(4)?,
         first_byte_ms: r.get(5)?,
         error: r.get(6)?,
+        timings: super::timings::read(r, 7)?,
     })
 }
 
@@ -1115,10 +1118,11 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<CheckRow>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, at, ok, status_code, response_time_ms, first_byte_ms, error FROM checks
-                 WHERE monitor_seq = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-            )?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT seq, at, ok, status_code, response_time_ms, first_byte_ms, error, {}
+                 FROM checks WHERE monitor_seq = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                super::timings::COLUMNS
+            ))?;
             let rows = stmt.query_map(
                 params![monitor_seq, before.unwrap_or(i64::MAX), limit as i64],
                 check_row,
@@ -1272,11 +1276,14 @@ impl Store {
             };
             let s = &m.settings;
             let now = ctx.now;
-            tx.prepare_cached(
+            let [dns, connect, tls, ttfb, total, reused] =
+                super::timings::values(check.timings.as_ref());
+            tx.prepare_cached(&format!(
                 "INSERT INTO checks (monitor_seq, at, ok, status_code, response_time_ms,
-                                     first_byte_ms, error, interval_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
+                                     first_byte_ms, error, interval_ms, {})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                super::timings::COLUMNS
+            ))?
             .execute(params![
                 monitor_seq,
                 check.at,
@@ -1286,6 +1293,12 @@ impl Store {
                 check.first_byte_ms,
                 check.error,
                 s.interval_ms,
+                dns,
+                connect,
+                tls,
+                ttfb,
+                total,
+                reused,
             ])?;
             let next = rules::step(
                 m.state,
@@ -1306,6 +1319,7 @@ impl Store {
                     checked_at_ms: check.at,
                     status_code: check.status_code.map(i64::from),
                     response_time_ms: check.response_time_ms,
+                    timings: check.timings,
                     error: check.error,
                     consecutive_failures: next.failures,
                 });
@@ -1486,6 +1500,7 @@ mod tests {
             status_code: Some(if ok { 200 } else { 503 }),
             response_time_ms: 12,
             first_byte_ms: Some(10),
+            timings: None,
             error: (!ok).then_some("unexpected_status"),
         }
     }

@@ -182,6 +182,7 @@ fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
         endpoint_seq,
         at: 20,
         duration_ms: 1,
+        timings: Default::default(),
         status_code: Some(200),
         error: None,
         response_body: None,
