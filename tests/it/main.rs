@@ -20,3 +20,4 @@ mod recovery;
 mod soak;
 mod sources;
 mod supervise;
+mod timings;
