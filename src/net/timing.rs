@@ -178,13 +178,24 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// The timings a row of the table below wants, in whole milliseconds.
+    fn want(phases: [Option<u64>; 4], total: u64, reused: bool) -> Timings {
+        Timings {
+            dns: phases[0].map(ms),
+            connect: phases[1].map(ms),
+            tls: phases[2].map(ms),
+            ttfb: phases[3].map(ms),
+            total: ms(total),
+            reused,
+        }
+    }
+
     #[test]
     fn each_kind_of_connection_shows_the_phases_it_went_through() {
         let t0 = Instant::now();
         let at = |n: u64| t0 + ms(n);
-        // (what, slot, head, end, want: dns, connect, tls, ttfb, total, reused)
-        #[allow(clippy::type_complexity)]
-        let rows: [(&str, Slot, Option<u64>, u64, [Option<u64>; 4], u64, bool); 6] = [
+        // (what, noted, head at, end at, wanted)
+        let rows: [(&str, Slot, Option<u64>, u64, Timings); 6] = [
             (
                 "new TLS connection to a name",
                 Slot {
@@ -197,9 +208,7 @@ mod tests {
                 },
                 Some(136),
                 140,
-                [Some(2), Some(3), Some(10), Some(120)],
-                140,
-                false,
+                want([Some(2), Some(3), Some(10), Some(120)], 140, false),
             ),
             (
                 "new plain connection to an address",
@@ -211,9 +220,7 @@ mod tests {
                 },
                 Some(301),
                 302,
-                [None, Some(1), None, Some(300)],
-                302,
-                false,
+                want([None, Some(1), None, Some(300)], 302, false),
             ),
             (
                 "pooled connection to a name: the lookup ureq made anyway is not its phase",
@@ -225,9 +232,7 @@ mod tests {
                 },
                 Some(24),
                 25,
-                [None, None, None, Some(20)],
-                25,
-                true,
+                want([None, None, None, Some(20)], 25, true),
             ),
             (
                 "pooled connection that timed out waiting for the head",
@@ -237,9 +242,7 @@ mod tests {
                 },
                 None,
                 10_000,
-                [None, None, None, None],
-                10_000,
-                true,
+                want([None; 4], 10_000, true),
             ),
             (
                 "name that did not resolve",
@@ -250,9 +253,7 @@ mod tests {
                 },
                 None,
                 5,
-                [Some(5), None, None, None],
-                5,
-                false,
+                want([Some(5), None, None, None], 5, false),
             ),
             (
                 "connection refused",
@@ -262,21 +263,11 @@ mod tests {
                 },
                 None,
                 1,
-                [None, Some(1), None, None],
-                1,
-                false,
+                want([None, Some(1), None, None], 1, false),
             ),
         ];
-        for (what, slot, head, end, want, total, reused) in rows {
+        for (what, slot, head, end, want) in rows {
             let got = phases(slot, t0, head.map(at), at(end));
-            let want = Timings {
-                dns: want[0].map(ms),
-                connect: want[1].map(ms),
-                tls: want[2].map(ms),
-                ttfb: want[3].map(ms),
-                total: ms(total),
-                reused,
-            };
             assert_eq!(got, want, "{what}");
             let sum: Duration = [got.dns, got.connect, got.tls, got.ttfb]
                 .into_iter()

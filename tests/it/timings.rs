@@ -259,3 +259,27 @@ fn a_monitor_check_is_timed_and_its_phases_reach_status_change() {
         "{change}"
     );
 }
+
+#[test]
+fn a_refused_connection_shows_how_long_connecting_took_and_no_wait() {
+    let server = Server::start(AT_ONCE);
+    // Nothing listens on the discard port.
+    let endpoint = s(
+        &create_endpoint(&server, json!({"url": "http://127.0.0.1:9/hook"})),
+        "id",
+    )
+    .to_string();
+    publish(&server, "incident.created", incident("refused"));
+    let attempt = wait_for(DEADLINE, "the refused attempt", || {
+        messages_of(&server, &endpoint)
+            .iter()
+            .find_map(|m| m["attempts"].get(0).cloned())
+            .ok_or_else(|| "no attempt yet".to_string())
+    });
+    assert_eq!(attempt["error"], "connection_refused", "{attempt}");
+    let t = timings_of(&attempt);
+    assert_eq!(t["reused"], false, "{t}");
+    assert!(phase(&t, "connect").is_some(), "the refusal took time: {t}");
+    assert_eq!(phase(&t, "ttfb"), None, "no head came: {t}");
+    assert_eq!(phase(&t, "tls"), None, "{t}");
+}
