@@ -405,6 +405,30 @@
     return { kind: "ok", text: "Enabled" };
   }
 
+  // A phase's milliseconds: a loopback phase is a fraction of one, a slow one hundreds.
+  function formatMs(n) {
+    if (n >= 10) return String(Math.round(n));
+    return n.toFixed(n >= 1 ? 1 : 2);
+  }
+
+  // The phases a request or check went through (SPEC 4.5), as
+  // "dns 1.2 · connect 0.31 · tls 15 · ttfb 120 · total 140 ms", or "reused · ttfb 3.0 ·
+  // total 3.4 ms" on a kept-alive connection; a phase that did not happen is left out.
+  function describeTimings(t) {
+    if (!t) return "";
+    const parts = t.reused ? ["reused"] : [];
+    for (const phase of ["dns", "connect", "tls", "ttfb", "total"]) {
+      const ms = t[`${phase}_ms`];
+      if (Number.isFinite(ms)) parts.push(`${phase} ${formatMs(ms)}`);
+    }
+    return `${parts.join(" · ")} ms`;
+  }
+
+  function phasesElement(t) {
+    const text = describeTimings(t);
+    return text ? [el("span", { class: "phases", text })] : [];
+  }
+
   function describeResult(attempt) {
     const code = attempt.status_code;
     if (code !== null && code !== undefined) {
@@ -855,7 +879,7 @@
         cell("Time", timeElement(attempt.at)),
         event,
         cell("Result", el("span", { class: result.ok ? "ok" : "bad", text: result.text })),
-        cell("Duration", `${attempt.duration_ms} ms`),
+        cell("Duration", `${attempt.duration_ms} ms`, ...phasesElement(attempt.timings)),
         cell("Response", snippet ? el("code", { class: "snippet", text: snippet }) : "—"));
     } else {
       const next = message.next_attempt_at
@@ -1413,7 +1437,8 @@
       return el("tr", { "data-ok": String(c.ok) },
         cell("Time", timeElement(c.at)),
         cell("Result", el("span", { class: result.ok ? "ok" : "bad", text: result.text })),
-        cell("Response time", Number.isFinite(c.response_time_ms) ? `${c.response_time_ms} ms` : "—"),
+        cell("Response time", Number.isFinite(c.response_time_ms) ? `${c.response_time_ms} ms` : "—",
+          ...phasesElement(c.timings)),
         cell("First byte", Number.isFinite(c.first_byte_ms) ? `${c.first_byte_ms} ms` : "—"));
     }));
     card.table.hidden = checks.length === 0;

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::EventType;
-use crate::net::ErrorKind;
+use crate::net::{ErrorKind, Timings};
 
 /// Delivery outcomes, a fixed set (SPEC 5).
 pub const OUTCOMES: [&str; 10] = [
@@ -52,21 +52,43 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.render_series(out, name, "");
+    }
+
+    /// The series of one histogram of a family, `label` (`key="value"`, or empty) on each.
+    fn render_series(&self, out: &mut String, name: &str, label: &str) {
+        let (bare, sep) = if label.is_empty() {
+            (String::new(), "")
+        } else {
+            (format!("{{{label}}}"), ",")
+        };
         let mut cumulative = 0;
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
             cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{label}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
         let total = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_bucket{{{label}{sep}le=\"+Inf\"}} {total}");
         let _ = writeln!(
             out,
-            "{name}_sum {}",
+            "{name}_sum{bare} {}",
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
-        let _ = writeln!(out, "{name}_count {total}");
+        let _ = writeln!(out, "{name}_count{bare} {total}");
     }
 }
+
+/// The phases of a delivery request with a histogram each (SPEC 4.5), the `phase` label's
+/// fixed set of values.
+pub const PHASES: [&str; 4] = ["dns", "connect", "tls", "ttfb"];
+
+/// Seconds; a phase runs from a tenth of a loopback millisecond to the 10 s timeout.
+const PHASE_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Everything counted in the process; shared by `Arc`.
 pub struct Metrics {
@@ -79,6 +101,9 @@ pub struct Metrics {
     recovery_probes: [AtomicU64; 3],
     pub attempt_duration: Histogram,
     pub delivery_lag: Histogram,
+    /// Delivery requests' phases, in `PHASES` order; a phase that did not happen (TLS on
+    /// plain HTTP, any connection phase on a reused connection) is not observed.
+    attempt_phases: [Histogram; 4],
     /// Admin connections refused at `server.max_connections`.
     connections_refused: AtomicU64,
 }
@@ -92,6 +117,7 @@ impl Default for Metrics {
             recovery_probes: Default::default(),
             attempt_duration: Histogram::new(&DURATION_BUCKETS),
             delivery_lag: Histogram::new(&LAG_BUCKETS),
+            attempt_phases: PHASES.map(|_| Histogram::new(&PHASE_BUCKETS)),
             connections_refused: AtomicU64::new(0),
         }
     }
@@ -145,6 +171,19 @@ impl Metrics {
     pub fn recovery_probe(&self, outcome: &str) {
         if let Some(i) = RECOVERY_OUTCOMES.iter().position(|o| *o == outcome) {
             self.recovery_probes[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Observes each phase a delivery request went through.
+    pub fn attempt_phases(&self, t: &Timings) {
+        for (histogram, phase) in self
+            .attempt_phases
+            .iter()
+            .zip([t.dns, t.connect, t.tls, t.ttfb])
+        {
+            if let Some(d) = phase {
+                histogram.observe(d.as_secs_f64());
+            }
         }
     }
 
@@ -228,6 +267,18 @@ impl Metrics {
             "statussentry_delivery_lag_seconds",
             "Time from an event's acceptance to its delivery, per message.",
         );
+        let _ = writeln!(
+            out,
+            "# HELP statussentry_attempt_phase_seconds Phases of delivery requests: name lookup, connecting, TLS handshake, wait for the response head.\n\
+             # TYPE statussentry_attempt_phase_seconds histogram"
+        );
+        for (histogram, phase) in self.attempt_phases.iter().zip(PHASES) {
+            histogram.render_series(
+                &mut out,
+                "statussentry_attempt_phase_seconds",
+                &format!("phase=\"{phase}\""),
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP statussentry_messages Messages in the store, by status.\n# TYPE statussentry_messages gauge"
@@ -333,5 +384,42 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"10\"} 2\n"));
         assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"));
         assert!(out.contains("x_count 3\n"));
+    }
+
+    #[test]
+    fn each_phase_that_happened_is_observed_under_its_label() {
+        let m = Metrics::default();
+        let ms = |n| Some(std::time::Duration::from_millis(n));
+        m.attempt_phases(&Timings {
+            dns: ms(2),
+            connect: ms(3),
+            tls: None,
+            ttfb: ms(300),
+            total: std::time::Duration::from_millis(306),
+            reused: false,
+        });
+        m.attempt_phases(&Timings {
+            ttfb: ms(1),
+            total: std::time::Duration::from_millis(1),
+            reused: true,
+            ..Timings::default()
+        });
+        let text = m.render(&Gauges::default());
+        let name = "statussentry_attempt_phase_seconds";
+        assert_eq!(text.matches(&format!("# TYPE {name} histogram")).count(), 1);
+        for (phase, count) in [("dns", 1), ("connect", 1), ("tls", 0), ("ttfb", 2)] {
+            assert!(
+                text.contains(&format!("{name}_count{{phase=\"{phase}\"}} {count}\n")),
+                "{phase} in\n{text}"
+            );
+            assert!(
+                text.contains(&format!(
+                    "{name}_bucket{{phase=\"{phase}\",le=\"+Inf\"}} {count}\n"
+                )),
+                "{phase} in\n{text}"
+            );
+        }
+        assert!(text.contains(&format!("{name}_bucket{{phase=\"ttfb\",le=\"0.25\"}} 1\n")));
+        assert!(text.contains(&format!("{name}_sum{{phase=\"ttfb\"}} 0.301\n")));
     }
 }

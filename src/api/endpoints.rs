@@ -76,6 +76,7 @@ pub fn render_attempt(a: &AttemptRow) -> Value {
         "status_code": a.status_code,
         "error": a.error,
         "response_body": a.response_body,
+        "timings": a.timings.as_ref().map(crate::net::Timings::as_json),
     })
 }
 

@@ -108,6 +108,7 @@ fn render_check(c: &CheckRow) -> Value {
         "response_time_ms": c.response_time_ms,
         "first_byte_ms": c.first_byte_ms,
         "error": c.error,
+        "timings": c.timings.as_ref().map(crate::net::Timings::as_json),
     })
 }
 

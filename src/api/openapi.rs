@@ -383,6 +383,49 @@ mod tests {
         }
     }
 
+    #[test]
+    fn its_timings_are_the_ones_rendered_wherever_they_are_shown() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let rendered = crate::net::Timings::default().as_json();
+        let keys = |v: &Value| -> BTreeSet<String> {
+            v.as_object().expect("an object").keys().cloned().collect()
+        };
+        let timings = &schemas["Timings"];
+        assert_eq!(keys(&timings["properties"]), keys(&rendered));
+        let required: BTreeSet<String> = timings["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect();
+        assert_eq!(required, keys(&rendered), "every key is always there");
+        // Attempts, checks and monitor.status_change's metrics all carry it, or null. A
+        // published status_change keeps whatever its publisher sent there (SPEC 2.1: keys
+        // beyond the listed ones are kept as given), so its schema admits anything besides.
+        for (pointer, choice) in [
+            ("/Attempt/properties/timings", "oneOf"),
+            ("/Check/properties/timings", "oneOf"),
+            (
+                "/MonitorStatusChangeEventData/properties/metrics/properties/timings",
+                "anyOf",
+            ),
+        ] {
+            let property = schemas
+                .pointer(pointer)
+                .unwrap_or_else(|| panic!("{pointer}"));
+            let choices = property[choice].as_array().expect(choice);
+            assert!(
+                choices.iter().any(|c| resolve(&doc, c) == timings),
+                "{pointer} is Timings"
+            );
+            assert!(
+                choices.iter().any(|c| c["type"] == "null"),
+                "{pointer} may be null"
+            );
+        }
+    }
+
     /// A value that fits a simple property schema.
     fn example(schema: &Value) -> Value {
         if let Some(first) = schema["enum"].get(0) {

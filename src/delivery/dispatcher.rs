@@ -544,6 +544,7 @@ impl Dispatcher {
         self.metrics
             .attempt_duration
             .observe(sent.duration.as_secs_f64());
+        self.metrics.attempt_phases(&sent.timings);
         if decision.class == Class::Success {
             for m in &sent.job.messages {
                 self.metrics
@@ -657,6 +658,7 @@ impl Dispatcher {
             endpoint_seq: ep.seq,
             at: sent.at,
             duration_ms,
+            timings: sent.timings,
             status_code: status.map(i64::from),
             error: error.map(ErrorKind::as_str),
             response_body: body,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::net::ErrorKind;
+use crate::net::{ErrorKind, Stopwatch, Timings};
 use crate::store::QueuedMessage;
 use crate::supervise::{Beat, IDLE_WAKE};
 
@@ -48,6 +48,8 @@ pub struct Sent {
     /// Wall-clock start, ms since the epoch.
     pub at: i64,
     pub duration: Duration,
+    /// Its phases (SPEC 4.5); `duration` is their `total`.
+    pub timings: Timings,
     /// Wall-clock end, ms since the epoch, rounded up: waits counted from it never end early.
     pub ended: i64,
     pub result: Result<Response, ErrorKind>,
@@ -111,7 +113,7 @@ pub fn run(agent: ureq::Agent, runs: Receiver<Run>, done: Sender<Vec<Sent>>, bea
 
 fn send(agent: &ureq::Agent, job: Job) -> Sent {
     let at = crate::time::now_ms();
-    let started = Instant::now();
+    let mut watch = Stopwatch::start();
     let timestamp = at / 1000;
     let secrets: Vec<&str> = job.secrets.iter().map(String::as_str).collect();
     let body = job.body.as_bytes();
@@ -134,6 +136,7 @@ fn send(agent: &ureq::Agent, job: Job) -> Sent {
         );
     let result = match request.send(body) {
         Ok(mut response) => {
+            watch.head();
             let status = response.status().as_u16();
             let retry_after = response
                 .headers()
@@ -155,10 +158,12 @@ fn send(agent: &ureq::Agent, job: Job) -> Sent {
         }
         Err(err) => Err(crate::net::error_kind(&err)),
     };
+    let timings = watch.finish();
     Sent {
         job,
         at,
-        duration: started.elapsed(),
+        duration: timings.total,
+        timings,
         ended: crate::time::now_ms_ceil(),
         result,
         last: false,

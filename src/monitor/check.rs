@@ -3,7 +3,9 @@
 //! outcome names the error, nothing here panics or retries.
 
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::net::Stopwatch;
 
 use super::rules::{Expected, Outcome};
 
@@ -12,7 +14,7 @@ const MAX_BODY: u64 = 4096;
 
 /// Requests `url` once with `method` (`GET` or `HEAD`) within `timeout`, on a new connection
 /// (so the time includes name resolution and connecting, as a visitor's first request
-/// would), and judges the status against `expected`.
+/// would), and judges the status against `expected`. Its phases are timed as a delivery's.
 pub fn run(
     agent: &ureq::Agent,
     method: &str,
@@ -21,7 +23,7 @@ pub fn run(
     expected: &Expected,
 ) -> Outcome {
     let at = crate::time::now_ms();
-    let started = Instant::now();
+    let mut watch = Stopwatch::start();
     let request = if method == "HEAD" {
         agent.head(url)
     } else {
@@ -33,10 +35,10 @@ pub fn run(
         .timeout_global(Some(timeout))
         .build()
         .call();
-    let elapsed_ms = |s: Instant| s.elapsed().as_millis() as i64;
     match result {
         Ok(mut response) => {
-            let first_byte_ms = elapsed_ms(started);
+            watch.head();
+            let first_byte_ms = watch.started().elapsed().as_millis() as i64;
             let status = response.status().as_u16();
             let mut sink = Vec::new();
             let body = response
@@ -50,22 +52,28 @@ pub fn run(
                 Ok(_) if !expected.contains(status) => Some("unexpected_status"),
                 Ok(_) => None,
             };
+            let timings = watch.finish();
             Outcome {
                 at,
                 ok: error.is_none(),
                 status_code: Some(status),
-                response_time_ms: elapsed_ms(started),
+                response_time_ms: timings.total.as_millis() as i64,
                 first_byte_ms: Some(first_byte_ms),
+                timings: Some(timings),
                 error,
             }
         }
-        Err(e) => Outcome {
-            at,
-            ok: false,
-            status_code: None,
-            response_time_ms: elapsed_ms(started),
-            first_byte_ms: None,
-            error: Some(crate::net::error_kind(&e).as_str()),
-        },
+        Err(e) => {
+            let timings = watch.finish();
+            Outcome {
+                at,
+                ok: false,
+                status_code: None,
+                response_time_ms: timings.total.as_millis() as i64,
+                first_byte_ms: None,
+                timings: Some(timings),
+                error: Some(crate::net::error_kind(&e).as_str()),
+            }
+        }
     }
 }

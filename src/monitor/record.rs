@@ -96,6 +96,7 @@ pub fn apply(
         first_byte_ms: check.first_byte_ms,
         error: check.error,
         interval_ms: s.interval_ms,
+        timings: check.timings,
     })?;
     let next = rules::step(
         m.state,
@@ -115,6 +116,7 @@ pub fn apply(
             checked_at_ms: check.at,
             status_code: check.status_code.map(i64::from),
             response_time_ms: check.response_time_ms,
+            timings: check.timings,
             error: check.error,
             consecutive_failures: next.failures,
         });
@@ -220,6 +222,7 @@ mod tests {
             status_code: Some(if ok { 200 } else { 503 }),
             response_time_ms: 12,
             first_byte_ms: Some(10),
+            timings: None,
             error: (!ok).then_some("unexpected_status"),
         }
     }
@@ -405,6 +408,7 @@ mod tests {
                         first_byte_ms: None,
                         error: None,
                         interval_ms: 60_000,
+                        timings: None,
                     })?;
                 }
                 // As the last check's record does: older than 6 h into minutes.

@@ -4,6 +4,8 @@
 
 use serde_json::{Value, json};
 
+use crate::net::Timings;
+
 /// The monitor's stored vocabulary and state are plain data of its row, kept by the store;
 /// the rules below decide over them.
 pub use crate::store::{MonitorKind as Kind, MonitorState as State, MonitorStatus as Status};
@@ -152,6 +154,7 @@ pub fn push_outcome(at: i64, error: Option<&'static str>) -> Outcome {
         status_code: None,
         response_time_ms: 0,
         first_byte_ms: None,
+        timings: None,
         error,
     }
 }
@@ -167,6 +170,8 @@ pub struct Outcome {
     pub response_time_ms: i64,
     /// From the start of the request to the response head, when one arrived.
     pub first_byte_ms: Option<i64>,
+    /// The request's phases (SPEC 4.5); `None` for a push check, which makes no request.
+    pub timings: Option<Timings>,
     /// `unexpected_status`, or the transport error's name (SPEC 7).
     pub error: Option<&'static str>,
 }
@@ -182,6 +187,9 @@ pub struct Change<'a> {
     pub checked_at_ms: i64,
     pub status_code: Option<i64>,
     pub response_time_ms: i64,
+    /// The check's phases, which say where its time went (a slow name lookup, connection,
+    /// TLS handshake or answer); `None` for a push check.
+    pub timings: Option<Timings>,
     pub error: Option<&'a str>,
     pub consecutive_failures: i64,
 }
@@ -199,6 +207,7 @@ pub fn status_change_data(c: &Change) -> Value {
         "metrics": {
             "status_code": c.status_code,
             "response_time_ms": c.response_time_ms,
+            "timings": c.timings.as_ref().map(Timings::as_json),
             "error": c.error,
             "consecutive_failures": c.consecutive_failures,
         },
@@ -298,10 +307,21 @@ mod tests {
             checked_at_ms: 1_698_417_000_000,
             status_code: None,
             response_time_ms: 5000,
+            timings: Some(Timings {
+                dns: Some(std::time::Duration::from_millis(4)),
+                connect: Some(std::time::Duration::from_millis(30)),
+                tls: None,
+                ttfb: None,
+                total: std::time::Duration::from_millis(5000),
+                reused: false,
+            }),
             error: Some("timeout"),
             consecutive_failures: 3,
         });
         assert_eq!(data["metrics"]["status_code"], Value::Null);
+        // The connect time is known, and so where the time of a timeout went.
+        assert_eq!(data["metrics"]["timings"]["connect_ms"], 30.0);
+        assert_eq!(data["metrics"]["timings"]["ttfb_ms"], Value::Null);
         assert_eq!(data["checked_at"], "2023-10-27T14:30:00Z");
         crate::event::validate(crate::event::EventType::MonitorStatusChange, &data).unwrap();
     }

@@ -4,19 +4,22 @@
 //! through its agents know ureq.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::http::Uri;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, parse_pem};
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
-    ConnectProxyConnector, Connector, NextTimeout, RustlsConnector,
+    ConnectProxyConnector, ConnectionDetails, Connector, NextTimeout, RustlsConnector, Transport,
 };
 
 use crate::config::{Delivery, Network};
 use crate::outbound::{self, Policy};
 
 mod tcp;
+mod timing;
+
+pub use timing::{Stopwatch, Timings};
 
 /// The one agent all outbound requests share: explicit timeouts, no redirects, status
 /// codes as data, no proxy from the environment, the system's trust roots plus `ca_file`,
@@ -45,14 +48,42 @@ pub fn agent(delivery: &Delivery, network: &Network) -> Result<ureq::Agent, Stri
     Ok(ureq::Agent::with_parts(
         config,
         // ureq's default chain, minus SOCKS (refused when the configuration is read), with
-        // the leaner TCP transport of `tcp.rs`.
+        // the leaner TCP transport of `tcp.rs` and the TLS handshake timed.
         ().chain(ConnectProxyConnector::default())
             .chain(tcp::TcpConnector)
-            .chain(RustlsConnector::default()),
+            .chain(TimedTls::default()),
         PolicyResolver {
             policy: network.policy.clone(),
         },
     ))
+}
+
+/// ureq's rustls connector, timed (SPEC 4.5). Its `connect` makes the whole handshake
+/// (rustls' `complete_io` before it returns), so its duration is the TLS phase; and it is the
+/// last of the chain, so its end is when a new connection is ready for the request.
+#[derive(Debug, Default)]
+struct TimedTls(RustlsConnector);
+
+impl<In: Transport> Connector<In> for TimedTls {
+    type Out = <RustlsConnector as Connector<In>>::Out;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        // The same test as the connector's own: it wraps only a plain transport to an https URL.
+        let handshake = details.needs_tls() && chained.as_ref().is_some_and(|t| !t.is_tls());
+        let started = handshake.then(Instant::now);
+        let result = self.0.connect(details, chained);
+        if let Some(started) = started {
+            timing::tls(started.elapsed());
+        }
+        if matches!(result, Ok(Some(_))) {
+            timing::ready();
+        }
+        result
+    }
 }
 
 /// Where Debian, Ubuntu and most distributions keep the system's trust roots as one file.
@@ -171,9 +202,12 @@ impl Resolver for PolicyResolver {
                 ));
                 addrs
             }
-            None => DefaultResolver::default()
-                .resolve(uri, config, timeout)
-                .map_err(|e| dns_failure(uri, e))?,
+            None => {
+                let started = Instant::now();
+                let resolved = DefaultResolver::default().resolve(uri, config, timeout);
+                timing::dns(started.elapsed());
+                resolved.map_err(|e| dns_failure(uri, e))?
+            }
         };
         for addr in addrs.iter() {
             if let Err(why) = self.policy.check(addr.ip()) {

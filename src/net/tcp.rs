@@ -12,7 +12,8 @@
 //!   the exact time left, so none ends early.
 //!
 //! Four system calls and one segment per delivery. TLS and CONNECT proxies are layered on top
-//! of it exactly as on ureq's.
+//! of it exactly as on ureq's. It notes the connect phase and that a request used a connection
+//! (`timing.rs`) with no system call of its own.
 
 use std::io::{self, Read, Write};
 use std::mem::MaybeUninit;
@@ -45,7 +46,10 @@ impl<In: Transport> Connector<In> for TcpConnector {
         if let Some(transport) = chained {
             return Ok(Some(Either::A(transport)));
         }
-        let stream = Arc::new(connect(details)?);
+        let started = Instant::now();
+        let stream = connect(details);
+        super::timing::connect(started.elapsed());
+        let stream = Arc::new(stream?);
         // ureq's shutdown of the agent (not used today) shuts the socket down through this.
         (details.register_shutdown)(Arc::downgrade(&stream) as Weak<dyn ShutdownHandle>)?;
         let config = details.config;
@@ -122,6 +126,9 @@ impl Transport for TcpTransport {
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        // A request has this connection (made for it or taken from the pool): one store to a
+        // thread-local, no clock read.
+        super::timing::sent();
         self.held
             .extend_from_slice(&self.buffers.output()[..amount]);
         if self.held.len() >= HOLD_MAX {

@@ -10,7 +10,7 @@
 use rusqlite::{Connection, Transaction, params};
 
 use super::monitors::MonitorSettings;
-use super::{Durability, Result, Store, Tx};
+use super::{Durability, Result, Store, Timings, Tx, timings};
 
 /// Raw checks younger than this are kept as they are; older ones become minute aggregates.
 /// The SLA rule's longest recent period (`sla::RECENT_LONG_MS`) reads raw checks only, and a
@@ -74,6 +74,8 @@ pub struct CheckRow {
     pub response_time_ms: i64,
     pub first_byte_ms: Option<i64>,
     pub error: Option<String>,
+    /// The check's phases (SPEC 4.5); `None` for a push check or one recorded before.
+    pub timings: Option<Timings>,
 }
 
 fn check_row(r: &rusqlite::Row) -> rusqlite::Result<CheckRow> {
@@ -85,6 +87,7 @@ fn check_row(r: &rusqlite::Row) -> rusqlite::Result<CheckRow> {
         response_time_ms: r.get(4)?,
         first_byte_ms: r.get(5)?,
         error: r.get(6)?,
+        timings: timings::read(r, 7)?,
     })
 }
 
@@ -204,17 +207,21 @@ pub struct NewCheck<'a> {
     pub error: Option<&'a str>,
     /// The monitor's interval when it was made: the budget a failure spends.
     pub interval_ms: i64,
+    /// Its phases (SPEC 4.5); `None` for a push check.
+    pub timings: Option<Timings>,
 }
 
 /// The table operations of check history, for what a check records (`monitor/record.rs`).
 impl Tx<'_> {
     pub fn insert_check(&self, check: &NewCheck) -> Result<()> {
+        let [dns, connect, tls, ttfb, total, reused] = timings::values(check.timings.as_ref());
         self.conn()
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "INSERT INTO checks (monitor_seq, at, ok, status_code, response_time_ms,
-                                     first_byte_ms, error, interval_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
+                                     first_byte_ms, error, interval_ms, {})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                timings::COLUMNS
+            ))?
             .execute(params![
                 check.monitor_seq,
                 check.at,
@@ -224,6 +231,12 @@ impl Tx<'_> {
                 check.first_byte_ms,
                 check.error,
                 check.interval_ms,
+                dns,
+                connect,
+                tls,
+                ttfb,
+                total,
+                reused,
             ])?;
         Ok(())
     }
@@ -244,10 +257,11 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<CheckRow>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, at, ok, status_code, response_time_ms, first_byte_ms, error FROM checks
-                 WHERE monitor_seq = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-            )?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT seq, at, ok, status_code, response_time_ms, first_byte_ms, error, {}
+                 FROM checks WHERE monitor_seq = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                timings::COLUMNS
+            ))?;
             let rows = stmt.query_map(
                 params![monitor_seq, before.unwrap_or(i64::MAX), limit as i64],
                 check_row,

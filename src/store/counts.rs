@@ -254,6 +254,7 @@ mod tests {
             endpoint_seq,
             at: 20,
             duration_ms: 1,
+            timings: Default::default(),
             status_code: Some(200),
             error: None,
             response_body: None,

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::events::{AttemptRow, attempt_row};
 use super::recovery::{self, Recovery};
-use super::{Durability, Result, Store, StoreError, counts};
+use super::{Durability, Result, Store, StoreError, counts, timings};
 
 impl Store {
     // ---- endpoints ----
@@ -151,10 +151,11 @@ impl Store {
             // Kept per endpoint as messages change (`counts.rs`): no message is counted here.
             let [pending, parked, delivered, failed] = counts::of_endpoint(c, seq)?;
             let last_request = c
-                .prepare_cached(
-                    "SELECT at, 0, duration_ms, status_code, error, response_body FROM requests
-                     WHERE endpoint_seq = ?1 ORDER BY seq DESC LIMIT 1",
-                )?
+                .prepare_cached(&format!(
+                    "SELECT at, 0, duration_ms, status_code, error, response_body, {}
+                         FROM requests WHERE endpoint_seq = ?1 ORDER BY seq DESC LIMIT 1",
+                    timings::COLUMNS
+                ))?
                 .query_row([seq], attempt_row)
                 .optional()?;
             Ok(EndpointStats {

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use super::endpoints::split_types;
-use super::{Durability, Result, Store, StoreError, counts};
+use super::{Durability, Result, Store, StoreError, counts, timings};
 use crate::id::EventIds;
 
 /// The list routes' statements, one per filter so that each has a plan of its own, which a
@@ -426,11 +426,12 @@ pub const ATTEMPTS_IN_LIST: usize = 5;
 
 /// A message's attempts, oldest first: the newest `limit` of them, or all.
 fn attempts_of(c: &Connection, message_seq: i64, limit: Option<usize>) -> Result<Vec<AttemptRow>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT r.at, a.attempt, r.duration_ms, r.status_code, r.error, r.response_body
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT r.at, a.attempt, r.duration_ms, r.status_code, r.error, r.response_body, {}
          FROM attempts a JOIN requests r ON r.seq = a.request_seq
          WHERE a.message_seq = ?1 ORDER BY a.attempt DESC LIMIT ?2",
-    )?;
+        timings::COLUMNS
+    ))?;
     // A negative LIMIT is none.
     let limit = limit.map_or(-1, |n| n as i64);
     let rows = stmt.query_map(params![message_seq, limit], attempt_row)?;
@@ -447,6 +448,7 @@ pub(super) fn attempt_row(r: &rusqlite::Row) -> rusqlite::Result<AttemptRow> {
         status_code: r.get(3)?,
         error: r.get(4)?,
         response_body: r.get(5)?,
+        timings: timings::read(r, 6)?,
     })
 }
 
@@ -514,4 +516,6 @@ pub struct AttemptRow {
     pub status_code: Option<i64>,
     pub error: Option<String>,
     pub response_body: Option<String>,
+    /// Its phases (SPEC 4.5); `None` for a request recorded before phases were timed.
+    pub timings: Option<super::Timings>,
 }

@@ -23,6 +23,7 @@ mod queue;
 mod recovery;
 mod retention;
 mod schema;
+mod timings;
 mod tx;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,7 @@ pub use monitors::{
 };
 pub use queue::{DispatchEndpoint, QueuedMessage, RequestOutcome, Verdict};
 pub use recovery::{Recovery, RecoveryChange};
+pub use timings::Timings;
 pub use tx::{Emitted, Tx};
 
 /// Why the store could not do what was asked.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::recovery::{self, Recovery, RecoveryChange};
-use super::{Durability, Result, Store, counts};
+use super::{Durability, Result, Store, Timings, counts, timings};
 
 /// An endpoint as the dispatcher needs it.
 #[derive(Debug, Clone)]
@@ -70,6 +70,8 @@ pub struct RequestOutcome {
     pub endpoint_seq: i64,
     pub at: i64,
     pub duration_ms: i64,
+    /// Its phases (SPEC 4.5).
+    pub timings: Timings,
     pub status_code: Option<i64>,
     pub error: Option<&'static str>,
     pub response_body: Option<String>,
@@ -231,10 +233,12 @@ impl Store {
     /// endpoint's row is checked and updated once, to its state after its last outcome.
     pub fn record(&self, outcomes: &[RequestOutcome]) -> Result<()> {
         self.write(Durability::Normal, |tx| {
-            let mut insert_request = tx.prepare_cached(
-                "INSERT INTO requests (endpoint_seq, at, duration_ms, status_code, error, response_body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
+            let mut insert_request = tx.prepare_cached(&format!(
+                "INSERT INTO requests (endpoint_seq, at, duration_ms, status_code, error, response_body,
+                                       {})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                timings::COLUMNS
+            ))?;
             let mut insert_attempt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO attempts (message_seq, request_seq, attempt) VALUES (?1, ?2, ?3)",
             )?;
@@ -275,13 +279,21 @@ impl Store {
                 let request_seq = if o.messages.is_empty() {
                     0
                 } else {
+                    let [dns, connect, tls, ttfb, total, reused] =
+                        timings::values(Some(&o.timings));
                     insert_request.execute(params![
                         o.endpoint_seq,
                         o.at,
                         o.duration_ms,
                         o.status_code,
                         o.error,
-                        o.response_body
+                        o.response_body,
+                        dns,
+                        connect,
+                        tls,
+                        ttfb,
+                        total,
+                        reused
                     ])?;
                     tx.last_insert_rowid()
                 };

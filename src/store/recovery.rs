@@ -215,6 +215,7 @@ mod tests {
             endpoint_backoff_until: Some(60),
             disable,
             recovery: Some(change),
+            timings: Default::default(),
         }
     }
 

@@ -265,7 +265,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE endpoints ADD COLUMN heartbeat_secs INTEGER;
     "#,
-    // An endpoint disabled for failing is probed until it answers or `recovery_for` ends
+    // 9: an endpoint disabled for failing is probed until it answers or `recovery_for` ends
     // (SPEC 4.4): its schedule (wall ms), the probes sent, and the highest event seq when it
     // was disabled, after which the events it missed are found when it comes back. An event
     // sent to one endpoint only (a test event) names it, so that no other endpoint counts it
@@ -276,6 +276,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE endpoints ADD COLUMN recovery_until INTEGER;
     ALTER TABLE endpoints ADD COLUMN missed_after_event INTEGER;
     ALTER TABLE events ADD COLUMN only_endpoint INTEGER;
+    "#,
+    // 10: each request's and each check's phases (SPEC 4.5), in microseconds, and whether the
+    // request reused a pooled connection (0/1); NULL in rows written before (`timings.rs`).
+    r#"
+    ALTER TABLE requests ADD COLUMN dns_us INTEGER;
+    ALTER TABLE requests ADD COLUMN connect_us INTEGER;
+    ALTER TABLE requests ADD COLUMN tls_us INTEGER;
+    ALTER TABLE requests ADD COLUMN ttfb_us INTEGER;
+    ALTER TABLE requests ADD COLUMN total_us INTEGER;
+    ALTER TABLE requests ADD COLUMN reused INTEGER;
+    ALTER TABLE checks ADD COLUMN dns_us INTEGER;
+    ALTER TABLE checks ADD COLUMN connect_us INTEGER;
+    ALTER TABLE checks ADD COLUMN tls_us INTEGER;
+    ALTER TABLE checks ADD COLUMN ttfb_us INTEGER;
+    ALTER TABLE checks ADD COLUMN total_us INTEGER;
+    ALTER TABLE checks ADD COLUMN reused INTEGER;
     "#,
 ];
 

@@ -422,6 +422,10 @@ async function steps(t, suffix) {
     await textOf(row, /HTTP 200/, "the attempt row");
     assert.match(await row.textContent(), /ok from the browser test receiver/);
     assert.match(await row.textContent(), /\d+ ms/);
+    // Its phases under its duration: a new connection to the receiver (or one kept alive),
+    // then the wait for the answer.
+    assert.match(await row.locator(".phases").textContent(),
+      /^(reused|(dns [\d.]+ · )?connect [\d.]+) · ttfb [\d.]+ · total [\d.]+ ms$/);
     await textOf(card().locator(".test-status"), /HTTP 200/, "the test result");
     await textOf(card().locator(".count-delivered"), /^1$/, "the delivered count");
 

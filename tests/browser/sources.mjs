@@ -512,6 +512,9 @@ async function steps(t, suffix) {
     await card.getByText("Recent checks").click();
     await textOf(card.locator(".check-table tbody tr").first(), /HTTP 500 \(not expected\)/,
       "the failed check in the table");
+    // Each check shows its phases under its response time; a check opens a new connection.
+    assert.match(await card.locator(".check-table tbody tr .phases").first().textContent(),
+      /^(dns [\d.]+ · )?connect [\d.]+ · ttfb [\d.]+ · total [\d.]+ ms$/);
     assert.match(await card.locator(".uptime").textContent(), /^\d+(\.\d+)?% of \d+ checks$/);
     assert.doesNotMatch(await card.locator(".uptime").textContent(), /^100%/);
     assert.match(await card.locator(".sla-burn").textContent(), /^(\d+(\.\d+)?×|—)$/);

@@ -699,7 +699,7 @@ fn deliveries_go_through_the_configured_connect_proxy() {
 
 /// The test CA and the certificate it signed for `127.0.0.1` (valid until 2126), made with
 /// `openssl` for these tests.
-fn fixture(name: &str) -> std::path::PathBuf {
+pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/it/fixtures")
         .join(name)
@@ -707,7 +707,7 @@ fn fixture(name: &str) -> std::path::PathBuf {
 
 /// An HTTPS receiver on rustls: answers every request 200 on a keep-alive connection and
 /// counts the requests whose body arrived whole.
-fn tls_receiver() -> (SocketAddr, Arc<AtomicUsize>) {
+pub(crate) fn tls_receiver() -> (SocketAddr, Arc<AtomicUsize>) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> =

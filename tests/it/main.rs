@@ -21,3 +21,4 @@ mod recovery;
 mod soak;
 mod sources;
 mod supervise;
+mod timings;

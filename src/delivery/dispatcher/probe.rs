@@ -186,6 +186,7 @@ impl Dispatcher {
             endpoint_backoff_until: ep.backoff_until,
             disable: None,
             recovery: Some(change),
+            timings: sent.timings,
         })
     }
 }

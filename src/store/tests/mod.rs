@@ -97,6 +97,7 @@ fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
         endpoint_backoff_until: None,
         disable: None,
         recovery: None,
+        timings: Default::default(),
     }])
     .unwrap();
 }

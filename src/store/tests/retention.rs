@@ -286,6 +286,7 @@ fn outcome(endpoint_seq: i64) -> RequestOutcome {
         endpoint_backoff_until: None,
         disable: None,
         recovery: None,
+        timings: Default::default(),
     }
 }
 
