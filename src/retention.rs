@@ -65,10 +65,10 @@ pub fn start(
 ) -> std::io::Result<JoinHandle<()>> {
     supervisor.spawn_restarting("retention", WRITER_BOUND, move |beat| {
         let mut events = EventCursor::new();
+        let mut due = crate::time::mono() + INTERVAL;
         loop {
             // Waits out the interval in short sleeps, beating between them. The interval runs
             // on the monotonic clock, and the test clock's jumps are seen within one wait.
-            let due = crate::time::mono() + INTERVAL;
             loop {
                 beat.beat();
                 let left = due.saturating_duration_since(crate::time::mono());
@@ -81,6 +81,12 @@ pub fn start(
                 }
             }
             beat.work();
+            // The next pass is due an interval after this one began, not after it ended: a
+            // pass reads the time once, at its start, so time that passed while it ran (a
+            // long pass, a suspended machine, the test clock's jump) is covered by the next
+            // pass, at once if an interval has gone by. Counted from the end, a pass would wait
+            // a whole interval more with that time's work undone.
+            due = crate::time::mono() + INTERVAL;
             if let Err(e) = pass(
                 &store,
                 retention_days,
