@@ -507,7 +507,7 @@ fn fleet(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MessageFilter, StoreError};
+    use crate::store::{MessageFilter, MessageStatus, StoreError};
 
     #[test]
     fn a_month_at_a_small_scale_reads_back_through_the_store() {
@@ -535,7 +535,7 @@ mod tests {
         assert_eq!(s.event(&newest[0].id).unwrap().unwrap().seq, made.events);
         assert!(newest[0].payload.contains(&newest[0].id));
         let failed = MessageFilter {
-            status: Some("failed".into()),
+            status: Some(MessageStatus::Failed),
             ..Default::default()
         };
         let page = s.list_messages(&failed, None, 5).unwrap();
