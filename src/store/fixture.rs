@@ -17,7 +17,7 @@ use std::path::Path;
 use rusqlite::{Transaction, params};
 
 use super::{Result, Store, create_private};
-use crate::event::EventType;
+use crate::event::{ComponentStatus, EventType, Severity};
 
 const SECOND: i64 = 1000;
 const MINUTE: i64 = 60 * SECOND;
@@ -481,13 +481,13 @@ fn fleet(
             let refs = [super::ComponentRef {
                 id: component_ids[component].clone(),
                 name: format!("Component {component}"),
-                status: "major_outage".into(),
+                status: ComponentStatus::MajorOutage,
             }];
             insert.execute(params![
                 crate::id::new("inc"),
                 format!("Incident {i}"),
                 if open { "investigating" } else { "resolved" },
-                ["minor", "major", "critical"][(i % 3) as usize],
+                Severity::ALL[(i % 3) as usize],
                 super::components_incidents::components_to_text(&refs),
                 if by_monitor { "monitor" } else { "manual" },
                 by_monitor.then(|| &monitor_ids[(i as usize) % monitor_ids.len()]),
