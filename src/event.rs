@@ -64,15 +64,92 @@ impl FieldError {
     }
 }
 
+/// How bad an incident is (SPEC 2.1 `severity`). Stored as its name by the store, which reads
+/// it through `ToSql`/`FromSql` (`store/components_incidents.rs`): this module is a leaf the
+/// store may use, and sees no rusqlite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Minor,
+    Major,
+    Critical,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 3] = [Severity::Minor, Severity::Major, Severity::Critical];
+
+    /// The name stored and shown in the API and in events.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Minor => "minor",
+            Severity::Major => "major",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// What a component's users see of it (SPEC 2.1 `components[].status`), in the order the API
+/// lists them; stored as its name, like `Severity`. Which is worst is `incident::worst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentStatus {
+    Operational,
+    DegradedPerformance,
+    PartialOutage,
+    MajorOutage,
+    UnderMaintenance,
+}
+
+impl ComponentStatus {
+    pub const ALL: [ComponentStatus; 5] = [
+        ComponentStatus::Operational,
+        ComponentStatus::DegradedPerformance,
+        ComponentStatus::PartialOutage,
+        ComponentStatus::MajorOutage,
+        ComponentStatus::UnderMaintenance,
+    ];
+
+    /// The name stored and shown in the API and in events.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ComponentStatus::Operational => "operational",
+            ComponentStatus::DegradedPerformance => "degraded_performance",
+            ComponentStatus::PartialOutage => "partial_outage",
+            ComponentStatus::MajorOutage => "major_outage",
+            ComponentStatus::UnderMaintenance => "under_maintenance",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ComponentStatus> {
+        ComponentStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
 pub const INCIDENT_STATUSES: [&str; 4] = ["investigating", "identified", "monitoring", "resolved"];
-pub const SEVERITIES: [&str; 3] = ["minor", "major", "critical"];
-pub const COMPONENT_STATUSES: [&str; 5] = [
-    "operational",
-    "degraded_performance",
-    "partial_outage",
-    "major_outage",
-    "under_maintenance",
-];
+/// The names of `Severity::ALL`, in its order: what validation accepts and messages list.
+pub const SEVERITIES: [&str; 3] = {
+    let mut names = [""; 3];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Severity::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
+/// The names of `ComponentStatus::ALL`, in its order.
+pub const COMPONENT_STATUSES: [&str; 5] = {
+    let mut names = [""; 5];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = ComponentStatus::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 const SOURCES: [&str; 2] = ["manual", "monitor"];
 const MONITOR_STATUSES: [&str; 2] = ["UP", "DOWN"];
 
@@ -337,6 +414,38 @@ pub fn sample_data(event_type: EventType, now_ms: i64) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The words validation accepts and the API lists are the enums' names, unchanged, and
+    /// each reads back as its enum; any other word (a case changed, a blank) is none.
+    #[test]
+    fn severities_and_component_statuses_are_closed_vocabularies() {
+        assert_eq!(SEVERITIES, ["minor", "major", "critical"]);
+        assert_eq!(
+            COMPONENT_STATUSES,
+            [
+                "operational",
+                "degraded_performance",
+                "partial_outage",
+                "major_outage",
+                "under_maintenance"
+            ]
+        );
+        assert_eq!(Severity::ALL.map(Severity::as_str), SEVERITIES);
+        assert_eq!(
+            ComponentStatus::ALL.map(ComponentStatus::as_str),
+            COMPONENT_STATUSES
+        );
+        for s in Severity::ALL {
+            assert_eq!(Severity::parse(s.as_str()), Some(s));
+        }
+        for s in ComponentStatus::ALL {
+            assert_eq!(ComponentStatus::parse(s.as_str()), Some(s));
+        }
+        for word in ["Major", "", "outage", "major "] {
+            assert_eq!(Severity::parse(word), None, "{word:?}");
+            assert_eq!(ComponentStatus::parse(word), None, "{word:?}");
+        }
+    }
 
     fn seed() -> Value {
         json!({

@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::{COMPONENT_STATUSES, EventType};
+use crate::event::{ComponentStatus, EventType};
 use crate::store::{
     ComponentRef, IncidentPatch, IncidentRow, MonitorRow, NewIncident, Refusal, Refused, Tx,
 };
@@ -35,27 +35,22 @@ pub fn transition(from: IncidentStatus, to: IncidentStatus) -> Result<(), Transi
 }
 
 /// How bad a component status is, for choosing the worst of several.
-fn severity(status: &str) -> usize {
+fn badness(status: ComponentStatus) -> usize {
     match status {
-        "major_outage" => 4,
-        "partial_outage" => 3,
-        "degraded_performance" => 2,
-        "under_maintenance" => 1,
-        _ => 0,
+        ComponentStatus::MajorOutage => 4,
+        ComponentStatus::PartialOutage => 3,
+        ComponentStatus::DegradedPerformance => 2,
+        ComponentStatus::UnderMaintenance => 1,
+        ComponentStatus::Operational => 0,
     }
 }
 
 /// The worst of `statuses`, `operational` when there are none.
-pub fn worst<'a>(statuses: impl IntoIterator<Item = &'a str>) -> &'static str {
-    let worst = statuses
+pub fn worst(statuses: impl IntoIterator<Item = ComponentStatus>) -> ComponentStatus {
+    statuses
         .into_iter()
-        .max_by_key(|s| severity(s))
-        .unwrap_or("operational");
-    COMPONENT_STATUSES
-        .iter()
-        .find(|s| **s == worst)
-        .copied()
-        .unwrap_or("operational")
+        .max_by_key(|s| badness(*s))
+        .unwrap_or(ComponentStatus::Operational)
 }
 
 /// The title of an incident a monitor opens.
@@ -91,7 +86,7 @@ pub fn components_json(components: &[ComponentRef]) -> Value {
     Value::Array(
         components
             .iter()
-            .map(|c| serde_json::json!({"id": c.id, "name": c.name, "status": c.status}))
+            .map(|c| serde_json::json!({"id": c.id, "name": c.name, "status": c.status.as_str()}))
             .collect(),
     )
 }
@@ -109,7 +104,7 @@ pub fn open(tx: &mut Tx, new: &NewIncident) -> crate::store::Result<Refused<Inci
         id: new.id.clone(),
         title: new.title.clone(),
         status: new.status,
-        severity: new.severity.clone(),
+        severity: new.severity,
         components,
         source: IncidentSource::Manual,
         monitor_id: None,
@@ -119,7 +114,7 @@ pub fn open(tx: &mut Tx, new: &NewIncident) -> crate::store::Result<Refused<Inci
     };
     inc.seq = tx.insert_incident(&inc)?;
     for c in &inc.components {
-        tx.set_component_status(&c.id, &c.status, new.now)?;
+        tx.set_component_status(&c.id, c.status, new.now)?;
     }
     tx.emit(EventType::IncidentCreated, &event_data(&inc), new.now)?;
     Ok(Ok(inc))
@@ -157,8 +152,8 @@ pub fn update(
     if let Some(t) = &patch.title {
         inc.title = t.clone();
     }
-    if let Some(s) = &patch.severity {
-        inc.severity = s.clone();
+    if let Some(s) = patch.severity {
+        inc.severity = s;
     }
     if to == IncidentStatus::Resolved {
         resolve(tx, &mut inc, components, now)?;
@@ -176,7 +171,7 @@ pub fn update(
                 }
             }
             for c in &components {
-                tx.set_component_status(&c.id, &c.status, now)?;
+                tx.set_component_status(&c.id, c.status, now)?;
             }
             inc.components = components;
         }
@@ -200,13 +195,13 @@ pub fn resolve(
         None => {
             let mut restored = inc.components.clone();
             for c in &mut restored {
-                c.status = fallback_status(tx, &c.id, inc.seq)?.to_string();
+                c.status = fallback_status(tx, &c.id, inc.seq)?;
             }
             restored
         }
     };
     for c in &components {
-        tx.set_component_status(&c.id, &c.status, now)?;
+        tx.set_component_status(&c.id, c.status, now)?;
     }
     inc.components = components;
     inc.status = IncidentStatus::Resolved;
@@ -225,7 +220,7 @@ pub fn open_for_monitor(tx: &mut Tx, m: &MonitorRow, now: i64) -> crate::store::
             .map(|c| ComponentRef {
                 id: c.id,
                 name: c.name,
-                status: "major_outage".into(),
+                status: ComponentStatus::MajorOutage,
             })
             .into_iter()
             .collect(),
@@ -236,7 +231,7 @@ pub fn open_for_monitor(tx: &mut Tx, m: &MonitorRow, now: i64) -> crate::store::
         id: crate::id::new("inc"),
         title: monitor_title(&m.settings.name),
         status: IncidentStatus::Investigating,
-        severity: m.settings.severity.clone(),
+        severity: m.settings.severity,
         components,
         source: IncidentSource::Monitor,
         monitor_id: Some(m.id.clone()),
@@ -246,7 +241,7 @@ pub fn open_for_monitor(tx: &mut Tx, m: &MonitorRow, now: i64) -> crate::store::
     };
     inc.seq = tx.insert_incident(&inc)?;
     for c in &inc.components {
-        tx.set_component_status(&c.id, &c.status, now)?;
+        tx.set_component_status(&c.id, c.status, now)?;
     }
     tx.emit(EventType::IncidentCreated, &event_data(&inc), now)?;
     Ok(inc.id)
@@ -254,9 +249,14 @@ pub fn open_for_monitor(tx: &mut Tx, m: &MonitorRow, now: i64) -> crate::store::
 
 /// The status a component falls back to when incident `except` (a `seq`) stops naming it:
 /// the worst status any other open incident gives it, else operational.
-fn fallback_status(tx: &Tx, component_id: &str, except: i64) -> crate::store::Result<&'static str> {
-    let statuses = tx.component_statuses_elsewhere(component_id, except)?;
-    Ok(worst(statuses.iter().map(String::as_str)))
+fn fallback_status(
+    tx: &Tx,
+    component_id: &str,
+    except: i64,
+) -> crate::store::Result<ComponentStatus> {
+    Ok(worst(
+        tx.component_statuses_elsewhere(component_id, except)?,
+    ))
 }
 
 #[cfg(test)]
@@ -306,15 +306,26 @@ mod tests {
 
     #[test]
     fn worst_status_wins() {
-        assert_eq!(worst([]), "operational");
+        use ComponentStatus::*;
+        assert_eq!(worst([]), Operational);
         assert_eq!(
-            worst(["degraded_performance", "major_outage", "operational"]),
-            "major_outage"
+            worst([DegradedPerformance, MajorOutage, Operational]),
+            MajorOutage
         );
-        assert_eq!(
-            worst(["under_maintenance", "operational"]),
-            "under_maintenance"
-        );
+        assert_eq!(worst([UnderMaintenance, Operational]), UnderMaintenance);
+        // From worst to best, each beats every one after it.
+        let ranked = [
+            MajorOutage,
+            PartialOutage,
+            DegradedPerformance,
+            UnderMaintenance,
+            Operational,
+        ];
+        for (i, a) in ranked.into_iter().enumerate() {
+            for b in ranked.into_iter().skip(i) {
+                assert_eq!((worst([a, b]), worst([b, a])), (a, a));
+            }
+        }
     }
 
     #[test]
@@ -324,11 +335,11 @@ mod tests {
             id: "inc_0123456789abcdef".into(),
             title: "API is down".into(),
             status: IncidentStatus::Investigating,
-            severity: "major".into(),
+            severity: crate::event::Severity::Major,
             components: vec![ComponentRef {
                 id: "comp_api".into(),
                 name: "API".into(),
-                status: "major_outage".into(),
+                status: ComponentStatus::MajorOutage,
             }],
             source: IncidentSource::Monitor,
             monitor_id: Some("mon_0123456789abcdef".into()),
@@ -407,18 +418,18 @@ mod tests {
     fn manual_incidents_resolve_once_and_refuse_bad_changes() {
         let (_dir, store) = store();
         store
-            .create_component("comp_db", "Database", "operational", 1)
+            .create_component("comp_db", "Database", ComponentStatus::Operational, 1)
             .unwrap()
             .unwrap();
         let input = |id: &str| ComponentInput {
             id: id.into(),
             name: None,
-            status: "degraded_performance".into(),
+            status: ComponentStatus::DegradedPerformance,
         };
         let new = |components| NewIncident {
             id: crate::id::new("inc"),
             title: "Slow queries".into(),
-            severity: "minor".into(),
+            severity: crate::event::Severity::Minor,
             status: IncidentStatus::Identified,
             components,
             now: 10,
@@ -440,7 +451,7 @@ mod tests {
         assert_eq!(emitted.len(), 1);
         assert_eq!(inc.components[0].name, "Database");
         assert_eq!(
-            store.component("comp_db").unwrap().unwrap().status,
+            store.component("comp_db").unwrap().unwrap().status.as_str(),
             "degraded_performance"
         );
         let back = IncidentPatch {
@@ -469,7 +480,7 @@ mod tests {
         );
         assert_eq!(events(&store, EventType::IncidentResolved).len(), 1);
         assert_eq!(
-            store.component("comp_db").unwrap().unwrap().status,
+            store.component("comp_db").unwrap().unwrap().status.as_str(),
             "operational"
         );
     }
@@ -478,21 +489,21 @@ mod tests {
     fn a_component_falls_back_to_what_other_open_incidents_say() {
         let (_dir, store) = store();
         store
-            .create_component("comp_db", "Database", "operational", 1)
+            .create_component("comp_db", "Database", ComponentStatus::Operational, 1)
             .unwrap()
             .unwrap();
-        let open = |status: &str| {
+        let open = |status: ComponentStatus| {
             create_incident(
                 &store,
                 &NewIncident {
                     id: crate::id::new("inc"),
-                    title: status.into(),
-                    severity: "minor".into(),
+                    title: status.as_str().into(),
+                    severity: crate::event::Severity::Minor,
                     status: IncidentStatus::Investigating,
                     components: vec![ComponentInput {
                         id: "comp_db".into(),
                         name: None,
-                        status: status.into(),
+                        status,
                     }],
                     now: 10,
                 },
@@ -501,8 +512,8 @@ mod tests {
             .unwrap()
             .0
         };
-        let _partial = open("partial_outage");
-        let major = open("major_outage");
+        let _partial = open(ComponentStatus::PartialOutage);
+        let major = open(ComponentStatus::MajorOutage);
         let resolve = IncidentPatch {
             status: Some(IncidentStatus::Resolved),
             ..IncidentPatch::default()
@@ -511,9 +522,9 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
-        assert_eq!(done.components[0].status, "partial_outage");
+        assert_eq!(done.components[0].status.as_str(), "partial_outage");
         assert_eq!(
-            store.component("comp_db").unwrap().unwrap().status,
+            store.component("comp_db").unwrap().unwrap().status.as_str(),
             "partial_outage"
         );
     }
@@ -526,7 +537,7 @@ mod tests {
     fn retention_prunes_incidents_resolved_before_the_cutoff_and_never_open_ones() {
         let (_dir, store) = store();
         store
-            .create_component("comp_db", "Database", "operational", 1)
+            .create_component("comp_db", "Database", ComponentStatus::Operational, 1)
             .unwrap()
             .unwrap();
         let open = |now: i64| {
@@ -535,12 +546,12 @@ mod tests {
                 &NewIncident {
                     id: crate::id::new("inc"),
                     title: "outage".into(),
-                    severity: "minor".into(),
+                    severity: crate::event::Severity::Minor,
                     status: IncidentStatus::Investigating,
                     components: vec![ComponentInput {
                         id: "comp_db".into(),
                         name: None,
-                        status: "major_outage".into(),
+                        status: ComponentStatus::MajorOutage,
                     }],
                     now,
                 },
@@ -580,7 +591,7 @@ mod tests {
             .collect();
         assert_eq!(left, [late.id.clone(), old_open.id.clone()]);
         assert_eq!(
-            store.component("comp_db").unwrap().unwrap().status,
+            store.component("comp_db").unwrap().unwrap().status.as_str(),
             "major_outage",
             "the open incident still says so"
         );

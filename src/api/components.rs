@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::fields;
 use super::{Api, ApiError, Page, Reply, Req, Result};
-use crate::event::COMPONENT_STATUSES;
+use crate::event::{COMPONENT_STATUSES, ComponentStatus};
 use crate::store::{ComponentRow, Refusal};
 use crate::time::{now_ms, rfc3339};
 
@@ -21,22 +21,20 @@ pub fn render(c: &ComponentRow) -> Value {
     json!({
         "id": c.id,
         "name": c.name,
-        "status": c.status,
+        "status": c.status.as_str(),
         "created_at": rfc3339(c.created_at),
         "updated_at": rfc3339(c.updated_at),
     })
 }
 
 /// A component status, or the error naming `field`.
-pub fn status(value: &str, field: &str) -> Result<String> {
-    if COMPONENT_STATUSES.contains(&value) {
-        Ok(value.to_string())
-    } else {
-        Err(ApiError::field(
+pub fn status(value: &str, field: &str) -> Result<ComponentStatus> {
+    ComponentStatus::parse(value).ok_or_else(|| {
+        ApiError::field(
             field,
             format!("{field} must be one of {}", COMPONENT_STATUSES.join(", ")),
-        ))
-    }
+        )
+    })
 }
 
 fn valid_id(id: &str) -> bool {
@@ -79,9 +77,9 @@ pub fn create(api: &Api, req: &Req) -> Result<Reply> {
     let name = name(obj, true)?.unwrap_or_default();
     let status = match fields::string(obj, "status")? {
         Some(s) => status(s, "status")?,
-        None => "operational".to_string(),
+        None => ComponentStatus::Operational,
     };
-    match api.store.create_component(&id, &name, &status, now_ms())? {
+    match api.store.create_component(&id, &name, status, now_ms())? {
         Ok(row) => {
             log::info!("component {} created", row.id);
             Ok(Reply::json(201, &render(&row)))
@@ -119,10 +117,10 @@ pub fn patch(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     };
     let row = api
         .store
-        .update_component(id, name.as_deref(), status.as_deref(), now_ms())?
+        .update_component(id, name.as_deref(), status, now_ms())?
         .ok_or_else(|| ApiError::not_found("component"))?;
-    if let Some(s) = &status {
-        log::info!("component {} is {s}", row.id);
+    if let Some(s) = status {
+        log::info!("component {} is {}", row.id, s.as_str());
     }
     Ok(Reply::json(200, &render(&row)))
 }

@@ -8,7 +8,9 @@ use super::endpoints::render_attempt;
 use super::fields;
 use super::{Api, ApiError, Page, Reply, Req, Result};
 use crate::event::{self, EventType};
-use crate::store::{EventRow, Idempotency, MessageFilter, MessageRow, NewEvent, PublishResult};
+use crate::store::{
+    EventRow, Idempotency, MessageFilter, MessageRow, MessageStatus, NewEvent, PublishResult,
+};
 use crate::time::{now_ms, rfc3339};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -32,7 +34,7 @@ pub fn render_message(m: &MessageRow) -> Value {
         "id": message_id(m.seq),
         "event_id": m.event_id,
         "endpoint_id": m.endpoint_id,
-        "status": m.status,
+        "status": m.status.as_str(),
         "created_at": rfc3339(m.created_at),
         "attempts": m.attempts.iter().map(render_attempt).collect::<Vec<_>>(),
         "attempt_count": m.attempt_count,
@@ -178,13 +180,14 @@ pub fn list_messages(api: &Api, req: &Req) -> Result<Reply> {
     let page = Page::from(req)?;
     let mut filter = MessageFilter::default();
     if let Some(status) = req.query("status").filter(|s| !s.is_empty()) {
-        if !["pending", "parked", "delivered", "failed"].contains(&status) {
-            return Err(ApiError::field(
+        let status = MessageStatus::parse(status).ok_or_else(|| {
+            let names = MessageStatus::ALL.map(MessageStatus::as_str);
+            ApiError::field(
                 "status",
-                "status must be one of pending, parked, delivered, failed",
-            ));
-        }
-        filter.status = Some(status.to_string());
+                format!("status must be one of {}", names.join(", ")),
+            )
+        })?;
+        filter.status = Some(status);
     }
     // An unknown endpoint or event filters everything out: an empty page, like any filter
     // that matches nothing.

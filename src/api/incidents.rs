@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::fields::{self, Object};
 use super::{Api, ApiError, Page, Reply, Req, Result};
-use crate::event::{INCIDENT_STATUSES, SEVERITIES};
+use crate::event::{INCIDENT_STATUSES, SEVERITIES, Severity};
 use crate::incident::{self, IncidentStatus};
 use crate::store::{
     ComponentInput, Durability, Emitted, IncidentPatch, IncidentRow, NewIncident, Refusal,
@@ -27,7 +27,7 @@ pub fn render(inc: &IncidentRow) -> Value {
         "id": inc.id,
         "title": inc.title,
         "status": inc.status.as_str(),
-        "severity": inc.severity,
+        "severity": inc.severity.as_str(),
         "components": crate::incident::components_json(&inc.components),
         "source": inc.source.as_str(),
         "monitor_id": inc.monitor_id,
@@ -58,6 +58,11 @@ fn one_of(obj: &Object, key: &str, allowed: &[&str]) -> Result<Option<String>> {
         )),
         other => Ok(other.map(str::to_string)),
     }
+}
+
+/// `severity`, one of `Severity`'s words.
+fn severity(obj: &Object) -> Result<Option<Severity>> {
+    Ok(one_of(obj, "severity", &SEVERITIES)?.and_then(|s| Severity::parse(&s)))
 }
 
 /// `status`, one of the lifecycle's words.
@@ -172,8 +177,8 @@ pub fn create(api: &Api, req: &Req) -> Result<Reply> {
     let obj = fields::object(req.body.as_ref())?;
     fields::only_keys(obj, KEYS)?;
     let title = title(obj, true)?.unwrap_or_default();
-    let severity = one_of(obj, "severity", &SEVERITIES)?
-        .ok_or_else(|| ApiError::field("severity", "severity is required"))?;
+    let severity =
+        severity(obj)?.ok_or_else(|| ApiError::field("severity", "severity is required"))?;
     let status = incident_status(obj)?.unwrap_or(IncidentStatus::Investigating);
     if status == IncidentStatus::Resolved {
         return Err(ApiError::field(
@@ -195,7 +200,7 @@ pub fn create(api: &Api, req: &Req) -> Result<Reply> {
         .transact(Durability::Full, |tx| incident::open(tx, &new))?;
     let inc = inc.map_err(refused)?;
     announce(api, emitted);
-    log::info!("incident {} opened ({})", inc.id, inc.severity);
+    log::info!("incident {} opened ({})", inc.id, inc.severity.as_str());
     Ok(Reply::json(201, &render(&inc)))
 }
 
@@ -229,7 +234,7 @@ pub fn patch(api: &Api, id: &str, req: &Req) -> Result<Reply> {
     fields::only_keys(obj, KEYS)?;
     let patch = IncidentPatch {
         title: title(obj, false)?,
-        severity: one_of(obj, "severity", &SEVERITIES)?,
+        severity: severity(obj)?,
         status: incident_status(obj)?,
         components: components(obj)?,
     };

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::fields::{self, Object};
 use super::{Api, ApiError, Page, Reply, Req, Result};
-use crate::event::SEVERITIES;
+use crate::event::{SEVERITIES, Severity};
 use crate::monitor::rules::{self, Expected, Kind};
 use crate::sla;
 use crate::store::{CheckRow, MonitorPatch, MonitorRow, MonitorSettings, Refusal};
@@ -61,7 +61,7 @@ pub fn render(m: &MonitorRow) -> Value {
         "successes_before_up": s.successes_before_up,
         "component_id": s.component_id,
         "auto_incident": s.auto_incident,
-        "severity": s.severity,
+        "severity": s.severity.as_str(),
         "sla_target": s.sla_target.map(sla::number),
         "sla_window_days": sla::number(s.sla_window_days),
         "enabled": s.enabled,
@@ -167,13 +167,12 @@ fn read(api: &Api, obj: &Object) -> Result<(Option<Kind>, MonitorPatch)> {
         None => None,
     };
     let severity = match fields::string(obj, "severity")? {
-        Some(s) if SEVERITIES.contains(&s) => Some(s.to_string()),
-        Some(_) => {
-            return Err(ApiError::field(
+        Some(s) => Some(Severity::parse(s).ok_or_else(|| {
+            ApiError::field(
                 "severity",
                 format!("severity must be one of {}", SEVERITIES.join(", ")),
-            ));
-        }
+            )
+        })?),
         None => None,
     };
     let component_id = match obj.get("component_id") {
@@ -296,7 +295,7 @@ pub fn create(api: &Api, req: &Req) -> Result<Reply> {
         successes_before_up: p.successes_before_up.unwrap_or(1),
         component_id: p.component_id.flatten(),
         auto_incident: p.auto_incident.unwrap_or(true),
-        severity: p.severity.unwrap_or_else(|| "major".into()),
+        severity: p.severity.unwrap_or(Severity::Major),
         sla_target: p.sla_target.flatten(),
         sla_window_days: p.sla_window_days.unwrap_or(rules::DEFAULT_WINDOW_DAYS),
         enabled: p.enabled.unwrap_or(true),

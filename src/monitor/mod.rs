@@ -533,7 +533,7 @@ mod tests {
                 successes_before_up: 1,
                 component_id: None,
                 auto_incident: true,
-                severity: "major".into(),
+                severity: crate::event::Severity::Major,
                 sla_target: None,
                 sla_window_days: 30.0,
                 enabled: true,

@@ -206,7 +206,7 @@ mod tests {
             successes_before_up: 1,
             component_id: component.map(str::to_string),
             auto_incident: true,
-            severity: "major".into(),
+            severity: crate::event::Severity::Major,
             sla_target: None,
             sla_window_days: 30.0,
             enabled: true,
@@ -259,7 +259,12 @@ mod tests {
         let (_dir, store) = store();
         let ep = endpoint(&store);
         store
-            .create_component("comp_api", "API", "operational", 1)
+            .create_component(
+                "comp_api",
+                "API",
+                crate::event::ComponentStatus::Operational,
+                1,
+            )
             .unwrap()
             .unwrap();
         let m = store
@@ -279,9 +284,14 @@ mod tests {
         let inc = store.incident(&inc_id).unwrap().unwrap();
         assert_eq!(inc.title, "API is down");
         assert_eq!(inc.source, crate::incident::IncidentSource::Monitor);
-        assert_eq!(inc.components[0].status, "major_outage");
+        assert_eq!(inc.components[0].status.as_str(), "major_outage");
         assert_eq!(
-            store.component("comp_api").unwrap().unwrap().status,
+            store
+                .component("comp_api")
+                .unwrap()
+                .unwrap()
+                .status
+                .as_str(),
             "major_outage"
         );
         let change = &events(&store, EventType::MonitorStatusChange)[0]["data"];
@@ -299,7 +309,12 @@ mod tests {
         assert_eq!(resolved["incident_id"], inc_id.as_str());
         assert_eq!(resolved["components"][0]["status"], "operational");
         assert_eq!(
-            store.component("comp_api").unwrap().unwrap().status,
+            store
+                .component("comp_api")
+                .unwrap()
+                .unwrap()
+                .status
+                .as_str(),
             "operational"
         );
         // Every event got its message, in the same transaction.

@@ -1,5 +1,7 @@
-//! Components and incidents: their rows, the closed vocabulary of an incident's status
-//! (stored as its name, through `ToSql`/`FromSql`), the table operations a `Tx` offers over
+//! Components and incidents: their rows, the closed vocabularies of an incident's status and
+//! source (stored as their names, through `ToSql`/`FromSql`) and the storing of the event
+//! vocabulary's component status and severity (`event::ComponentStatus`, `event::Severity`)
+//! the same way, the table operations a `Tx` offers over
 //! them, and the API's reads and plain writes. The incident lifecycle that decides what to
 //! write is `incident.rs`, which writes through a `Tx`.
 
@@ -8,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use super::{Durability, Result, Store, Tx};
+use crate::event::{ComponentStatus, Severity};
 
 /// Why a write was refused; nothing was written.
 #[derive(Debug, PartialEq)]
@@ -120,6 +123,34 @@ impl FromSql for IncidentStatus {
     }
 }
 
+impl rusqlite::ToSql for ComponentStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for ComponentStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        ComponentStatus::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown component status {text:?}").into()))
+    }
+}
+
+impl rusqlite::ToSql for Severity {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for Severity {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Severity::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown severity {text:?}").into()))
+    }
+}
+
 // ---- rows ----
 
 #[derive(Debug, Clone)]
@@ -127,7 +158,7 @@ pub struct ComponentRow {
     pub seq: i64,
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: ComponentStatus,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -137,7 +168,7 @@ pub struct ComponentRow {
 pub struct ComponentRef {
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: ComponentStatus,
 }
 
 /// A component as a request names it; the name is filled in from the component when absent.
@@ -145,7 +176,7 @@ pub struct ComponentRef {
 pub struct ComponentInput {
     pub id: String,
     pub name: Option<String>,
-    pub status: String,
+    pub status: ComponentStatus,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -154,7 +185,7 @@ pub struct IncidentRow {
     pub id: String,
     pub title: String,
     pub status: IncidentStatus,
-    pub severity: String,
+    pub severity: Severity,
     pub components: Vec<ComponentRef>,
     pub source: IncidentSource,
     pub monitor_id: Option<String>,
@@ -166,7 +197,7 @@ pub struct IncidentRow {
 pub struct NewIncident {
     pub id: String,
     pub title: String,
-    pub severity: String,
+    pub severity: Severity,
     pub status: IncidentStatus,
     pub components: Vec<ComponentInput>,
     pub now: i64,
@@ -175,7 +206,7 @@ pub struct NewIncident {
 #[derive(Default)]
 pub struct IncidentPatch {
     pub title: Option<String>,
-    pub severity: Option<String>,
+    pub severity: Option<Severity>,
     pub status: Option<IncidentStatus>,
     pub components: Option<Vec<ComponentInput>>,
 }
@@ -200,7 +231,12 @@ pub(super) fn component_by_id(c: &Connection, id: &str) -> Result<Option<Compone
         .optional()?)
 }
 
-fn set_component_status(tx: &Transaction, id: &str, status: &str, now: i64) -> Result<()> {
+fn set_component_status(
+    tx: &Transaction,
+    id: &str,
+    status: ComponentStatus,
+    now: i64,
+) -> Result<()> {
     tx.prepare_cached(
         "UPDATE components SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status != ?2",
     )?
@@ -224,7 +260,7 @@ fn resolve_components(
         out.push(ComponentRef {
             id: row.id,
             name: c.name.clone().unwrap_or(row.name),
-            status: c.status.clone(),
+            status: c.status,
         });
     }
     Ok(Ok(out))
@@ -235,28 +271,37 @@ pub(super) fn components_to_text(components: &[ComponentRef]) -> String {
     Value::Array(
         components
             .iter()
-            .map(|c| serde_json::json!({"id": c.id, "name": c.name, "status": c.status}))
+            .map(|c| serde_json::json!({"id": c.id, "name": c.name, "status": c.status.as_str()}))
             .collect(),
     )
     .to_string()
 }
 
-fn components_from_text(text: &str) -> Vec<ComponentRef> {
+/// The components `components_to_text` wrote; a status this binary does not know is an error
+/// naming it, as it is in a column of its own.
+fn components_from_text(text: &str) -> rusqlite::Result<Vec<ComponentRef>> {
     let parsed: Value = serde_json::from_str(text).unwrap_or(Value::Null);
     let field = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
-    parsed
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .map(|v| ComponentRef {
-                    id: field(v, "id"),
-                    name: field(v, "name"),
-                    status: field(v, "status"),
-                })
-                .collect()
+    let Some(items) = parsed.as_array() else {
+        return Ok(Vec::new());
+    };
+    items
+        .iter()
+        .map(|v| {
+            let status = field(v, "status");
+            Ok(ComponentRef {
+                id: field(v, "id"),
+                name: field(v, "name"),
+                status: ComponentStatus::parse(&status).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        5,
+                        rusqlite::types::Type::Text,
+                        format!("unknown component status {status:?}").into(),
+                    )
+                })?,
+            })
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 const INCIDENT_COLUMNS: &str = "seq, id, title, status, severity, components, source, monitor_id, \
@@ -288,7 +333,7 @@ fn incident_row(r: &rusqlite::Row) -> rusqlite::Result<IncidentRow> {
         title: r.get(2)?,
         status: r.get(3)?,
         severity: r.get(4)?,
-        components: components_from_text(&r.get::<_, String>(5)?),
+        components: components_from_text(&r.get::<_, String>(5)?)?,
         source: r.get(6)?,
         monitor_id: r.get(7)?,
         started_at: r.get(8)?,
@@ -350,7 +395,7 @@ impl Tx<'_> {
     }
 
     /// Sets a component's status (and `updated_at`, when it changes).
-    pub fn set_component_status(&self, id: &str, status: &str, now: i64) -> Result<()> {
+    pub fn set_component_status(&self, id: &str, status: ComponentStatus, now: i64) -> Result<()> {
         set_component_status(self.conn(), id, status, now)
     }
 
@@ -383,14 +428,14 @@ impl Tx<'_> {
         &self,
         component_id: &str,
         except: i64,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<ComponentStatus>> {
         let mut stmt = self.conn().prepare_cached(
             "SELECT components FROM incidents WHERE status != 'resolved' AND seq != ?1",
         )?;
         let rows = stmt.query_map([except], |r| r.get::<_, String>(0))?;
         let mut statuses = Vec::new();
         for text in rows {
-            for c in components_from_text(&text?) {
+            for c in components_from_text(&text?)? {
                 if c.id == component_id {
                     statuses.push(c.status);
                 }
@@ -416,7 +461,7 @@ impl Store {
         &self,
         id: &str,
         name: &str,
-        status: &str,
+        status: ComponentStatus,
         now: i64,
     ) -> Result<Refused<ComponentRow>> {
         self.write(Durability::Full, |tx| {
@@ -454,7 +499,7 @@ impl Store {
         &self,
         id: &str,
         name: Option<&str>,
-        status: Option<&str>,
+        status: Option<ComponentStatus>,
         now: i64,
     ) -> Result<Option<ComponentRow>> {
         self.write(Durability::Full, |tx| {
@@ -466,7 +511,7 @@ impl Store {
                 params![
                     current.seq,
                     name.unwrap_or(&current.name),
-                    status.unwrap_or(&current.status),
+                    status.unwrap_or(current.status),
                     now
                 ],
             )?;
@@ -589,7 +634,7 @@ mod tests {
                         id: id.clone(),
                         title: "t".into(),
                         status,
-                        severity: "minor".into(),
+                        severity: Severity::Minor,
                         components: Vec::new(),
                         source,
                         monitor_id: None,
@@ -623,5 +668,90 @@ mod tests {
             .unwrap();
         let err = store.incident("inc_0").unwrap_err().to_string();
         assert!(err.contains("unknown incident status \"closed\""), "{err}");
+    }
+
+    /// A component's status, in its column and in an incident's copy, and an incident's
+    /// severity are stored as their names and read back as the enums; a word this binary does
+    /// not know is an error naming it.
+    #[test]
+    fn component_statuses_and_severities_are_stored_as_their_names() {
+        let (_dir, store) = store();
+        for (i, (status, severity)) in ComponentStatus::ALL
+            .into_iter()
+            .zip(Severity::ALL.into_iter().cycle())
+            .enumerate()
+        {
+            let (comp, inc) = (format!("comp_{i}"), format!("inc_{i}"));
+            store
+                .create_component(&comp, "c", status, 1)
+                .unwrap()
+                .unwrap();
+            store
+                .transact(Durability::Full, |tx| {
+                    tx.insert_incident(&IncidentRow {
+                        seq: 0,
+                        id: inc.clone(),
+                        title: "t".into(),
+                        status: IncidentStatus::Investigating,
+                        severity,
+                        components: vec![ComponentRef {
+                            id: comp.clone(),
+                            name: "c".into(),
+                            status,
+                        }],
+                        source: IncidentSource::Manual,
+                        monitor_id: None,
+                        started_at: 1,
+                        resolved_at: None,
+                        updated_at: 1,
+                    })
+                })
+                .unwrap();
+            let stored: (String, String, String) = store
+                .read(|c| {
+                    Ok(c.query_row(
+                        "SELECT c.status, i.severity, i.components
+                           FROM components c, incidents i WHERE c.id = ?1 AND i.id = ?2",
+                        [&comp, &inc],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?)
+                })
+                .unwrap();
+            assert_eq!(
+                stored,
+                (
+                    status.as_str().into(),
+                    severity.as_str().into(),
+                    format!(
+                        r#"[{{"id":"{comp}","name":"c","status":"{}"}}]"#,
+                        status.as_str()
+                    )
+                )
+            );
+            assert_eq!(store.component(&comp).unwrap().unwrap().status, status);
+            let read = store.incident(&inc).unwrap().unwrap();
+            assert_eq!(
+                (read.severity, read.components[0].status),
+                (severity, status)
+            );
+        }
+        store
+            .write(Durability::Full, |tx| {
+                tx.execute("UPDATE components SET status = 'down' WHERE id = 'comp_0'", [])?;
+                tx.execute("UPDATE incidents SET severity = 'huge' WHERE id = 'inc_0'", [])?;
+                tx.execute(
+                    r#"UPDATE incidents SET components = '[{"id":"comp_1","name":"c","status":"gone"}]'
+                        WHERE id = 'inc_1'"#,
+                    [],
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let err = store.component("comp_0").unwrap_err().to_string();
+        assert!(err.contains("unknown component status \"down\""), "{err}");
+        let err = store.incident("inc_0").unwrap_err().to_string();
+        assert!(err.contains("unknown severity \"huge\""), "{err}");
+        let err = store.incident("inc_1").unwrap_err().to_string();
+        assert!(err.contains("unknown component status \"gone\""), "{err}");
     }
 }

@@ -22,23 +22,13 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, params};
 
-/// The statuses a message can have, in the order `/metrics` shows them.
-pub(super) const STATUSES: [&str; 4] = ["pending", "parked", "delivered", "failed"];
-pub(super) const PENDING: usize = 0;
-pub(super) const PARKED: usize = 1;
-pub(super) const DELIVERED: usize = 2;
-pub(super) const FAILED: usize = 3;
+use super::MessageStatus;
 
-/// Changes by status, in the order of `STATUSES`.
+/// Changes by status, indexed by `MessageStatus::index` (the order of `MessageStatus::ALL`).
 pub(super) type Delta = [i64; 4];
 
 /// Changes by endpoint `seq` and status.
 pub(super) type Staged = Vec<(i64, Delta)>;
-
-/// The index of a status in `STATUSES`.
-pub(super) fn index(status: &str) -> Option<usize> {
-    STATUSES.iter().position(|s| *s == status)
-}
 
 thread_local! {
     /// What the write transaction running on this thread has changed so far.
@@ -46,9 +36,8 @@ thread_local! {
 }
 
 /// Notes, inside a write transaction, that `n` messages of endpoint `endpoint` went from
-/// status `from` to status `to` (indexes into `STATUSES`; `None` for a message added or
-/// removed).
-pub(super) fn stage(endpoint: i64, from: Option<usize>, to: Option<usize>, n: i64) {
+/// status `from` to status `to` (`None` for a message added or removed).
+pub(super) fn stage(endpoint: i64, from: Option<MessageStatus>, to: Option<MessageStatus>, n: i64) {
     if n == 0 || from == to {
         return;
     }
@@ -63,11 +52,11 @@ pub(super) fn stage(endpoint: i64, from: Option<usize>, to: Option<usize>, n: i6
             }
         };
         let d = &mut staged[i].1;
-        if let Some(i) = from {
-            d[i] -= n;
+        if let Some(from) = from {
+            d[from.index()] -= n;
         }
-        if let Some(i) = to {
-            d[i] += n;
+        if let Some(to) = to {
+            d[to.index()] += n;
         }
     });
 }
@@ -87,7 +76,7 @@ pub(super) fn persist(c: &Connection, staged: &Staged) -> rusqlite::Result<()> {
          ON CONFLICT (endpoint_seq, status) DO UPDATE SET n = n + excluded.n",
     )?;
     for (endpoint, delta) in staged {
-        for (status, d) in STATUSES.iter().zip(delta) {
+        for (status, d) in MessageStatus::ALL.iter().zip(delta) {
             if *d != 0 {
                 upsert.execute(params![endpoint, status, d])?;
             }
@@ -96,7 +85,8 @@ pub(super) fn persist(c: &Connection, staged: &Staged) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// One endpoint's messages by status, in the order of `STATUSES`, from `message_counts`.
+/// One endpoint's messages by status, in the order of `MessageStatus::ALL`, from
+/// `message_counts`.
 pub(super) fn of_endpoint(c: &Connection, endpoint: i64) -> rusqlite::Result<Delta> {
     let mut stmt =
         c.prepare_cached("SELECT status, n FROM message_counts WHERE endpoint_seq = ?1")?;
@@ -106,8 +96,8 @@ pub(super) fn of_endpoint(c: &Connection, endpoint: i64) -> rusqlite::Result<Del
     let mut out = Delta::default();
     for row in rows {
         let (status, n) = row?;
-        if let Some(i) = index(&status) {
-            out[i] = n;
+        if let Some(status) = MessageStatus::parse(&status) {
+            out[status.index()] = n;
         }
     }
     Ok(out)
@@ -128,8 +118,8 @@ impl MessageCounts {
         let mut totals = Delta::default();
         for row in rows {
             let (status, n) = row?;
-            if let Some(i) = index(&status) {
-                totals[i] += n;
+            if let Some(status) = MessageStatus::parse(&status) {
+                totals[status.index()] += n;
             }
         }
         Ok(MessageCounts {
@@ -147,10 +137,10 @@ impl MessageCounts {
         }
     }
 
-    /// Messages by status, in the order of `STATUSES`.
+    /// Messages by status, by name in the order of `MessageStatus::ALL`.
     pub(super) fn get(&self) -> [(&'static str, i64); 4] {
         let counts = *self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        std::array::from_fn(|i| (STATUSES[i], counts[i]))
+        std::array::from_fn(|i| (MessageStatus::ALL[i].as_str(), counts[i]))
     }
 }
 
@@ -160,6 +150,18 @@ mod tests {
         Durability, EndpointRow, NewEndpoint, NewEvent, RequestOutcome, Store, StoreError, Verdict,
     };
     use super::*;
+
+    #[test]
+    fn statuses_count_in_the_order_metrics_shows_them_and_read_back_by_name() {
+        let names = MessageStatus::ALL.map(MessageStatus::as_str);
+        assert_eq!(names, ["pending", "parked", "delivered", "failed"]);
+        for (i, status) in MessageStatus::ALL.into_iter().enumerate() {
+            assert_eq!(status.index(), i);
+            assert_eq!(MessageStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(MessageStatus::parse("Pending"), None);
+        assert_eq!(MessageStatus::parse(""), None);
+    }
 
     #[test]
     fn a_reader_never_sees_a_commit_half_applied() {
@@ -190,8 +192,8 @@ mod tests {
             .read(|c| {
                 let mut stmt = c.prepare("SELECT count(*) FROM messages WHERE status = ?1")?;
                 let mut out = [("", 0); 4];
-                for (i, status) in STATUSES.iter().enumerate() {
-                    out[i] = (*status, stmt.query_row([status], |r| r.get(0))?);
+                for (i, status) in MessageStatus::ALL.iter().enumerate() {
+                    out[i] = (status.as_str(), stmt.query_row([status], |r| r.get(0))?);
                 }
                 Ok(out)
             })
@@ -345,7 +347,12 @@ mod tests {
         // A write that fails leaves the counts as they were.
         let refused = s.write(Durability::Normal, |tx| {
             let n = tx.execute("UPDATE messages SET status = 'failed'", [])?;
-            stage(a.seq, Some(DELIVERED), Some(FAILED), n as i64);
+            stage(
+                a.seq,
+                Some(MessageStatus::Delivered),
+                Some(MessageStatus::Failed),
+                n as i64,
+            );
             Err::<(), _>(StoreError::Refused("rolled back".into()))
         });
         assert!(refused.is_err());

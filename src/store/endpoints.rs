@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::events::{AttemptRow, attempt_row};
 use super::recovery::{self, Recovery};
-use super::{Durability, Result, Store, StoreError, counts, timings};
+use super::{Durability, MessageStatus, Result, Store, StoreError, counts, timings};
 
 impl Store {
     // ---- endpoints ----
@@ -136,8 +136,8 @@ impl Store {
                 )?;
                 let mut rows = by_status.query([seq])?;
                 while let Some(row) = rows.next()? {
-                    let status: String = row.get(0)?;
-                    counts::stage(seq, counts::index(&status), None, row.get(1)?);
+                    let status: MessageStatus = row.get(0)?;
+                    counts::stage(seq, Some(status), None, row.get(1)?);
                 }
                 tx.execute("DELETE FROM endpoints WHERE seq = ?1", [seq])?;
             }

@@ -1,14 +1,72 @@
 //! Events and their messages: the one fan-out (`publish_one`) that writes an event with a
 //! message for each endpoint it concerns, which the intake's group commit and `Tx::emit` share;
 //! event ids and `seq`s; idempotency keys; the list and show routes' reads, with each
-//! message's attempts; and putting messages back in the queue (retry, replay).
+//! message's attempts; and putting messages back in the queue (retry, replay); and the closed
+//! vocabulary of a message's status (stored as its name, through `ToSql`/`FromSql`).
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
 use super::endpoints::split_types;
 use super::{Durability, Result, Store, StoreError, counts, timings};
 use crate::id::EventIds;
+
+/// Where a message is in the queue (SPEC 4.4); stored as its name. The order is the one
+/// `/metrics` shows them in, and `index` counts by it (`counts.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageStatus {
+    /// Waiting for its endpoint's next request.
+    Pending,
+    /// Failed and waiting out its own backoff.
+    Parked,
+    /// Final: the receiver took it.
+    Delivered,
+    /// Final until retried or replayed: given up on.
+    Failed,
+}
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 4] = [
+        MessageStatus::Pending,
+        MessageStatus::Parked,
+        MessageStatus::Delivered,
+        MessageStatus::Failed,
+    ];
+
+    /// The name stored and shown in the API and in `/metrics`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Pending => "pending",
+            MessageStatus::Parked => "parked",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<MessageStatus> {
+        MessageStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Its place in `ALL`, which the counts by status are indexed by.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl rusqlite::ToSql for MessageStatus {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for MessageStatus {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        MessageStatus::parse(text)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown message status {text:?}").into()))
+    }
+}
 
 /// The list routes' statements, one per filter so that each has a plan of its own, which a
 /// unit test reads (`a_page_of_each_list_reads_an_index_range`): a statement with `?2 IS NULL
@@ -57,19 +115,19 @@ fn message_page(
             ],
         );
     }
-    let (endpoints, statuses): (Vec<i64>, Vec<String>) = match (filter.endpoint_seq, &filter.status)
-    {
-        (None, None) => return seqs(MESSAGES_PAGE, &[&before, &limit_sql]),
-        (Some(e), Some(s)) => (vec![e], vec![s.clone()]),
-        (Some(e), None) => (vec![e], counts::STATUSES.map(String::from).to_vec()),
-        (None, Some(s)) => {
-            let all = c
-                .prepare_cached("SELECT seq FROM endpoints")?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
-            (all, vec![s.clone()])
-        }
-    };
+    let (endpoints, statuses): (Vec<i64>, Vec<MessageStatus>) =
+        match (filter.endpoint_seq, filter.status) {
+            (None, None) => return seqs(MESSAGES_PAGE, &[&before, &limit_sql]),
+            (Some(e), Some(s)) => (vec![e], vec![s]),
+            (Some(e), None) => (vec![e], MessageStatus::ALL.to_vec()),
+            (None, Some(s)) => {
+                let all = c
+                    .prepare_cached("SELECT seq FROM endpoints")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                (all, vec![s])
+            }
+        };
     let mut found = Vec::new();
     for endpoint in &endpoints {
         for status in &statuses {
@@ -198,7 +256,7 @@ impl Store {
     /// backoff so that it goes out at once; returns the endpoint's seq.
     pub fn requeue_message(&self, seq: i64, now: i64) -> Result<Option<i64>> {
         self.write(Durability::Full, |tx| {
-            let found: Option<(i64, String)> = tx
+            let found: Option<(i64, MessageStatus)> = tx
                 .query_row(
                     "SELECT endpoint_seq, status FROM messages WHERE seq = ?1",
                     [seq],
@@ -207,7 +265,7 @@ impl Store {
                 .optional()?;
             let endpoint = found.as_ref().map(|(endpoint, _)| *endpoint);
             if let Some((endpoint, status)) = &found {
-                counts::stage(*endpoint, counts::index(status), Some(counts::PENDING), 1);
+                counts::stage(*endpoint, Some(*status), Some(MessageStatus::Pending), 1);
                 tx.execute(
                     "UPDATE messages SET status = 'pending', failures = 0, next_attempt_at = NULL,
                             requeued_at = ?2, finished_at = NULL WHERE seq = ?1",
@@ -233,8 +291,8 @@ impl Store {
             )?;
             counts::stage(
                 endpoint_seq,
-                Some(counts::FAILED),
-                Some(counts::PENDING),
+                Some(MessageStatus::Failed),
+                Some(MessageStatus::Pending),
                 n as i64,
             );
             Ok(n)
@@ -375,7 +433,7 @@ pub(super) fn publish_one(
         insert.execute(params![event_seq, seq, item.created_at])?;
     }
     for &endpoint in &targets {
-        counts::stage(endpoint, None, Some(counts::PENDING), 1);
+        counts::stage(endpoint, None, Some(MessageStatus::Pending), 1);
     }
     if let Some(idem) = &item.idempotency {
         tx.prepare_cached(
@@ -491,7 +549,7 @@ pub struct EventRow {
 pub struct MessageFilter {
     pub endpoint_seq: Option<i64>,
     pub event_seq: Option<i64>,
-    pub status: Option<String>,
+    pub status: Option<MessageStatus>,
 }
 
 #[derive(Debug, Clone)]
@@ -499,7 +557,7 @@ pub struct MessageRow {
     pub seq: i64,
     pub event_id: String,
     pub endpoint_id: String,
-    pub status: String,
+    pub status: MessageStatus,
     pub created_at: i64,
     pub next_attempt_at: Option<i64>,
     /// Oldest first; in a list, only the newest `ATTEMPTS_IN_LIST`.

@@ -17,7 +17,7 @@ use std::path::Path;
 use rusqlite::{Transaction, params};
 
 use super::{Result, Store, create_private};
-use crate::event::EventType;
+use crate::event::{ComponentStatus, EventType, Severity};
 
 const SECOND: i64 = 1000;
 const MINUTE: i64 = 60 * SECOND;
@@ -481,13 +481,13 @@ fn fleet(
             let refs = [super::ComponentRef {
                 id: component_ids[component].clone(),
                 name: format!("Component {component}"),
-                status: "major_outage".into(),
+                status: ComponentStatus::MajorOutage,
             }];
             insert.execute(params![
                 crate::id::new("inc"),
                 format!("Incident {i}"),
                 if open { "investigating" } else { "resolved" },
-                ["minor", "major", "critical"][(i % 3) as usize],
+                Severity::ALL[(i % 3) as usize],
                 super::components_incidents::components_to_text(&refs),
                 if by_monitor { "monitor" } else { "manual" },
                 by_monitor.then(|| &monitor_ids[(i as usize) % monitor_ids.len()]),
@@ -507,7 +507,7 @@ fn fleet(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MessageFilter, StoreError};
+    use crate::store::{MessageFilter, MessageStatus, StoreError};
 
     #[test]
     fn a_month_at_a_small_scale_reads_back_through_the_store() {
@@ -535,7 +535,7 @@ mod tests {
         assert_eq!(s.event(&newest[0].id).unwrap().unwrap().seq, made.events);
         assert!(newest[0].payload.contains(&newest[0].id));
         let failed = MessageFilter {
-            status: Some("failed".into()),
+            status: Some(MessageStatus::Failed),
             ..Default::default()
         };
         let page = s.list_messages(&failed, None, 5).unwrap();

@@ -45,8 +45,8 @@ pub use components_incidents::{
 };
 pub use endpoints::{EndpointPatch, EndpointRow, NewEndpoint};
 pub use events::{
-    AttemptRow, EventRow, IDEMPOTENCY_WINDOW_MS, Idempotency, MessageFilter, MessageRow, NewEvent,
-    PublishResult,
+    AttemptRow, EventRow, IDEMPOTENCY_WINDOW_MS, Idempotency, MessageFilter, MessageRow,
+    MessageStatus, NewEvent, PublishResult,
 };
 pub use monitors::{
     MonitorKind, MonitorPatch, MonitorRow, MonitorSettings, MonitorState, MonitorStateUpdate,
@@ -540,7 +540,8 @@ impl Store {
         let by_status = self.message_counts.get();
         Ok((
             endpoints,
-            by_status[counts::PENDING].1 + by_status[counts::PARKED].1,
+            by_status[MessageStatus::Pending.index()].1
+                + by_status[MessageStatus::Parked.index()].1,
         ))
     }
 

@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::components_incidents::{Refusal, Refused, component_by_id};
 use super::{Durability, Result, Store, Tx};
+use crate::event::Severity;
 
 /// What a monitor watches: a URL it requests (`http`), or pings it is sent (`push`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +88,7 @@ pub struct MonitorSettings {
     pub successes_before_up: i64,
     pub component_id: Option<String>,
     pub auto_incident: bool,
-    pub severity: String,
+    pub severity: Severity,
     pub sla_target: Option<f64>,
     pub sla_window_days: f64,
     pub enabled: bool,
@@ -125,7 +126,7 @@ pub struct MonitorPatch {
     /// `Some(None)` clears it.
     pub component_id: Option<Option<String>>,
     pub auto_incident: Option<bool>,
-    pub severity: Option<String>,
+    pub severity: Option<Severity>,
     /// `Some(None)` clears it.
     pub sla_target: Option<Option<f64>>,
     pub sla_window_days: Option<f64>,
@@ -150,7 +151,7 @@ impl MonitorPatch {
                 .clone()
                 .unwrap_or_else(|| s.component_id.clone()),
             auto_incident: self.auto_incident.unwrap_or(s.auto_incident),
-            severity: pick(&self.severity, &s.severity),
+            severity: self.severity.unwrap_or(s.severity),
             sla_target: self.sla_target.unwrap_or(s.sla_target),
             sla_window_days: self.sla_window_days.unwrap_or(s.sla_window_days),
             enabled: self.enabled.unwrap_or(s.enabled),
@@ -472,7 +473,7 @@ mod tests {
             successes_before_up: 1,
             component_id: component.map(str::to_string),
             auto_incident: true,
-            severity: "major".into(),
+            severity: Severity::Major,
             sla_target: None,
             sla_window_days: 30.0,
             enabled: true,
@@ -543,7 +544,12 @@ mod tests {
     fn components_named_by_monitors_stay() {
         let (_dir, store) = store();
         store
-            .create_component("comp_api", "API", "operational", 1)
+            .create_component(
+                "comp_api",
+                "API",
+                crate::event::ComponentStatus::Operational,
+                1,
+            )
             .unwrap()
             .unwrap();
         assert_eq!(

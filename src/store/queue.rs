@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::recovery::{self, Recovery, RecoveryChange};
-use super::{Durability, Result, Store, Timings, counts, timings};
+use super::{Durability, MessageStatus, Result, Store, Timings, counts, timings};
 
 /// An endpoint as the dispatcher needs it.
 #[derive(Debug, Clone)]
@@ -300,27 +300,27 @@ impl Store {
                 let finished = o.at + o.duration_ms;
                 for &(seq, attempt, verdict) in &o.messages {
                     let (status, failures, next, finished_at) = match verdict {
-                        Verdict::Delivered => ("delivered", 0, None, Some(finished)),
+                        Verdict::Delivered => (MessageStatus::Delivered, 0, None, Some(finished)),
                         Verdict::Parked {
                             failures,
                             next_attempt_at,
-                        } => ("parked", failures, Some(next_attempt_at), None),
-                        Verdict::Pending => ("pending", 0, None, None),
-                        Verdict::Failed => ("failed", 0, None, Some(finished)),
+                        } => (MessageStatus::Parked, failures, Some(next_attempt_at), None),
+                        Verdict::Pending => (MessageStatus::Pending, 0, None, None),
+                        Verdict::Failed => (MessageStatus::Failed, 0, None, Some(finished)),
                     };
                     let row = params![seq, attempt, status, failures, next, finished_at];
                     let old = if update_pending.execute(row)? > 0 {
-                        Some(counts::PENDING)
+                        Some(MessageStatus::Pending)
                     } else {
                         // A message deleted with its endpoint mid-flight matches nothing.
-                        let old: Option<String> =
+                        let old: Option<MessageStatus> =
                             status_of.query_row([seq], |r| r.get(0)).optional()?;
                         match old {
-                            Some(old) if update_message.execute(row)? > 0 => counts::index(&old),
+                            Some(old) if update_message.execute(row)? > 0 => Some(old),
                             _ => continue,
                         }
                     };
-                    counts::stage(o.endpoint_seq, old, counts::index(status), 1);
+                    counts::stage(o.endpoint_seq, old, Some(status), 1);
                     insert_attempt.execute(params![seq, request_seq, attempt])?;
                 }
                 if let Some(reason) = o.disable {

@@ -8,7 +8,7 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{Result, counts};
+use super::{MessageStatus, Result, counts};
 
 /// An endpoint's probe schedule, as its row keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,8 +160,8 @@ fn recover(tx: &Transaction, seq: i64, expired_before: i64, now: i64) -> Result<
         )?;
         let mut rows = by_status.query(params![before, seq])?;
         while let Some(row) = rows.next()? {
-            let status: String = row.get(0)?;
-            counts::stage(seq, None, counts::index(&status), row.get(1)?);
+            let status: MessageStatus = row.get(0)?;
+            counts::stage(seq, None, Some(status), row.get(1)?);
         }
     }
     Ok(queued as i64)

@@ -7,7 +7,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    BUSY_TIMEOUT, CHECKPOINT_WAIT, Durability, PRUNE_DELIVERED, Result, Store, StoreError, counts,
+    BUSY_TIMEOUT, CHECKPOINT_WAIT, Durability, MessageStatus, PRUNE_DELIVERED, Result, Store,
+    StoreError, counts,
 };
 
 const PRUNE_ATTEMPTS: &str = "SELECT request_seq FROM attempts WHERE message_seq = ?1";
@@ -136,7 +137,12 @@ impl Store {
             let mut delete_message = tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
             for m in &messages {
                 let n = delete_message.execute([m.seq])?;
-                counts::stage(m.endpoint_seq, Some(counts::DELIVERED), None, n as i64);
+                counts::stage(
+                    m.endpoint_seq,
+                    Some(MessageStatus::Delivered),
+                    None,
+                    n as i64,
+                );
             }
             // A request of a batch stays while an attempt of another message refers to it.
             let mut delete_request = tx.prepare_cached(

@@ -132,7 +132,7 @@ mod tests {
             id: id.into(),
             title: "Outage".into(),
             status: IncidentStatus::Investigating,
-            severity: "major".into(),
+            severity: crate::event::Severity::Major,
             components: Vec::new(),
             source: crate::store::IncidentSource::Manual,
             monitor_id: None,

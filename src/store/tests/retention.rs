@@ -28,7 +28,7 @@ fn prune_removes_old_delivered_messages_and_what_only_they_used() {
         .list_messages(&MessageFilter::default(), None, 10)
         .unwrap();
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].status, "pending");
+    assert_eq!(left[0].status, MessageStatus::Pending);
     assert_eq!(
         s.list_events(None, None, 10).unwrap().len(),
         1,
