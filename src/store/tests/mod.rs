@@ -10,6 +10,7 @@ use serde_json::Value;
 
 mod endpoints;
 mod events;
+mod incidents;
 mod retention;
 
 /// The details of `EXPLAIN QUERY PLAN` for `sql`, with every parameter bound to 1, joined
