@@ -13,7 +13,8 @@
 //! Nothing here knows what the threads do; each spawn site documents why it restarts or exits.
 //! In debug builds only, `STATUSSENTRY_FAULT=<thread>[:<n>][:hang]` makes the named thread
 //! panic (or stop beating for good) at its `n`-th unit of work, for the tests that prove
-//! each reaction.
+//! each reaction; `:every` makes it panic at every one. `fault_point` is the same hook for a
+//! point inside a unit of work (`check`: one monitor check).
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -458,6 +459,18 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
         .unwrap_or("(no message)")
 }
 
+/// A named point inside a unit of work where the debug build's fault hook may strike
+/// (`STATUSSENTRY_FAULT=<point>[:<n>|:every]`); nothing in a release build.
+pub fn fault_point(name: &str) {
+    #[cfg(debug_assertions)]
+    {
+        static POINTS: AtomicU64 = AtomicU64::new(0);
+        fault::at_work(name, &POINTS);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
+
 /// The test-only fault hook, compiled into debug builds only.
 #[cfg(debug_assertions)]
 mod fault {
@@ -471,6 +484,8 @@ mod fault {
         /// The fault strikes at this unit of work, counted from 0 in each thread.
         at: u64,
         hang: bool,
+        /// At every unit of work, not only the `at`-th.
+        every: bool,
     }
 
     fn armed() -> Option<&'static Fault> {
@@ -480,15 +495,21 @@ mod fault {
                 let spec = std::env::var("STATUSSENTRY_FAULT").ok()?;
                 let mut parts = spec.split(':');
                 let thread = parts.next()?.to_string();
-                let (mut at, mut hang) = (0, false);
+                let (mut at, mut hang, mut every) = (0, false, false);
                 for part in parts {
                     match part {
                         "hang" => hang = true,
+                        "every" => every = true,
                         n => at = n.parse().ok()?,
                     }
                 }
                 log::warn!("test fault armed: {spec}");
-                Some(Fault { thread, at, hang })
+                Some(Fault {
+                    thread,
+                    at,
+                    hang,
+                    every,
+                })
             })
             .as_ref()
     }
@@ -501,7 +522,7 @@ mod fault {
         if fault.thread != name && fault.thread != pool {
             return;
         }
-        if works.fetch_add(1, Ordering::Relaxed) != fault.at {
+        if works.fetch_add(1, Ordering::Relaxed) != fault.at && !fault.every {
             return;
         }
         if fault.hang {

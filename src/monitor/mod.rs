@@ -20,6 +20,7 @@ pub mod rules;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -133,7 +134,19 @@ pub fn start(
                         seq: job.monitor.seq,
                     };
                     beat.work();
-                    run_check(&checker, &job.monitor);
+                    // A panic in one monitor's check ends that check, not the checker: a bug
+                    // that one monitor's answer sets off every second would otherwise spend
+                    // the supervisor's restart budget (10 a minute) and end the process, and
+                    // every other monitor and every delivery with it. Nothing outlives a
+                    // check but what the store committed, and its write rolled back.
+                    let checked =
+                        catch_unwind(AssertUnwindSafe(|| run_check(&checker, &job.monitor)));
+                    if checked.is_err() {
+                        log::error!(
+                            "monitor {}: its check panicked (the panic is logged above); it is checked again at its next turn",
+                            job.monitor.id
+                        );
+                    }
                 }
             })
             .map_err(|e| format!("cannot start monitor checker: {e}"))?;
@@ -390,6 +403,7 @@ fn next_due(due: Instant, now: Instant, interval: Duration) -> Instant {
 /// Checks one monitor and records what happened. A push monitor's turn comes only when its
 /// deadline passed without a ping, so its check is a missed ping.
 fn run_check(c: &Checker, m: &MonitorRow) {
+    crate::supervise::fault_point("check");
     let s = &m.settings;
     let (outcome, region) = match s.kind {
         Kind::Push if pinged_meanwhile(c, m) => return,

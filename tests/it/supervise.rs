@@ -262,6 +262,38 @@ fn a_checker_that_panics_is_restarted_and_its_monitor_is_checked_again() {
     p.stop_cleanly();
 }
 
+/// A check that panics every time (a bug one monitor's answer sets off) ends that check, not
+/// the checker thread: the restart budget (10 a minute) would otherwise end the process at
+/// the 11th, with every other monitor and every delivery.
+#[test]
+fn a_check_that_panics_every_second_ends_the_check_not_the_process() {
+    let receiver = Receiver::start();
+    let target = Receiver::start();
+    let mut p = Proc::start(FAST, &[("STATUSSENTRY_FAULT", "check:every")]);
+    let api = p.api();
+    api.expect(
+        "POST",
+        "/api/v1/monitors",
+        Some(json!({"name": "target", "url": target.url("/up"), "interval_secs": 1, "timeout_ms": 800})),
+        201,
+    );
+    // More panics than the restart budget allows in a minute, all within one.
+    // Counted from the panic hook's lines, which a thread's panic logs too.
+    wait_until(Duration::from_secs(40), "12 panicked checks", || {
+        p.log().matches("test fault injected into check").count() >= 12
+    });
+    assert!(p.log().contains("its check panicked"), "{}", p.log());
+    assert!(
+        !p.log().contains("restarting it"),
+        "no checker thread ended:\n{}",
+        p.log()
+    );
+    let (status, _) = api.call("GET", "/healthz", None);
+    assert_eq!(status, 200, "{}", p.log());
+    delivers_end_to_end(&api, &receiver);
+    p.stop_cleanly();
+}
+
 #[test]
 fn retention_that_panics_is_restarted() {
     let receiver = Receiver::start();
