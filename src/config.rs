@@ -17,6 +17,9 @@ pub struct Config {
     pub delivery: Delivery,
     pub network: Network,
     pub monitors: Monitors,
+    /// What the operator should hear about the file itself (`file_warnings`), said once at
+    /// start by `serve` and by `check-config`.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -205,16 +208,20 @@ impl Env {
 impl Config {
     /// Loads `file` (or only the embedded defaults when `None`), then applies `env`.
     pub fn load(file: Option<&Path>, env: &Env) -> Result<Config, ConfigError> {
-        let raw = match file {
-            None => RawConfig::default(),
+        let (raw, warnings) = match file {
+            None => (RawConfig::default(), Vec::new()),
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
-                toml::from_str(&text)
-                    .map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?
+                let raw: RawConfig = toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse(path.to_path_buf(), e.to_string()))?;
+                let warnings = file_warnings(path, &raw);
+                (raw, warnings)
             }
         };
-        Config::from_raw(raw, env)
+        let mut config = Config::from_raw(raw, env)?;
+        config.warnings = warnings;
+        Ok(config)
     }
 
     /// Parses a TOML document without a file, for tests.
@@ -444,6 +451,7 @@ impl Config {
         }
 
         Ok(Config {
+            warnings: Vec::new(),
             server,
             storage,
             delivery,
@@ -617,6 +625,27 @@ fn size(key: &'static str, value: Option<String>) -> Result<Option<u64>, ConfigE
                 "a size of at least 64KiB such as \"512MB\" or \"2GiB\", or \"\" for no limit, got {text:?}"
             ),
         }),
+    }
+}
+
+/// A file that holds `server.admin_token` must be readable by its owner only: whoever reads
+/// the token is the admin. The packaged file is a conffile installed 0644, so the token
+/// belongs in the environment file the unit reads (`/etc/statussentry/env`, 0600) instead.
+fn file_warnings(path: &Path, raw: &RawConfig) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let holds_token = raw
+        .server
+        .admin_token
+        .as_deref()
+        .is_some_and(|t| !t.is_empty());
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+    match mode {
+        Ok(mode) if holds_token && mode & 0o077 != 0 => vec![format!(
+            "{} holds server.admin_token and others may read it (mode {mode:04o}): `chmod 600` it, \
+             or put STATUSSENTRY_ADMIN_TOKEN in the unit's environment file instead",
+            path.display()
+        )],
+        _ => Vec::new(),
     }
 }
 

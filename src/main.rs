@@ -56,6 +56,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => {
             match Config::load(Some(&config), &Env::from_process()) {
                 Ok(c) => {
+                    for warning in &c.warnings {
+                        eprintln!("warning: {warning}");
+                    }
                     print!("{}", c.render());
                     ExitCode::SUCCESS
                 }

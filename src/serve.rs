@@ -19,6 +19,9 @@ const TOKEN_HASH_KEY: &str = "admin_token_sha256";
 
 /// Runs the service until a signal; the error is a start-up failure for the user.
 pub fn run(config: Config) -> Result<(), String> {
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
     let store = Arc::new(
         Store::open(&config.storage.path, config.storage.max_size).map_err(|e| e.to_string())?,
     );
@@ -186,7 +189,7 @@ fn admin_token_hash(store: &Store, config: &Config) -> Result<[u8; 32], String> 
         // configured token is only as strong as it is long and random.
         if configured.len() < STRONG_TOKEN_LEN {
             log::warn!(
-                "the configured admin token is {} characters; the sign-in limit cannot stop a                  guesser, so use at least {STRONG_TOKEN_LEN} random ones (`openssl rand -base64 32`)",
+                "the configured admin token is {} characters; the sign-in limit cannot stop a guesser, so use at least {STRONG_TOKEN_LEN} random ones (`openssl rand -base64 32`)",
                 configured.len()
             );
         }

@@ -201,3 +201,34 @@ fn the_example_file_passes() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("statussentry.toml.example");
     Config::load(Some(&path), &Env::default()).unwrap();
 }
+
+/// A file holding the admin token that others may read is named in a warning; the same file
+/// readable by its owner only, or one without a token, is not.
+#[test]
+fn a_token_in_a_file_others_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("statussentry.toml");
+    let mode =
+        |m: u32| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
+    let warnings = || Config::load(Some(&path), &Env::default()).unwrap().warnings;
+
+    std::fs::write(
+        &path,
+        "[server]\nadmin_token = \"0123456789abcdef0123456789abcdef\"\n",
+    )
+    .unwrap();
+    mode(0o644);
+    let w = warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("holds server.admin_token") && w[0].contains("0644"),
+        "{w:?}"
+    );
+    mode(0o600);
+    assert!(warnings().is_empty());
+
+    std::fs::write(&path, "[server]\nadmin_token = \"\"\n").unwrap();
+    mode(0o644);
+    assert!(warnings().is_empty(), "no token, nothing to hide");
+}
