@@ -24,7 +24,9 @@ use super::worker::{Run, Sent};
 use crate::config::Delivery as DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::net::ErrorKind;
-use crate::store::{RecoveryChange, RequestOutcome, Store, Verdict};
+use crate::store::{
+    EndpointSeq, MessageOutcome, MessageSeq, RecoveryChange, RequestOutcome, Store, Verdict,
+};
 use crate::supervise::{Beat, IDLE_WAKE, Supervisor, WRITER_BOUND};
 use crate::time::{mono, now_ms};
 use jobs::{build_job, heartbeat_job, jitter, with_payloads};
@@ -639,7 +641,11 @@ impl Dispatcher {
                 again.attempts += 1;
                 requeue.push(again);
             }
-            messages.push((m.seq, m.attempts + 1, v));
+            messages.push(MessageOutcome {
+                seq: MessageSeq(m.seq),
+                attempt: m.attempts + 1,
+                verdict: v,
+            });
         }
         // The run's unsent messages were behind this request's, and still are.
         for m in sent
@@ -655,7 +661,7 @@ impl Dispatcher {
         }
         slot.unrecorded += 1;
         Some(RequestOutcome {
-            endpoint_seq: ep.seq,
+            endpoint_seq: EndpointSeq(ep.seq),
             at: sent.at,
             duration_ms,
             timings: sent.timings,

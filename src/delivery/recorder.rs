@@ -55,7 +55,7 @@ pub(super) fn run(
             log::error!("cannot record {} delivery outcomes: {e}", outcomes.len());
         }
         let report = Recorded {
-            endpoints: outcomes.iter().map(|o| o.endpoint_seq).collect(),
+            endpoints: outcomes.iter().map(|o| o.endpoint_seq.0).collect(),
             committed: result.is_ok(),
         };
         if recorded.send(report).is_err() {

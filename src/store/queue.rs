@@ -4,10 +4,46 @@
 
 use std::collections::HashMap;
 
+use rusqlite::types::{FromSql, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::recovery::{self, Recovery, RecoveryChange};
 use super::{Durability, MessageStatus, Result, Store, Timings, counts, timings};
+
+/// A message's row number (`messages.seq`), kept apart from other numbers by its type: a
+/// delivery outcome carries a message seq, an endpoint seq and an attempt number side by side,
+/// all of them `i64` in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageSeq(pub i64);
+
+/// An endpoint's row number (`endpoints.seq`, and `endpoint_seq` in the tables that refer to
+/// it), never its public id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointSeq(pub i64);
+
+impl rusqlite::ToSql for MessageSeq {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl FromSql for MessageSeq {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        i64::column_result(value).map(MessageSeq)
+    }
+}
+
+impl rusqlite::ToSql for EndpointSeq {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl FromSql for EndpointSeq {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        i64::column_result(value).map(EndpointSeq)
+    }
+}
 
 /// An endpoint as the dispatcher needs it.
 #[derive(Debug, Clone)]
@@ -64,10 +100,21 @@ pub enum Verdict {
     Failed,
 }
 
+/// What one request did to one of the messages it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageOutcome {
+    /// The message.
+    pub seq: MessageSeq,
+    /// This attempt's number: 1 for the message's first request.
+    pub attempt: i64,
+    /// The message's new state.
+    pub verdict: Verdict,
+}
+
 /// One finished request and every state change it causes.
 #[derive(Debug, Clone)]
 pub struct RequestOutcome {
-    pub endpoint_seq: i64,
+    pub endpoint_seq: EndpointSeq,
     pub at: i64,
     pub duration_ms: i64,
     /// Its phases (SPEC 4.5).
@@ -75,8 +122,8 @@ pub struct RequestOutcome {
     pub status_code: Option<i64>,
     pub error: Option<&'static str>,
     pub response_body: Option<String>,
-    /// Per message: its seq, this attempt's number and its new state.
-    pub messages: Vec<(i64, i64, Verdict)>,
+    /// Per message it carried, in the request's order.
+    pub messages: Vec<MessageOutcome>,
     pub endpoint_failures: i64,
     pub endpoint_failing_since: Option<i64>,
     pub endpoint_backoff_until: Option<i64>,
@@ -261,7 +308,7 @@ impl Store {
                 tx.prepare_cached("UPDATE endpoints SET enabled = 0, disabled_reason = ?2 WHERE seq = ?1")?;
             // Per endpoint: whether it still exists (it may have been deleted while its
             // requests were in flight), and its last outcome here.
-            let mut endpoints: HashMap<i64, (bool, &RequestOutcome)> = HashMap::new();
+            let mut endpoints: HashMap<EndpointSeq, (bool, &RequestOutcome)> = HashMap::new();
             for o in outcomes {
                 let exists = match endpoints.get(&o.endpoint_seq) {
                     Some(&(exists, _)) => exists,
@@ -298,7 +345,7 @@ impl Store {
                     tx.last_insert_rowid()
                 };
                 let finished = o.at + o.duration_ms;
-                for &(seq, attempt, verdict) in &o.messages {
+                for &MessageOutcome { seq, attempt, verdict } in &o.messages {
                     let (status, failures, next, finished_at) = match verdict {
                         Verdict::Delivered => (MessageStatus::Delivered, 0, None, Some(finished)),
                         Verdict::Parked {
@@ -320,14 +367,14 @@ impl Store {
                             _ => continue,
                         }
                     };
-                    counts::stage(o.endpoint_seq, old, Some(status), 1);
+                    counts::stage(o.endpoint_seq.0, old, Some(status), 1);
                     insert_attempt.execute(params![seq, request_seq, attempt])?;
                 }
                 if let Some(reason) = o.disable {
                     disable_endpoint.execute(params![o.endpoint_seq, reason])?;
                 }
                 if let Some(change) = o.recovery {
-                    recovery::apply(tx, o.endpoint_seq, change)?;
+                    recovery::apply(tx, o.endpoint_seq.0, change)?;
                 }
             }
             for (seq, (_, last)) in endpoints.into_iter().filter(|(_, (exists, _))| *exists) {

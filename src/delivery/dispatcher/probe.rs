@@ -18,7 +18,7 @@ use super::super::worker::{Run, Sent};
 use super::jobs::{build_job, heartbeat_job, with_payloads};
 use super::{Dispatcher, READ_RETRY};
 use crate::net::ErrorKind;
-use crate::store::{RecoveryChange, RequestOutcome};
+use crate::store::{EndpointSeq, MessageOutcome, MessageSeq, RecoveryChange, RequestOutcome};
 
 /// What a finished request was answered, as `Dispatcher::finish` has read it.
 pub(super) struct Heard {
@@ -168,13 +168,17 @@ impl Dispatcher {
             .messages
             .iter()
             .map(|m| {
-                let v = recovery::verdict(class, m, now, self.config.retry_for);
-                (m.seq, m.attempts + 1, v)
+                let verdict = recovery::verdict(class, m, now, self.config.retry_for);
+                MessageOutcome {
+                    seq: MessageSeq(m.seq),
+                    attempt: m.attempts + 1,
+                    verdict,
+                }
             })
             .collect();
         slot.unrecorded += 1;
         Some(RequestOutcome {
-            endpoint_seq: ep.seq,
+            endpoint_seq: EndpointSeq(ep.seq),
             at: sent.at,
             duration_ms: sent.duration.as_millis() as i64,
             status_code: heard.status.map(i64::from),

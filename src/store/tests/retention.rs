@@ -194,7 +194,11 @@ fn retention_deletes_an_event_with_its_last_message_and_scans_for_lone_events() 
     let queued = s.pending_after(ep.seq, 0, 10).unwrap();
     assert_eq!(queued.len(), 4);
     s.record(&[RequestOutcome {
-        messages: vec![(queued[0].seq, 1, Verdict::Failed)],
+        messages: vec![MessageOutcome {
+            seq: MessageSeq(queued[0].seq),
+            attempt: 1,
+            verdict: Verdict::Failed,
+        }],
         status_code: Some(500),
         ..outcome(ep.seq)
     }])
@@ -274,7 +278,7 @@ fn retention_deletes_each_event_through_its_key() {
 /// An outcome of `endpoint_seq` with nothing in it, for tests to fill in.
 fn outcome(endpoint_seq: i64) -> RequestOutcome {
     RequestOutcome {
-        endpoint_seq,
+        endpoint_seq: EndpointSeq(endpoint_seq),
         at: 20,
         duration_ms: 1,
         status_code: None,
