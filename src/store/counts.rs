@@ -253,9 +253,9 @@ mod tests {
     }
 
     /// What attempt `attempt` did to message `seq`.
-    fn sent(seq: i64, attempt: i64, verdict: Verdict) -> MessageOutcome {
+    fn sent(seq: MessageSeq, attempt: i64, verdict: Verdict) -> MessageOutcome {
         MessageOutcome {
-            seq: MessageSeq(seq),
+            seq,
             attempt,
             verdict,
         }
@@ -318,8 +318,10 @@ mod tests {
         publish(&s, 6);
         assert_counts(&s, "publishing");
         assert_eq!(s.message_counts.get()[0], ("pending", 12));
-        let queue = s.pending_after(a.seq, 0, 100).unwrap();
-        let seqs: Vec<i64> = queue.iter().map(|m| m.seq).collect();
+        let queue = s
+            .pending_after(EndpointSeq(a.seq), MessageSeq(0), 100)
+            .unwrap();
+        let seqs: Vec<MessageSeq> = queue.iter().map(|m| m.seq).collect();
         let parked = Verdict::Parked {
             failures: 1,
             next_attempt_at: 99,
@@ -343,8 +345,8 @@ mod tests {
         s.record(&[outcome(a.seq, vec![sent(seqs[4], 2, Verdict::Delivered)])])
             .unwrap();
         assert_counts(&s, "delivering a parked message");
-        s.requeue_message(seqs[0], 30).unwrap();
-        s.requeue_message(seqs[2], 30).unwrap();
+        s.requeue_message(seqs[0].0, 30).unwrap();
+        s.requeue_message(seqs[2].0, 30).unwrap();
         assert_counts(&s, "retrying a delivered and a parked message");
         assert_eq!(s.replay_failed(a.seq, 0, 30).unwrap(), 1);
         assert_counts(&s, "replaying");

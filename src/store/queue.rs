@@ -48,7 +48,7 @@ impl FromSql for EndpointSeq {
 /// An endpoint as the dispatcher needs it.
 #[derive(Debug, Clone)]
 pub struct DispatchEndpoint {
-    pub seq: i64,
+    pub seq: EndpointSeq,
     pub id: String,
     pub url: String,
     pub enabled: bool,
@@ -71,7 +71,7 @@ pub struct DispatchEndpoint {
 /// in flight rather than what is pending.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {
-    pub seq: i64,
+    pub seq: MessageSeq,
     pub event_seq: i64,
     pub event_id: String,
     pub event_type: String,
@@ -138,7 +138,7 @@ const DISPATCH_COLUMNS: &str =
      heartbeat_secs, recovery_next_at, recovery_probes, recovery_until";
 
 fn dispatch_row(c: &Connection, r: &rusqlite::Row, now: i64) -> rusqlite::Result<DispatchEndpoint> {
-    let seq: i64 = r.get(0)?;
+    let seq: EndpointSeq = r.get(0)?;
     let mut stmt = c.prepare_cached(
         "SELECT secret, expires_at FROM endpoint_secrets
          WHERE endpoint_seq = ?1 AND (expires_at IS NULL OR expires_at > ?2)
@@ -198,7 +198,11 @@ impl Store {
     }
 
     /// One endpoint, after the API changed it; `None` once it is deleted.
-    pub fn dispatch_endpoint(&self, seq: i64, now: i64) -> Result<Option<DispatchEndpoint>> {
+    pub fn dispatch_endpoint(
+        &self,
+        seq: EndpointSeq,
+        now: i64,
+    ) -> Result<Option<DispatchEndpoint>> {
         self.read(|c| {
             let sql = format!("SELECT {DISPATCH_COLUMNS} FROM endpoints WHERE seq = ?1");
             Ok(c.prepare_cached(&sql)?
@@ -211,9 +215,9 @@ impl Store {
     /// accepted: what a heartbeat reports (SPEC 4.7). The count is kept per endpoint
     /// (`counts.rs`) and the oldest is the first through `messages_queue`, so neither reads
     /// the backlog.
-    pub fn pending_summary(&self, endpoint_seq: i64) -> Result<(i64, Option<i64>)> {
+    pub fn pending_summary(&self, endpoint_seq: EndpointSeq) -> Result<(i64, Option<i64>)> {
         self.read(|c| {
-            let [pending, ..] = counts::of_endpoint(c, endpoint_seq)?;
+            let [pending, ..] = counts::of_endpoint(c, endpoint_seq.0)?;
             let oldest = c
                 .prepare_cached(
                     "SELECT created_at FROM messages
@@ -228,8 +232,8 @@ impl Store {
     /// The oldest pending messages of an endpoint after message `after`, in acceptance order.
     pub fn pending_after(
         &self,
-        endpoint_seq: i64,
-        after: i64,
+        endpoint_seq: EndpointSeq,
+        after: MessageSeq,
         limit: i64,
     ) -> Result<Vec<QueuedMessage>> {
         self.read(|c| {
@@ -264,7 +268,7 @@ impl Store {
     }
 
     /// The parked message of an endpoint that is due first, due or not.
-    pub fn next_parked(&self, endpoint_seq: i64) -> Result<Option<(QueuedMessage, i64)>> {
+    pub fn next_parked(&self, endpoint_seq: EndpointSeq) -> Result<Option<(QueuedMessage, i64)>> {
         self.read(|c| {
             let sql = format!(
                 "{QUEUED_COLUMNS}, coalesce(m.next_attempt_at, 0) {QUEUED_FROM}
@@ -428,7 +432,9 @@ mod tests {
                 .iter()
                 .all(|r| matches!(r, PublishResult::Accepted { .. }))
         );
-        let queued = store.pending_after(1, 0, 10).unwrap();
+        let queued = store
+            .pending_after(EndpointSeq(1), MessageSeq(0), 10)
+            .unwrap();
         let seqs: Vec<i64> = queued.iter().map(|m| m.event_seq).collect();
         assert_eq!(seqs.len(), 3);
         let asked = [seqs[2], 999_999, seqs[0]];

@@ -81,7 +81,7 @@ fn migrations_apply_once_and_newer_databases_are_refused() {
 }
 
 /// Records one 200 that delivered `messages` together.
-fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
+fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[MessageSeq]) {
     s.record(&[RequestOutcome {
         endpoint_seq: EndpointSeq(endpoint_seq),
         at: 20,
@@ -92,7 +92,7 @@ fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
         messages: messages
             .iter()
             .map(|&seq| MessageOutcome {
-                seq: MessageSeq(seq),
+                seq,
                 attempt: 1,
                 verdict: Verdict::Delivered,
             })
