@@ -24,7 +24,9 @@ use super::worker::{Run, Sent};
 use crate::config::Delivery as DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::net::ErrorKind;
-use crate::store::{RecoveryChange, RequestOutcome, Store, Verdict};
+use crate::store::{
+    EndpointSeq, MessageOutcome, MessageSeq, RecoveryChange, RequestOutcome, Store, Verdict,
+};
 use crate::supervise::{Beat, IDLE_WAKE, Supervisor, WRITER_BOUND};
 use crate::time::{mono, now_ms};
 use jobs::{build_job, heartbeat_job, jitter, with_payloads};
@@ -60,7 +62,7 @@ pub(super) struct Dispatcher {
     commands: Receiver<Command>,
     done: Receiver<Vec<Sent>>,
     runs: Sender<Run>,
-    slots: HashMap<i64, Slot>,
+    slots: HashMap<EndpointSeq, Slot>,
     /// Runs in flight.
     in_flight: usize,
 }
@@ -216,24 +218,29 @@ impl Dispatcher {
     }
 
     fn command(&mut self, cmd: Command, stopping: &mut Option<Instant>) {
+        // Commands name endpoints by the plain seqs of the API's rows; the dispatcher's own
+        // state keys them by `EndpointSeq`.
         match cmd {
             Command::Wake(seqs) => {
-                for seq in seqs {
+                for seq in seqs.into_iter().map(EndpointSeq) {
                     match self.slots.get_mut(&seq) {
                         Some(slot) => slot.more = true,
                         None => self.add(seq),
                     }
                 }
             }
-            Command::Changed(seq) => match self.slots.get_mut(&seq) {
-                Some(slot) => {
-                    slot.stale = true;
-                    if let Some(cancel) = &slot.in_flight {
-                        cancel.store(true, Ordering::SeqCst);
+            Command::Changed(seq) => {
+                let seq = EndpointSeq(seq);
+                match self.slots.get_mut(&seq) {
+                    Some(slot) => {
+                        slot.stale = true;
+                        if let Some(cancel) = &slot.in_flight {
+                            cancel.store(true, Ordering::SeqCst);
+                        }
                     }
+                    None => self.add(seq),
                 }
-                None => self.add(seq),
-            },
+            }
             Command::Shutdown => {
                 if stopping.is_none() {
                     *stopping = Some(mono() + self.shutdown_timeout);
@@ -246,7 +253,7 @@ impl Dispatcher {
     }
 
     /// Starts tracking an endpoint created after the dispatcher started.
-    fn add(&mut self, seq: i64) {
+    fn add(&mut self, seq: EndpointSeq) {
         match self.store.dispatch_endpoint(seq, now_ms()) {
             Ok(Some(ep)) => {
                 self.slots.insert(seq, Slot::new(ep));
@@ -261,7 +268,7 @@ impl Dispatcher {
         let now = now_ms();
         let now_mono = mono();
         let mut next: Option<Instant> = None;
-        let seqs: Vec<i64> = self.slots.keys().copied().collect();
+        let seqs: Vec<EndpointSeq> = self.slots.keys().copied().collect();
         for seq in seqs {
             // A reload reads every pending message again, so it waits until nothing of this
             // endpoint is in flight or unrecorded: then the store is the whole truth.
@@ -447,7 +454,7 @@ impl Dispatcher {
 
     /// Re-reads an endpoint and its queue after the store changed under it; false when the
     /// endpoint is gone or cannot be read now.
-    fn refresh(&mut self, seq: i64, now: i64) -> bool {
+    fn refresh(&mut self, seq: EndpointSeq, now: i64) -> bool {
         let ep = match self.store.dispatch_endpoint(seq, now) {
             Ok(Some(ep)) => ep,
             Ok(None) => {
@@ -472,7 +479,7 @@ impl Dispatcher {
         slot.ep = ep;
         slot.stale = false;
         slot.queue.clear();
-        slot.loaded_through = 0;
+        slot.loaded_through = MessageSeq(0);
         slot.more = true;
         slot.parked_stale = true;
         slot.probe_at = None;
@@ -639,7 +646,11 @@ impl Dispatcher {
                 again.attempts += 1;
                 requeue.push(again);
             }
-            messages.push((m.seq, m.attempts + 1, v));
+            messages.push(MessageOutcome {
+                seq: m.seq,
+                attempt: m.attempts + 1,
+                verdict: v,
+            });
         }
         // The run's unsent messages were behind this request's, and still are.
         for m in sent

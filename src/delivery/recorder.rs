@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::store::{RequestOutcome, Store};
+use crate::store::{EndpointSeq, RequestOutcome, Store};
 use crate::supervise::{Beat, IDLE_WAKE};
 
 /// How long the recorder gathers outcomes before writing them, and the most it writes at once.
@@ -17,7 +17,7 @@ const RECORD_MAX: usize = 512;
 /// What the recorder tells the dispatcher after each transaction.
 pub(super) struct Recorded {
     /// The endpoint of each outcome written (or not), one entry per outcome.
-    pub endpoints: Vec<i64>,
+    pub endpoints: Vec<EndpointSeq>,
     /// Whether the transaction committed; if not, the store still holds those messages as
     /// they were before their requests.
     pub committed: bool,

@@ -99,6 +99,7 @@ fn millis(d: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::MessageSeq;
 
     const NOW: i64 = 1_000_000_000_000;
     const HOUR: i64 = 3_600_000;
@@ -206,7 +207,7 @@ mod tests {
     fn the_probe_s_message_is_delivered_kept_or_failed() {
         let retry_for = Duration::from_secs(72 * 3600);
         let message = |age: i64| QueuedMessage {
-            seq: 1,
+            seq: MessageSeq(1),
             event_seq: 1,
             event_id: "evt_x".into(),
             event_type: "incident.created".into(),

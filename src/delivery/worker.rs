@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::net::{ErrorKind, Stopwatch, Timings};
-use crate::store::QueuedMessage;
+use crate::store::{EndpointSeq, QueuedMessage};
 use crate::supervise::{Beat, IDLE_WAKE};
 
 /// At most this much of a response body is read and kept.
@@ -20,7 +20,7 @@ pub const MAX_RESPONSE_BODY: u64 = 4096;
 
 /// One request to make.
 pub struct Job {
-    pub endpoint_seq: i64,
+    pub endpoint_seq: EndpointSeq,
     pub url: String,
     /// Every secret that signs, newest first.
     pub secrets: Vec<String>,

@@ -147,7 +147,8 @@ impl MessageCounts {
 #[cfg(test)]
 mod tests {
     use super::super::{
-        Durability, EndpointRow, NewEndpoint, NewEvent, RequestOutcome, Store, StoreError, Verdict,
+        Durability, EndpointRow, EndpointSeq, MessageOutcome, MessageSeq, NewEndpoint, NewEvent,
+        RequestOutcome, Store, StoreError, Verdict,
     };
     use super::*;
 
@@ -251,9 +252,18 @@ mod tests {
         s.publish(&mut items, 10).unwrap();
     }
 
-    fn outcome(endpoint_seq: i64, messages: Vec<(i64, i64, Verdict)>) -> RequestOutcome {
+    /// What attempt `attempt` did to message `seq`.
+    fn sent(seq: MessageSeq, attempt: i64, verdict: Verdict) -> MessageOutcome {
+        MessageOutcome {
+            seq,
+            attempt,
+            verdict,
+        }
+    }
+
+    fn outcome(endpoint_seq: i64, messages: Vec<MessageOutcome>) -> RequestOutcome {
         RequestOutcome {
-            endpoint_seq,
+            endpoint_seq: EndpointSeq(endpoint_seq),
             at: 20,
             duration_ms: 1,
             timings: Default::default(),
@@ -308,8 +318,10 @@ mod tests {
         publish(&s, 6);
         assert_counts(&s, "publishing");
         assert_eq!(s.message_counts.get()[0], ("pending", 12));
-        let queue = s.pending_after(a.seq, 0, 100).unwrap();
-        let seqs: Vec<i64> = queue.iter().map(|m| m.seq).collect();
+        let queue = s
+            .pending_after(EndpointSeq(a.seq), MessageSeq(0), 100)
+            .unwrap();
+        let seqs: Vec<MessageSeq> = queue.iter().map(|m| m.seq).collect();
         let parked = Verdict::Parked {
             failures: 1,
             next_attempt_at: 99,
@@ -318,29 +330,31 @@ mod tests {
             outcome(
                 a.seq,
                 vec![
-                    (seqs[0], 1, Verdict::Delivered),
-                    (seqs[1], 1, Verdict::Failed),
-                    (seqs[2], 1, parked),
-                    (seqs[3], 1, Verdict::Pending),
+                    sent(seqs[0], 1, Verdict::Delivered),
+                    sent(seqs[1], 1, Verdict::Failed),
+                    sent(seqs[2], 1, parked),
+                    sent(seqs[3], 1, Verdict::Pending),
                 ],
             ),
             // Parked again, then delivered: one change in memory per change in the table.
-            outcome(a.seq, vec![(seqs[2], 2, parked)]),
-            outcome(a.seq, vec![(seqs[4], 1, parked)]),
+            outcome(a.seq, vec![sent(seqs[2], 2, parked)]),
+            outcome(a.seq, vec![sent(seqs[4], 1, parked)]),
         ])
         .unwrap();
         assert_counts(&s, "recording outcomes");
-        s.record(&[outcome(a.seq, vec![(seqs[4], 2, Verdict::Delivered)])])
+        s.record(&[outcome(a.seq, vec![sent(seqs[4], 2, Verdict::Delivered)])])
             .unwrap();
         assert_counts(&s, "delivering a parked message");
-        s.requeue_message(seqs[0], 30).unwrap();
-        s.requeue_message(seqs[2], 30).unwrap();
+        s.requeue_message(seqs[0].0, 30).unwrap();
+        s.requeue_message(seqs[2].0, 30).unwrap();
         assert_counts(&s, "retrying a delivered and a parked message");
         assert_eq!(s.replay_failed(a.seq, 0, 30).unwrap(), 1);
         assert_counts(&s, "replaying");
         s.record(&[outcome(
             a.seq,
-            seqs.iter().map(|&m| (m, 3, Verdict::Delivered)).collect(),
+            seqs.iter()
+                .map(|&m| sent(m, 3, Verdict::Delivered))
+                .collect(),
         )])
         .unwrap();
         assert_counts(&s, "delivering everything of one endpoint");

@@ -52,7 +52,10 @@ pub use monitors::{
     MonitorKind, MonitorPatch, MonitorRow, MonitorSettings, MonitorState, MonitorStateUpdate,
     MonitorStatus, SlaArming,
 };
-pub use queue::{DispatchEndpoint, QueuedMessage, RequestOutcome, Verdict};
+pub use queue::{
+    DispatchEndpoint, EndpointSeq, MessageOutcome, MessageSeq, QueuedMessage, RequestOutcome,
+    Verdict,
+};
 pub use recovery::{Recovery, RecoveryChange};
 pub use timings::Timings;
 pub use tx::{Emitted, Tx};

@@ -4,15 +4,51 @@
 
 use std::collections::HashMap;
 
+use rusqlite::types::{FromSql, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::recovery::{self, Recovery, RecoveryChange};
 use super::{Durability, MessageStatus, Result, Store, Timings, counts, timings};
 
+/// A message's row number (`messages.seq`), kept apart from other numbers by its type: a
+/// delivery outcome carries a message seq, an endpoint seq and an attempt number side by side,
+/// all of them `i64` in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageSeq(pub i64);
+
+/// An endpoint's row number (`endpoints.seq`, and `endpoint_seq` in the tables that refer to
+/// it), never its public id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointSeq(pub i64);
+
+impl rusqlite::ToSql for MessageSeq {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl FromSql for MessageSeq {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        i64::column_result(value).map(MessageSeq)
+    }
+}
+
+impl rusqlite::ToSql for EndpointSeq {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl FromSql for EndpointSeq {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        i64::column_result(value).map(EndpointSeq)
+    }
+}
+
 /// An endpoint as the dispatcher needs it.
 #[derive(Debug, Clone)]
 pub struct DispatchEndpoint {
-    pub seq: i64,
+    pub seq: EndpointSeq,
     pub id: String,
     pub url: String,
     pub enabled: bool,
@@ -35,7 +71,7 @@ pub struct DispatchEndpoint {
 /// in flight rather than what is pending.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {
-    pub seq: i64,
+    pub seq: MessageSeq,
     pub event_seq: i64,
     pub event_id: String,
     pub event_type: String,
@@ -64,10 +100,21 @@ pub enum Verdict {
     Failed,
 }
 
+/// What one request did to one of the messages it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageOutcome {
+    /// The message.
+    pub seq: MessageSeq,
+    /// This attempt's number: 1 for the message's first request.
+    pub attempt: i64,
+    /// The message's new state.
+    pub verdict: Verdict,
+}
+
 /// One finished request and every state change it causes.
 #[derive(Debug, Clone)]
 pub struct RequestOutcome {
-    pub endpoint_seq: i64,
+    pub endpoint_seq: EndpointSeq,
     pub at: i64,
     pub duration_ms: i64,
     /// Its phases (SPEC 4.5).
@@ -75,8 +122,8 @@ pub struct RequestOutcome {
     pub status_code: Option<i64>,
     pub error: Option<&'static str>,
     pub response_body: Option<String>,
-    /// Per message: its seq, this attempt's number and its new state.
-    pub messages: Vec<(i64, i64, Verdict)>,
+    /// Per message it carried, in the request's order.
+    pub messages: Vec<MessageOutcome>,
     pub endpoint_failures: i64,
     pub endpoint_failing_since: Option<i64>,
     pub endpoint_backoff_until: Option<i64>,
@@ -91,7 +138,7 @@ const DISPATCH_COLUMNS: &str =
      heartbeat_secs, recovery_next_at, recovery_probes, recovery_until";
 
 fn dispatch_row(c: &Connection, r: &rusqlite::Row, now: i64) -> rusqlite::Result<DispatchEndpoint> {
-    let seq: i64 = r.get(0)?;
+    let seq: EndpointSeq = r.get(0)?;
     let mut stmt = c.prepare_cached(
         "SELECT secret, expires_at FROM endpoint_secrets
          WHERE endpoint_seq = ?1 AND (expires_at IS NULL OR expires_at > ?2)
@@ -151,7 +198,11 @@ impl Store {
     }
 
     /// One endpoint, after the API changed it; `None` once it is deleted.
-    pub fn dispatch_endpoint(&self, seq: i64, now: i64) -> Result<Option<DispatchEndpoint>> {
+    pub fn dispatch_endpoint(
+        &self,
+        seq: EndpointSeq,
+        now: i64,
+    ) -> Result<Option<DispatchEndpoint>> {
         self.read(|c| {
             let sql = format!("SELECT {DISPATCH_COLUMNS} FROM endpoints WHERE seq = ?1");
             Ok(c.prepare_cached(&sql)?
@@ -164,9 +215,9 @@ impl Store {
     /// accepted: what a heartbeat reports (SPEC 4.7). The count is kept per endpoint
     /// (`counts.rs`) and the oldest is the first through `messages_queue`, so neither reads
     /// the backlog.
-    pub fn pending_summary(&self, endpoint_seq: i64) -> Result<(i64, Option<i64>)> {
+    pub fn pending_summary(&self, endpoint_seq: EndpointSeq) -> Result<(i64, Option<i64>)> {
         self.read(|c| {
-            let [pending, ..] = counts::of_endpoint(c, endpoint_seq)?;
+            let [pending, ..] = counts::of_endpoint(c, endpoint_seq.0)?;
             let oldest = c
                 .prepare_cached(
                     "SELECT created_at FROM messages
@@ -181,8 +232,8 @@ impl Store {
     /// The oldest pending messages of an endpoint after message `after`, in acceptance order.
     pub fn pending_after(
         &self,
-        endpoint_seq: i64,
-        after: i64,
+        endpoint_seq: EndpointSeq,
+        after: MessageSeq,
         limit: i64,
     ) -> Result<Vec<QueuedMessage>> {
         self.read(|c| {
@@ -217,7 +268,7 @@ impl Store {
     }
 
     /// The parked message of an endpoint that is due first, due or not.
-    pub fn next_parked(&self, endpoint_seq: i64) -> Result<Option<(QueuedMessage, i64)>> {
+    pub fn next_parked(&self, endpoint_seq: EndpointSeq) -> Result<Option<(QueuedMessage, i64)>> {
         self.read(|c| {
             let sql = format!(
                 "{QUEUED_COLUMNS}, coalesce(m.next_attempt_at, 0) {QUEUED_FROM}
@@ -261,7 +312,7 @@ impl Store {
                 tx.prepare_cached("UPDATE endpoints SET enabled = 0, disabled_reason = ?2 WHERE seq = ?1")?;
             // Per endpoint: whether it still exists (it may have been deleted while its
             // requests were in flight), and its last outcome here.
-            let mut endpoints: HashMap<i64, (bool, &RequestOutcome)> = HashMap::new();
+            let mut endpoints: HashMap<EndpointSeq, (bool, &RequestOutcome)> = HashMap::new();
             for o in outcomes {
                 let exists = match endpoints.get(&o.endpoint_seq) {
                     Some(&(exists, _)) => exists,
@@ -298,7 +349,7 @@ impl Store {
                     tx.last_insert_rowid()
                 };
                 let finished = o.at + o.duration_ms;
-                for &(seq, attempt, verdict) in &o.messages {
+                for &MessageOutcome { seq, attempt, verdict } in &o.messages {
                     let (status, failures, next, finished_at) = match verdict {
                         Verdict::Delivered => (MessageStatus::Delivered, 0, None, Some(finished)),
                         Verdict::Parked {
@@ -320,14 +371,14 @@ impl Store {
                             _ => continue,
                         }
                     };
-                    counts::stage(o.endpoint_seq, old, Some(status), 1);
+                    counts::stage(o.endpoint_seq.0, old, Some(status), 1);
                     insert_attempt.execute(params![seq, request_seq, attempt])?;
                 }
                 if let Some(reason) = o.disable {
                     disable_endpoint.execute(params![o.endpoint_seq, reason])?;
                 }
                 if let Some(change) = o.recovery {
-                    recovery::apply(tx, o.endpoint_seq, change)?;
+                    recovery::apply(tx, o.endpoint_seq.0, change)?;
                 }
             }
             for (seq, (_, last)) in endpoints.into_iter().filter(|(_, (exists, _))| *exists) {
@@ -381,7 +432,9 @@ mod tests {
                 .iter()
                 .all(|r| matches!(r, PublishResult::Accepted { .. }))
         );
-        let queued = store.pending_after(1, 0, 10).unwrap();
+        let queued = store
+            .pending_after(EndpointSeq(1), MessageSeq(0), 10)
+            .unwrap();
         let seqs: Vec<i64> = queued.iter().map(|m| m.event_seq).collect();
         assert_eq!(seqs.len(), 3);
         let asked = [seqs[2], 999_999, seqs[0]];

@@ -169,7 +169,7 @@ fn recover(tx: &Transaction, seq: i64, expired_before: i64, now: i64) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::super::{NewEndpoint, NewEvent, RequestOutcome, Store};
+    use super::super::{EndpointSeq, NewEndpoint, NewEvent, RequestOutcome, Store};
     use super::*;
 
     fn endpoint(s: &Store, types: &[&str]) -> i64 {
@@ -203,7 +203,7 @@ mod tests {
 
     fn outcome(seq: i64, change: RecoveryChange, disable: Option<&'static str>) -> RequestOutcome {
         RequestOutcome {
-            endpoint_seq: seq,
+            endpoint_seq: EndpointSeq(seq),
             at: 50,
             duration_ms: 1,
             status_code: Some(500),

@@ -18,7 +18,7 @@ use super::super::worker::{Run, Sent};
 use super::jobs::{build_job, heartbeat_job, with_payloads};
 use super::{Dispatcher, READ_RETRY};
 use crate::net::ErrorKind;
-use crate::store::{RecoveryChange, RequestOutcome};
+use crate::store::{EndpointSeq, MessageOutcome, MessageSeq, RecoveryChange, RequestOutcome};
 
 /// What a finished request was answered, as `Dispatcher::finish` has read it.
 pub(super) struct Heard {
@@ -32,7 +32,12 @@ impl Dispatcher {
     /// Sends a recovery probe to disabled endpoint `seq` if one is due now (nothing of it is
     /// in flight or unrecorded: the store is the whole truth); returns when the next is due.
     /// `None` when the endpoint is not probed, or no longer.
-    pub(super) fn probe(&mut self, seq: i64, now: i64, now_mono: Instant) -> Option<Instant> {
+    pub(super) fn probe(
+        &mut self,
+        seq: EndpointSeq,
+        now: i64,
+        now_mono: Instant,
+    ) -> Option<Instant> {
         let bound = self.config.recovery_probe.max(policy::MAX_RETRY_AFTER);
         let slot = self.slots.get_mut(&seq)?;
         let r = slot.ep.recovery?;
@@ -50,7 +55,7 @@ impl Dispatcher {
         if at > now_mono {
             return Some(at);
         }
-        let oldest = match self.store.pending_after(seq, 0, 1) {
+        let oldest = match self.store.pending_after(seq, MessageSeq(0), 1) {
             Ok(mut messages) => messages.pop(),
             Err(e) => {
                 log::error!("dispatcher cannot read a probe's message: {e}");
@@ -168,8 +173,12 @@ impl Dispatcher {
             .messages
             .iter()
             .map(|m| {
-                let v = recovery::verdict(class, m, now, self.config.retry_for);
-                (m.seq, m.attempts + 1, v)
+                let verdict = recovery::verdict(class, m, now, self.config.retry_for);
+                MessageOutcome {
+                    seq: m.seq,
+                    attempt: m.attempts + 1,
+                    verdict,
+                }
             })
             .collect();
         slot.unrecorded += 1;

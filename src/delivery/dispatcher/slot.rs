@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use super::BACKOFF_BOUND;
-use crate::store::{DispatchEndpoint, QueuedMessage};
+use crate::store::{DispatchEndpoint, MessageSeq, QueuedMessage};
 use crate::time::mono;
 
 pub(super) struct Slot {
@@ -33,7 +33,7 @@ pub(super) struct Slot {
     /// The highest message seq read into `queue`; new messages are read after it, and those
     /// were never sent by this process, so their stored state is the truth even while
     /// outcomes wait to be recorded.
-    pub(super) loaded_through: i64,
+    pub(super) loaded_through: MessageSeq,
     /// The store may hold pending messages after `loaded_through`.
     pub(super) more: bool,
     /// Outcomes of this endpoint decided but not yet recorded: reads whose answer depends on
@@ -63,7 +63,7 @@ impl Slot {
             last_end: None,
             tracked_since: mono(),
             queue: VecDeque::new(),
-            loaded_through: 0,
+            loaded_through: MessageSeq(0),
             more: true,
             unrecorded: 0,
             stale: false,

@@ -1,6 +1,7 @@
 //! Table tests of the delivery rules (`policy`): one row per row of SPEC 4.4.
 
 use super::*;
+use crate::store::{EndpointSeq, MessageSeq};
 
 #[test]
 fn classes_follow_the_outcome_table() {
@@ -75,7 +76,7 @@ fn decisions_follow_the_outcome_table() {
         retry_after,
     };
     let endpoint = |failures: i64, failing_since: Option<i64>| DispatchEndpoint {
-        seq: 1,
+        seq: EndpointSeq(1),
         id: "ep_test".into(),
         url: "http://127.0.0.1:9/".into(),
         enabled: true,
@@ -90,7 +91,7 @@ fn decisions_follow_the_outcome_table() {
     };
     // A message accepted `age` ms ago; `parked` with `failures` when Some.
     let message = |age: i64, parked: Option<i64>| QueuedMessage {
-        seq: 7,
+        seq: MessageSeq(7),
         event_seq: 7,
         event_id: "evt_test".into(),
         event_type: "incident.created".into(),
@@ -409,7 +410,7 @@ fn each_backoff_draws_its_own_factor() {
         disable_after: Duration::from_secs(3600),
     };
     let endpoint = DispatchEndpoint {
-        seq: 1,
+        seq: EndpointSeq(1),
         id: "ep_test".into(),
         url: "http://127.0.0.1:9/".into(),
         enabled: true,
@@ -423,7 +424,7 @@ fn each_backoff_draws_its_own_factor() {
         secrets: Vec::new(),
     };
     let parked = QueuedMessage {
-        seq: 1,
+        seq: MessageSeq(1),
         event_seq: 1,
         event_id: "evt_test".into(),
         event_type: "incident.created".into(),

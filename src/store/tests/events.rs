@@ -104,8 +104,8 @@ fn event_ids_are_written_into_the_envelope_found_again_and_never_reused() {
 
     // Retention empties the table; the next event still gets a seq, and an id, of its own.
     let last_seq = s.event(&ids[1]).unwrap().unwrap().seq;
-    let queued = s.pending_after(1, 0, 10).unwrap();
-    let seqs: Vec<i64> = queued.iter().map(|m| m.seq).collect();
+    let queued = s.pending_after(EndpointSeq(1), MessageSeq(0), 10).unwrap();
+    let seqs: Vec<MessageSeq> = queued.iter().map(|m| m.seq).collect();
     delivered_in_one_request(&s, 1, &seqs);
     assert_eq!(s.prune(1_000, 0, 100).unwrap(), 2);
     assert!(s.list_events(None, None, 10).unwrap().is_empty());

@@ -81,9 +81,9 @@ fn migrations_apply_once_and_newer_databases_are_refused() {
 }
 
 /// Records one 200 that delivered `messages` together.
-fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
+fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[MessageSeq]) {
     s.record(&[RequestOutcome {
-        endpoint_seq,
+        endpoint_seq: EndpointSeq(endpoint_seq),
         at: 20,
         duration_ms: 1,
         status_code: Some(200),
@@ -91,7 +91,11 @@ fn delivered_in_one_request(s: &Store, endpoint_seq: i64, messages: &[i64]) {
         response_body: None,
         messages: messages
             .iter()
-            .map(|&seq| (seq, 1, Verdict::Delivered))
+            .map(|&seq| MessageOutcome {
+                seq,
+                attempt: 1,
+                verdict: Verdict::Delivered,
+            })
             .collect(),
         endpoint_failures: 0,
         endpoint_failing_since: None,

@@ -18,7 +18,9 @@ fn prune_removes_old_delivered_messages_and_what_only_they_used() {
         )
         .unwrap();
     assert_eq!(results.len(), 2);
-    let queued = s.pending_after(ep.seq, 0, 10).unwrap();
+    let queued = s
+        .pending_after(EndpointSeq(ep.seq), MessageSeq(0), 10)
+        .unwrap();
     // The first message is delivered, the second still pending.
     delivered_in_one_request(&s, ep.seq, &[queued[0].seq]);
     // Nothing is old enough yet.
@@ -50,7 +52,9 @@ fn prune_keeps_a_batch_request_until_its_last_message_goes() {
     );
     (old.created_at, young.created_at) = (10, 30);
     s.publish(&mut [old, young], 30).unwrap();
-    let queued = s.pending_after(ep.seq, 0, 10).unwrap();
+    let queued = s
+        .pending_after(EndpointSeq(ep.seq), MessageSeq(0), 10)
+        .unwrap();
     delivered_in_one_request(&s, ep.seq, &[queued[0].seq, queued[1].seq]);
 
     assert_eq!(s.prune(20, 0, 100).unwrap(), 1, "only the old message");
@@ -191,10 +195,16 @@ fn retention_deletes_an_event_with_its_last_message_and_scans_for_lone_events() 
         .map(|id| s.event(id).unwrap().unwrap().seq)
         .collect();
     let seq = |i: usize| seqs[i];
-    let queued = s.pending_after(ep.seq, 0, 10).unwrap();
+    let queued = s
+        .pending_after(EndpointSeq(ep.seq), MessageSeq(0), 10)
+        .unwrap();
     assert_eq!(queued.len(), 4);
     s.record(&[RequestOutcome {
-        messages: vec![(queued[0].seq, 1, Verdict::Failed)],
+        messages: vec![MessageOutcome {
+            seq: queued[0].seq,
+            attempt: 1,
+            verdict: Verdict::Failed,
+        }],
         status_code: Some(500),
         ..outcome(ep.seq)
     }])
@@ -274,7 +284,7 @@ fn retention_deletes_each_event_through_its_key() {
 /// An outcome of `endpoint_seq` with nothing in it, for tests to fill in.
 fn outcome(endpoint_seq: i64) -> RequestOutcome {
     RequestOutcome {
-        endpoint_seq,
+        endpoint_seq: EndpointSeq(endpoint_seq),
         at: 20,
         duration_ms: 1,
         status_code: None,
