@@ -221,6 +221,13 @@ fn answer(api: &Api, mut request: tiny_http::Request) {
             response.add_header(h);
         }
     }
+    // A body over the limit is left unread, and a connection with unread bytes is closed
+    // after the answer (tiny_http patch 9). Told nothing, a keep-alive client sent its next
+    // request on it and lost it ("peer disconnected"); told `Connection: close`, it opens
+    // another.
+    if reply.status == 413 {
+        response = response.with_connection_close();
+    }
     // The client may have gone away; there is nobody left to tell.
     let _ = request.respond(response);
 }

@@ -1451,6 +1451,9 @@ fn oversized_bodies_are_refused() {
             reply.text()
         );
         assert_eq!(error_parts(&reply.json()).0, "payload_too_large");
+        // The body is left unread and the connection closed after the answer: a keep-alive
+        // client must be told, or its next request goes onto a closing connection.
+        assert_eq!(reply.header("connection"), Some("close"), "POST {path}");
     }
 
     // Refused without reading it all: a huge announced body gets its 413 while the client

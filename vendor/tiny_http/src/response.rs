@@ -333,7 +333,10 @@ where
     /// Note: does not flush the writer.
     /// StatusSentry patch 7: marks an answer after which the server closes the connection
     /// (`add_header` refuses `Connection`, which the server manages itself).
-    pub(crate) fn with_connection_close(mut self) -> Response<R> {
+    /// StatusSentry patch 10: public, for a handler whose answer leaves the request's body
+    /// unread (a 413): the server then closes the connection after lingering, and a client
+    /// not told so would send its next request on it and lose it.
+    pub fn with_connection_close(mut self) -> Response<R> {
         if let Ok(h) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
             self.headers.push(h);
         }
