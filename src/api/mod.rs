@@ -221,11 +221,14 @@ fn answer(api: &Api, mut request: tiny_http::Request) {
             response.add_header(h);
         }
     }
-    // A body over the limit is left unread, and a connection with unread bytes is closed
-    // after the answer (tiny_http patch 9). Told nothing, a keep-alive client sent its next
-    // request on it and lost it ("peer disconnected"); told `Connection: close`, it opens
-    // another.
-    if reply.status == 413 {
+    // A body over `max_body_bytes` is never read whole, whatever the answer (a 413, or a 401
+    // or 404 given before the body is looked at), and tiny_http drains at most that much:
+    // the connection is closed after the answer (patch 9). Told nothing, a keep-alive client
+    // sent its next request on it and lost it ("peer disconnected"); told `Connection:
+    // close`, it opens another. A chunked body has no announced length, and is over the
+    // limit when its read says so (the 413).
+    let limit = api.config.server.max_body_bytes;
+    if reply.status == 413 || request.body_length().is_some_and(|n| n as u64 > limit) {
         response = response.with_connection_close();
     }
     // The client may have gone away; there is nobody left to tell.

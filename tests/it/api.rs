@@ -1455,6 +1455,25 @@ fn oversized_bodies_are_refused() {
         // client must be told, or its next request goes onto a closing connection.
         assert_eq!(reply.header("connection"), Some("close"), "POST {path}");
     }
+    // The same body refused before it is read (no token) closes the connection too.
+    let body = json!({"url": DEAD_URL, "description": "d".repeat(4000)}).to_string();
+    let reply = api.raw(
+        "POST",
+        "/api/v1/endpoints",
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(reply.header("connection"), Some("close"));
+    // A body within the limit keeps the connection.
+    let reply = api.raw(
+        "POST",
+        "/api/v1/endpoints",
+        &[("Content-Type", "application/json")],
+        Some(fits.as_bytes()),
+    );
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(reply.header("connection"), None);
 
     // Refused without reading it all: a huge announced body gets its 413 while the client
     // has sent only a few bytes of it.
