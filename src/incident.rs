@@ -380,11 +380,7 @@ mod tests {
 
     // ---- the lifecycle over a store transaction ----
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), None).unwrap();
-        (dir, store)
-    }
+    use crate::store::testkit::store;
 
     type Change = (IncidentRow, Vec<crate::store::Emitted>);
 

@@ -166,32 +166,14 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MonitorRow, MonitorSettings, NewEndpoint};
+    use crate::store::{MonitorRow, MonitorSettings};
     use rules::Kind;
     use serde_json::Value;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), None).unwrap();
-        (dir, store)
-    }
+    use crate::store::testkit::store;
 
     fn endpoint(store: &Store) -> i64 {
-        store
-            .create_endpoint(&NewEndpoint {
-                id: crate::id::new("ep"),
-                url: "http://127.0.0.1:9/".into(),
-                description: String::new(),
-                event_types: Vec::new(),
-                enabled: true,
-                batch_max: 100,
-                batch_window_ms: 0,
-                heartbeat_secs: None,
-                secret: crate::secret::generate(),
-                now: 1,
-            })
-            .unwrap()
-            .seq
+        crate::store::testkit::endpoint(store, &[]).seq
     }
 
     fn settings(component: Option<&str>) -> MonitorSettings {

@@ -402,11 +402,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), None).unwrap();
-        (dir, store)
-    }
+    use crate::store::testkit::store;
 
     /// Folding, expiry and the window's sums each read one monitor's range of a primary key,
     /// never a table (retention runs them for every monitor, every minute).

@@ -147,8 +147,8 @@ impl MessageCounts {
 #[cfg(test)]
 mod tests {
     use super::super::{
-        Durability, EndpointRow, EndpointSeq, MessageOutcome, MessageSeq, NewEndpoint, NewEvent,
-        RequestOutcome, Store, StoreError, Verdict,
+        Durability, EndpointRow, EndpointSeq, MessageOutcome, MessageSeq, NewEvent, RequestOutcome,
+        Store, StoreError, Verdict,
     };
     use super::*;
 
@@ -224,19 +224,7 @@ mod tests {
     }
 
     fn endpoint(s: &Store) -> EndpointRow {
-        s.create_endpoint(&NewEndpoint {
-            id: crate::id::new("ep"),
-            url: "http://127.0.0.1:9/".into(),
-            description: String::new(),
-            event_types: Vec::new(),
-            enabled: true,
-            batch_max: 100,
-            batch_window_ms: 0,
-            heartbeat_secs: None,
-            secret: crate::secret::generate(),
-            now: 1,
-        })
-        .unwrap()
+        crate::store::testkit::endpoint(s, &[])
     }
 
     fn publish(s: &Store, n: usize) {

@@ -721,4 +721,6 @@ pub struct Gauges {
 }
 
 #[cfg(test)]
+pub mod testkit;
+#[cfg(test)]
 mod tests;

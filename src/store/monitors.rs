@@ -455,11 +455,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), None).unwrap();
-        (dir, store)
-    }
+    use crate::store::testkit::store;
 
     fn settings(component: Option<&str>) -> MonitorSettings {
         MonitorSettings {

@@ -396,27 +396,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{NewEndpoint, NewEvent, PublishResult};
+    use super::super::{NewEvent, PublishResult};
     use super::*;
 
     #[test]
     fn payloads_come_in_the_order_asked_with_none_for_a_missing_event() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), None).unwrap();
-        store
-            .create_endpoint(&NewEndpoint {
-                id: crate::id::new("ep"),
-                url: "http://127.0.0.1:9/".into(),
-                description: String::new(),
-                event_types: Vec::new(),
-                enabled: true,
-                batch_max: 100,
-                batch_window_ms: 0,
-                heartbeat_secs: None,
-                secret: crate::secret::generate(),
-                now: 1,
-            })
-            .unwrap();
+        let (_dir, store) = crate::store::testkit::store();
+        crate::store::testkit::endpoint(&store, &[]);
         let mut items: Vec<NewEvent> = (0..3)
             .map(|i| NewEvent {
                 payload: format!("{{\"id\":\"{}\",\"n\":{i}}}", crate::event::UNASSIGNED_ID),

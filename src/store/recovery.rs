@@ -169,24 +169,11 @@ fn recover(tx: &Transaction, seq: i64, expired_before: i64, now: i64) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::super::{EndpointSeq, NewEndpoint, NewEvent, RequestOutcome, Store};
+    use super::super::{EndpointSeq, NewEvent, RequestOutcome, Store};
     use super::*;
 
     fn endpoint(s: &Store, types: &[&str]) -> i64 {
-        s.create_endpoint(&NewEndpoint {
-            id: crate::id::new("ep"),
-            url: "http://127.0.0.1:9/".into(),
-            description: String::new(),
-            event_types: types.iter().map(|t| t.to_string()).collect(),
-            enabled: true,
-            batch_max: 100,
-            batch_window_ms: 0,
-            heartbeat_secs: None,
-            secret: crate::secret::generate(),
-            now: 1,
-        })
-        .unwrap()
-        .seq
+        crate::store::testkit::endpoint(s, types).seq
     }
 
     /// Publishes one event of type `t` accepted at `at`, to `only` or to every subscriber.

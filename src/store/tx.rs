@@ -118,13 +118,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{IncidentRow, IncidentStatus, NewEndpoint, StoreError};
+    use crate::store::{IncidentRow, IncidentStatus, StoreError};
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db"), None).unwrap();
-        (dir, store)
-    }
+    use crate::store::testkit::store;
 
     fn incident(id: &str) -> IncidentRow {
         IncidentRow {
@@ -153,21 +149,7 @@ mod tests {
     #[test]
     fn an_emitted_event_commits_with_its_change_or_not_at_all() {
         let (_dir, store) = store();
-        let endpoint = store
-            .create_endpoint(&NewEndpoint {
-                id: crate::id::new("ep"),
-                url: "http://127.0.0.1:9/".into(),
-                description: String::new(),
-                event_types: Vec::new(),
-                enabled: true,
-                batch_max: 100,
-                batch_window_ms: 0,
-                heartbeat_secs: None,
-                secret: crate::secret::generate(),
-                now: 1,
-            })
-            .unwrap()
-            .seq;
+        let endpoint = crate::store::testkit::endpoint(&store, &[]).seq;
 
         let failed = store.transact(Durability::Full, |tx| {
             tx.insert_incident(&incident("inc_failed"))?;

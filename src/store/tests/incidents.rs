@@ -4,11 +4,7 @@ use super::*;
 use crate::event::{ComponentStatus, Severity};
 use crate::store::components_incidents::*;
 
-fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db"), None).unwrap();
-    (dir, store)
-}
+use crate::store::testkit::store;
 
 /// Retention's search for incidents to delete reads only what it deletes: resolved ones
 /// before the cutoff, through `incidents_by_resolution` (what it deletes is tested in

@@ -27,28 +27,9 @@ pub(super) fn query_plan(conn: &Connection, sql: &str) -> String {
     .join("; ")
 }
 
-fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db"), None).unwrap();
-    (dir, store)
-}
+use crate::store::testkit::store;
 
-fn endpoint(store: &Store, types: &[&str]) -> EndpointRow {
-    store
-        .create_endpoint(&NewEndpoint {
-            id: crate::id::new("ep"),
-            url: "http://127.0.0.1:9/".into(),
-            description: String::new(),
-            event_types: types.iter().map(|s| s.to_string()).collect(),
-            enabled: true,
-            batch_max: 100,
-            batch_window_ms: 0,
-            heartbeat_secs: None,
-            secret: crate::secret::generate(),
-            now: 1,
-        })
-        .unwrap()
-}
+use crate::store::testkit::endpoint;
 
 fn event(t: &str, key: Option<(&str, Value)>) -> NewEvent {
     NewEvent {
