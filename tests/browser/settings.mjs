@@ -12,7 +12,7 @@
 // Screenshots land in test-artifacts/settings[-firefox].png.
 
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
@@ -21,13 +21,13 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { startServer, stopServer } from "./server.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
 const BIN = process.env.STATUSSENTRY_BIN || path.join(ROOT, "target/debug/statussentry");
 const ARTIFACTS = path.join(ROOT, "test-artifacts");
 const TOKEN = `browser-test-${crypto.randomBytes(12).toString("hex")}`;
-const START_DEADLINE_MS = 20_000;
 const WAIT_MS = 20_000;
 const TITLE = "Settings › Integrations › Webhooks";
 
@@ -52,58 +52,7 @@ const expectedConsole = [];
 // ---------------------------------------------------------------------------------------
 // The server, the receiver and the browser
 
-function startServer() {
-  const config = path.join(temp, "statussentry.toml");
-  fs.writeFileSync(config, [
-    "[server]",
-    'listen = "127.0.0.1:0"',
-    "[storage]",
-    `path = ${JSON.stringify(path.join(temp, "db.sqlite"))}`,
-    "[delivery]",
-    'batch_window = "0ms"',
-    // A parked message then waits for the page's Retry, not for its own backoff.
-    'initial_backoff = "10m"',
-    "",
-  ].join("\n"));
-  const env = { ...process.env, STATUSSENTRY_ADMIN_TOKEN: TOKEN, RUST_LOG: "info" };
-  delete env.STATUSSENTRY_LISTEN;
-  delete env.STATUSSENTRY_DB;
-  const child = spawn(BIN, ["--config", config], { cwd: temp, env, stdio: ["ignore", "pipe", "pipe"] });
-  let log = "";
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`no "listening on" line within ${START_DEADLINE_MS} ms; log:\n${log}`));
-    }, START_DEADLINE_MS);
-    const onData = (chunk) => {
-      log += chunk;
-      const m = /listening on (127\.0\.0\.1:\d+)/.exec(log);
-      if (m && timer) {
-        clearTimeout(timer);
-        resolve({ child, base: `http://${m[1]}`, log: () => log });
-      }
-    };
-    child.stdout.setEncoding("utf8").on("data", onData);
-    child.stderr.setEncoding("utf8").on("data", onData);
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot start ${BIN} (run cargo build first): ${e.message}`));
-    });
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited (${code ?? signal}) before listening; log:\n${log}`));
-    });
-  });
-}
 
-async function stopServer() {
-  if (!server || server.child.exitCode !== null || server.child.signalCode !== null) return;
-  const exited = new Promise((resolve) => server.child.once("exit", resolve));
-  server.child.kill("SIGTERM");
-  const timer = setTimeout(() => server.child.kill("SIGKILL"), 15_000);
-  await exited;
-  clearTimeout(timer);
-}
 
 function startReceiver() {
   const hits = [];
@@ -230,7 +179,12 @@ function card() {
 export function runSettingsTest({ name, launch, suffix = "" }) {
   before(async () => {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
-    [server, receiver] = await Promise.all([startServer(), startReceiver()]);
+    [server, receiver] = await Promise.all([
+      startServer({ bin: BIN, dir: temp, token: TOKEN, delivery: [
+        'batch_window = "0ms"',
+        // A parked message then waits for the page's Retry, not for its own backoff.
+        'initial_backoff = "10m"',
+      ] }), startReceiver()]);
     const profile = fs.mkdtempSync(path.join(temp, "profile-"));
     ({ context: browser, page } = await launch({ profile, onForeign: (url) => foreignRequests.push(url) }));
     watchPage(page);
@@ -238,7 +192,7 @@ export function runSettingsTest({ name, launch, suffix = "" }) {
 
   after(async () => {
     if (browser) await browser.close().catch(() => {});
-    await stopServer();
+    await stopServer(server);
     if (receiver) await receiver.close();
     fs.rmSync(temp, { recursive: true, force: true });
   });

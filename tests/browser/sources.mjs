@@ -12,11 +12,10 @@
 // sources-firefox.test.mjs). Environment: STATUSSENTRY_BIN (default target/debug/statussentry).
 // Screenshots land in test-artifacts/sources[-firefox]-*.png.
 //
-// The set-up (server, console watch) is the same as settings.mjs's, repeated rather than
-// shared so that each file can change on its own.
+// The server is started and stopped by server.mjs, as for settings.mjs; the console watch is
+// this file's own.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
@@ -24,13 +23,13 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { startServer, stopServer } from "./server.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "../..");
 const BIN = process.env.STATUSSENTRY_BIN || path.join(ROOT, "target/debug/statussentry");
 const ARTIFACTS = path.join(ROOT, "test-artifacts");
 const TOKEN = `browser-test-${crypto.randomBytes(12).toString("hex")}`;
-const START_DEADLINE_MS = 20_000;
 // Long enough for the page's 5 s refresh of a shown view to come round twice.
 const WAIT_MS = 20_000;
 
@@ -55,56 +54,7 @@ const expectedConsole = [];
 // ---------------------------------------------------------------------------------------
 // The server and the monitor's target
 
-function startServer() {
-  const config = path.join(temp, "statussentry.toml");
-  fs.writeFileSync(config, [
-    "[server]",
-    'listen = "127.0.0.1:0"',
-    "[storage]",
-    `path = ${JSON.stringify(path.join(temp, "db.sqlite"))}`,
-    "[delivery]",
-    'batch_window = "0ms"',
-    "",
-  ].join("\n"));
-  const env = { ...process.env, STATUSSENTRY_ADMIN_TOKEN: TOKEN, RUST_LOG: "info" };
-  delete env.STATUSSENTRY_LISTEN;
-  delete env.STATUSSENTRY_DB;
-  const child = spawn(BIN, ["--config", config], { cwd: temp, env, stdio: ["ignore", "pipe", "pipe"] });
-  let log = "";
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`no "listening on" line within ${START_DEADLINE_MS} ms; log:\n${log}`));
-    }, START_DEADLINE_MS);
-    const onData = (chunk) => {
-      log += chunk;
-      const m = /listening on (127\.0\.0\.1:\d+)/.exec(log);
-      if (m && timer) {
-        clearTimeout(timer);
-        resolve({ child, base: `http://${m[1]}`, log: () => log });
-      }
-    };
-    child.stdout.setEncoding("utf8").on("data", onData);
-    child.stderr.setEncoding("utf8").on("data", onData);
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot start ${BIN} (run cargo build first): ${e.message}`));
-    });
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited (${code ?? signal}) before listening; log:\n${log}`));
-    });
-  });
-}
 
-async function stopServer() {
-  if (!server || server.child.exitCode !== null || server.child.signalCode !== null) return;
-  const exited = new Promise((resolve) => server.child.once("exit", resolve));
-  server.child.kill("SIGTERM");
-  const timer = setTimeout(() => server.child.kill("SIGKILL"), 15_000);
-  await exited;
-  clearTimeout(timer);
-}
 
 // The HTTP service the monitor checks: it answers every request with the status last set.
 function startTarget() {
@@ -233,7 +183,8 @@ const monitorCard = () => page.locator("li.monitor").filter({ hasText: "Local ta
 export function runSourcesTest({ name, launch, suffix = "" }) {
   before(async () => {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
-    [server, target] = await Promise.all([startServer(), startTarget()]);
+    [server, target] = await Promise.all([
+      startServer({ bin: BIN, dir: temp, token: TOKEN, delivery: ['batch_window = "0ms"'] }), startTarget()]);
     const profile = fs.mkdtempSync(path.join(temp, "profile-"));
     ({ context: browser, page } = await launch({ profile, onForeign: (url) => foreignRequests.push(url) }));
     watchPage(page);
@@ -241,7 +192,7 @@ export function runSourcesTest({ name, launch, suffix = "" }) {
 
   after(async () => {
     if (browser) await browser.close().catch(() => {});
-    await stopServer();
+    await stopServer(server);
     if (target) await target.close();
     fs.rmSync(temp, { recursive: true, force: true });
   });
